@@ -1,0 +1,100 @@
+//! The `steep` command line: parse, dispatch, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod commands;
+mod context;
+
+use commands::{demo, local, version};
+use context::Ctx;
+use steep::output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "steep",
+    version,
+    about = "Prepare PostgreSQL servers to replicate with each other",
+    long_about = "Prepare PostgreSQL servers to replicate with each other.\n\n\
+        Connection: -c/--connection (URI or key=value), else STEEP_CONNECTION, else the libpq \
+        environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, ...), else the running local \
+        sandbox.\n\nExit codes: 0 ok, 1 failure, 2 usage error, 3 blocking findings.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct GlobalArgs {
+    /// Connection string: a postgresql:// URI or libpq key=value pairs.
+    #[arg(
+        short = 'c',
+        long = "connection",
+        global = true,
+        env = "STEEP_CONNECTION",
+        hide_env_values = true
+    )]
+    connection: Option<String>,
+    /// Machine-readable output (JSON on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// When to colour output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Throwaway local PostgreSQL 18 sandboxes with steep_repl installed and preloaded.
+    Local(local::LocalArgs),
+    /// Versions of this binary, the extension SQL it embeds, and the server's extension.
+    Version(version::VersionArgs),
+    /// Show steep end to end on local sandboxes.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let choice = match cli.global.color {
+        Color::Auto => anstream::ColorChoice::Auto,
+        Color::Always => anstream::ColorChoice::Always,
+        Color::Never => anstream::ColorChoice::Never,
+    };
+    choice.write_global();
+    let out = Output {
+        json: cli.global.json,
+        quiet: cli.global.quiet,
+        verbose: cli.global.verbose,
+    };
+    let ctx = Ctx::new(out, cli.global.connection);
+    let result = match &cli.command {
+        Command::Local(a) => a.execute(&ctx),
+        Command::Version(a) => a.execute(&ctx),
+        Command::Demo(a) => a.execute(&ctx),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(format!("{e:#}"));
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

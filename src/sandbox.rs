@@ -1,0 +1,803 @@
+//! Throwaway PostgreSQL clusters: the `steep local` sandboxes and the integration tests' servers.
+//!
+//! A cluster lives in one directory: `data/` (PGDATA), `server.log`, `sandbox.json` (its state) and
+//! its Unix socket. When steep runs as root, every server command runs as an unprivileged OS user
+//! (`STEEP_RUN_AS`, default `postgres`), because PostgreSQL refuses to run as root.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::unistd::{Gid, Uid, User};
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+
+/// The name of the bootstrap superuser in every cluster steep creates.
+pub const SUPERUSER: &str = "postgres";
+const STATE_FILE: &str = "sandbox.json";
+const INSTALL_HINT: &str =
+    "run ./install.sh (or scripts/setup.sh and scripts/install-extension.sh)";
+
+/// A PostgreSQL installation, located through its `pg_config`.
+#[derive(Debug, Clone)]
+pub struct PgInstall {
+    pub pg_config: PathBuf,
+    pub bindir: PathBuf,
+    pub pkglibdir: PathBuf,
+    pub sharedir: PathBuf,
+    /// As `pg_config --version` prints it, e.g. "PostgreSQL 18.6".
+    pub version: String,
+    pub major: u32,
+}
+
+impl PgInstall {
+    /// The installation at `pg_config`, or the default one (`STEEP_PG_CONFIG`, else the
+    /// PostgreSQL 18 tree under `STEEP_HOME`).
+    pub fn locate(pg_config: Option<&Path>) -> Result<Self> {
+        let pg_config = pg_config
+            .map(Path::to_path_buf)
+            .unwrap_or_else(paths::default_pg_config);
+        if !pg_config.is_file() {
+            bail!(
+                "PostgreSQL is not installed at {}: {INSTALL_HINT}, or pass --pg-config",
+                pg_config.display()
+            );
+        }
+        let out = Command::new(&pg_config)
+            .args(["--bindir", "--pkglibdir", "--sharedir", "--version"])
+            .output()
+            .with_context(|| format!("running {}", pg_config.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                pg_config.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let [bindir, pkglibdir, sharedir, version] = lines[..] else {
+            bail!("unexpected output from {}: {text:?}", pg_config.display());
+        };
+        let major = parse_major(version)
+            .with_context(|| format!("reading the version from {}", pg_config.display()))?;
+        Ok(Self {
+            pg_config,
+            bindir: bindir.into(),
+            pkglibdir: pkglibdir.into(),
+            sharedir: sharedir.into(),
+            version: version.to_string(),
+            major,
+        })
+    }
+
+    pub fn bin(&self, program: &str) -> PathBuf {
+        self.bindir.join(program)
+    }
+
+    /// Whether the `steep_repl` extension's library and control file are in this tree.
+    pub fn extension_installed(&self) -> bool {
+        self.pkglibdir.join("steep_repl.so").is_file()
+            && self.sharedir.join("extension/steep_repl.control").is_file()
+    }
+
+    pub fn require_extension(&self) -> Result<()> {
+        if self.extension_installed() {
+            return Ok(());
+        }
+        bail!(
+            "the steep_repl extension is not installed in {} ({}): {INSTALL_HINT}",
+            self.bindir.parent().unwrap_or(&self.bindir).display(),
+            self.version
+        )
+    }
+}
+
+/// "PostgreSQL 18.6" -> 18, "PostgreSQL 15.18 (Debian ...)" -> 15, "PostgreSQL 19devel" -> 19.
+pub fn parse_major(version: &str) -> Result<u32> {
+    let rest = version
+        .strip_prefix("PostgreSQL ")
+        .ok_or_else(|| anyhow!("not a PostgreSQL version string: {version:?}"))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .map_err(|_| anyhow!("not a PostgreSQL version string: {version:?}"))
+}
+
+/// The unprivileged OS user that runs servers. `None` when steep itself is not root.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    pub fn resolve() -> Result<Option<Self>> {
+        if !paths::is_root() {
+            return Ok(None);
+        }
+        let name = paths::run_as_user();
+        let user = User::from_name(&name)
+            .with_context(|| format!("looking up the OS user '{name}'"))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "PostgreSQL cannot run as root, and the OS user '{name}' that steep runs servers \
+                     as does not exist: {INSTALL_HINT} to create it, or set STEEP_RUN_AS to an \
+                     existing unprivileged user"
+                )
+            })?;
+        if user.uid.is_root() {
+            bail!(
+                "PostgreSQL cannot run as root, and STEEP_RUN_AS='{name}' is a root account: \
+                 set STEEP_RUN_AS to an unprivileged user (default: postgres)"
+            );
+        }
+        Ok(Some(Self {
+            name,
+            uid: user.uid,
+            gid: user.gid,
+            home: user.dir,
+        }))
+    }
+
+    fn chown(&self, path: &Path) -> Result<()> {
+        nix::unistd::chown(path, Some(self.uid), Some(self.gid))
+            .with_context(|| format!("giving {} to the OS user '{}'", path.display(), self.name))
+    }
+}
+
+/// How to set up a new cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// A fixed TCP port; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Load `steep_repl` through `shared_preload_libraries`.
+    pub preload: bool,
+    /// Keep crash safety (fsync). Tests turn it off for speed.
+    pub durable: bool,
+    /// More `postgresql.conf` settings, as (name, value) with the value already quoted as needed.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            port: None,
+            preload: true,
+            durable: true,
+            settings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClusterState {
+    name: String,
+    port: u16,
+    port_fixed: bool,
+    pg_config: PathBuf,
+    created_at: u64,
+    /// The process that owns a temporary (test) cluster; stale ones are swept.
+    #[serde(default)]
+    owner_pid: Option<u32>,
+}
+
+/// One PostgreSQL cluster in its own directory.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub dir: PathBuf,
+    pub install: PgInstall,
+    state: ClusterState,
+    run_as: Option<RunAs>,
+}
+
+impl Cluster {
+    /// initdb a new cluster in `dir` (which must not exist yet). It is not started.
+    pub fn create(
+        name: &str,
+        dir: &Path,
+        install: PgInstall,
+        opts: &ClusterOptions,
+    ) -> Result<Self> {
+        Self::create_owned(name, dir, install, opts, None)
+    }
+
+    fn create_owned(
+        name: &str,
+        dir: &Path,
+        install: PgInstall,
+        opts: &ClusterOptions,
+        owner_pid: Option<u32>,
+    ) -> Result<Self> {
+        if opts.preload {
+            install.require_extension()?;
+        }
+        for tool in ["initdb", "pg_ctl", "postgres"] {
+            if !install.bin(tool).is_file() {
+                bail!("{} is missing: {INSTALL_HINT}", install.bin(tool).display());
+            }
+        }
+        let run_as = RunAs::resolve()?;
+        if dir.exists() {
+            bail!(
+                "{} already exists: remove it or choose another name",
+                dir.display()
+            );
+        }
+        let parent = dir.parent().context("cluster directory has no parent")?;
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        if run_as.is_some() {
+            // The server user walks through the parent to reach its data directory.
+            let mut perms = fs::metadata(parent)?.permissions();
+            perms.set_mode(perms.mode() | 0o755);
+            fs::set_permissions(parent, perms)?;
+        }
+        fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        if let Some(u) = &run_as {
+            u.chown(dir)?;
+        }
+        if dir.join(".s.PGSQL.65535").as_os_str().len() > 107 {
+            bail!(
+                "the cluster directory {} is too long for a Unix socket path: use a shorter \
+                 STEEP_HOME",
+                dir.display()
+            );
+        }
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let state = ClusterState {
+            name: name.to_string(),
+            port,
+            port_fixed: opts.port.is_some(),
+            pg_config: install.pg_config.clone(),
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            owner_pid,
+        };
+        let cluster = Self {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            install,
+            state,
+            run_as,
+        };
+        cluster.write_state()?;
+        cluster.initdb(opts)?;
+        Ok(cluster)
+    }
+
+    /// Open the cluster whose directory is `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let state_path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&state_path)
+            .with_context(|| format!("reading {}", state_path.display()))?;
+        let state: ClusterState = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", state_path.display()))?;
+        let install = PgInstall::locate(Some(&state.pg_config))?;
+        Ok(Self {
+            name: state.name.clone(),
+            dir: dir.to_path_buf(),
+            install,
+            state,
+            run_as: RunAs::resolve()?,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.state.port
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A libpq URI for database `dbname` as the bootstrap superuser over TCP on localhost.
+    pub fn connection_uri(&self, dbname: &str) -> String {
+        format!(
+            "postgresql://{SUPERUSER}@127.0.0.1:{}/{}",
+            self.port(),
+            percent_encode(dbname)
+        )
+    }
+
+    /// The same as a key=value string (what the `postgres` crate and libpq both accept).
+    pub fn connection_string(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={SUPERUSER} dbname='{}'",
+            self.port(),
+            dbname.replace('\\', "\\\\").replace('\'', "\\'")
+        )
+    }
+
+    /// The postmaster's pid when the server is running.
+    pub fn running_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        process_alive(pid).then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running_pid().is_some()
+    }
+
+    /// Start the server and wait until it accepts connections.
+    pub fn start(&mut self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.write_port_conf()?;
+            let out = self.run_server_cmd(
+                "pg_ctl",
+                &[
+                    "-D".as_ref(),
+                    self.data_dir().as_os_str(),
+                    "-l".as_ref(),
+                    self.log_file().as_os_str(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "120".as_ref(),
+                    "start".as_ref(),
+                ],
+            )?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let log = self.log_tail(30);
+            let port_taken =
+                log.contains("could not bind") || log.contains("Address already in use");
+            if port_taken && !self.state.port_fixed && attempts < 5 {
+                self.state.port = free_port()?;
+                self.write_state()?;
+                continue;
+            }
+            let hint = if port_taken {
+                format!("port {} is in use: choose another with --port", self.port())
+            } else {
+                format!("see {}", self.log_file().display())
+            };
+            bail!(
+                "PostgreSQL did not start in {} ({hint}):\n{}\n{}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log.trim()
+            );
+        }
+    }
+
+    /// Stop the server (fast shutdown: active sessions are disconnected).
+    pub fn stop(&self) -> Result<()> {
+        self.stop_mode("fast")
+    }
+
+    fn stop_mode(&self, mode: &str) -> Result<()> {
+        let Some(pid) = self.running_pid() else {
+            return Ok(());
+        };
+        let out = self.run_server_cmd(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                self.data_dir().as_os_str(),
+                "-m".as_ref(),
+                mode.as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "stop".as_ref(),
+            ],
+        )?;
+        if !out.status.success() && self.is_running() {
+            bail!(
+                "could not stop PostgreSQL in {}: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // pg_ctl returns once postmaster.pid is gone, a moment before the process exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Restart the server (used by tests and after configuration changes).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.start()
+    }
+
+    /// Stop the server and delete the cluster's directory.
+    pub fn remove(self) -> Result<()> {
+        if self.stop_mode("fast").is_err() {
+            self.stop_mode("immediate")?;
+        }
+        remove_cluster_dir(&self.dir)
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Append settings to the cluster's configuration (takes effect on the next start or reload).
+    pub fn set_settings(&self, settings: &[(String, String)]) -> Result<()> {
+        let path = self.data_dir().join("steep.conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for (k, v) in settings {
+            writeln!(f, "{k} = {v}")?;
+        }
+        Ok(())
+    }
+
+    /// Run a program from the installation's bin directory as the server user.
+    pub fn run_server_cmd(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<Output> {
+        let path = self.install.bin(program);
+        let mut cmd = Command::new(&path);
+        cmd.args(args).current_dir(&self.dir);
+        // Our own flags say where the server is; inherited libpq variables must not redirect it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(k);
+            }
+        }
+        if let Some(u) = &self.run_as {
+            cmd.uid(u.uid.as_raw())
+                .gid(u.gid.as_raw())
+                .env("HOME", &u.home);
+        }
+        cmd.output()
+            .with_context(|| format!("running {}", path.display()))
+    }
+
+    fn initdb(&self, opts: &ClusterOptions) -> Result<()> {
+        let data = self.data_dir();
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-U".as_ref(),
+            SUPERUSER.as_ref(),
+            "--auth=trust".as_ref(),
+            "--encoding=UTF8".as_ref(),
+            "--no-locale".as_ref(),
+        ];
+        if !opts.durable {
+            args.push("--no-sync".as_ref());
+        }
+        let out = self.run_server_cmd("initdb", &args)?;
+        if !out.status.success() {
+            bail!(
+                "initdb failed for {}:\n{}{}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut conf = vec![
+            ("listen_addresses".to_string(), "'127.0.0.1'".to_string()),
+            (
+                "unix_socket_directories".to_string(),
+                quote_conf(&self.dir.to_string_lossy()),
+            ),
+            ("wal_level".into(), "logical".into()),
+            ("track_commit_timestamp".into(), "on".into()),
+            ("max_worker_processes".into(), "32".into()),
+            ("max_replication_slots".into(), "16".into()),
+            ("max_wal_senders".into(), "16".into()),
+            ("log_line_prefix".into(), "'%m [%p] %q%u@%d '".into()),
+        ];
+        if opts.preload {
+            conf.push(("shared_preload_libraries".into(), "'steep_repl'".into()));
+        }
+        if !opts.durable {
+            for (k, v) in [
+                ("fsync", "off"),
+                ("synchronous_commit", "off"),
+                ("full_page_writes", "off"),
+            ] {
+                conf.push((k.into(), v.into()));
+            }
+        }
+        conf.extend(opts.settings.iter().cloned());
+
+        let steep_conf = data.join("steep.conf");
+        let mut text = String::from("# Written by steep for this cluster.\n");
+        for (k, v) in &conf {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        self.write_owned(&steep_conf, &text)?;
+        let main_conf = data.join("postgresql.conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&main_conf)
+            .with_context(|| format!("opening {}", main_conf.display()))?;
+        // The port lives in its own file, rewritten when a busy port forces another choice.
+        writeln!(f, "\ninclude 'steep.conf'\ninclude 'steep-port.conf'")?;
+        Ok(())
+    }
+
+    fn write_port_conf(&self) -> Result<()> {
+        let path = self.data_dir().join("steep-port.conf");
+        self.write_owned(&path, &format!("port = {}\n", self.port()))
+    }
+
+    fn write_state(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.state)?;
+        self.write_owned(&self.dir.join(STATE_FILE), &text)
+    }
+
+    fn write_owned(&self, path: &Path, text: &str) -> Result<()> {
+        fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(u) = &self.run_as {
+            u.chown(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// The directory of the `steep local` sandbox `name`. Names are restricted so they cannot
+/// escape the sandboxes directory.
+pub fn sandbox_dir(name: &str) -> Result<PathBuf> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if !ok {
+        bail!(
+            "invalid sandbox name {name:?}: use 1-32 letters, digits, '-' or '_' (not starting \
+             with '-')"
+        );
+    }
+    Ok(paths::sandboxes_dir().join(name))
+}
+
+/// Every `steep local` sandbox on this machine, by name.
+pub fn list_sandboxes() -> Result<Vec<Cluster>> {
+    let dir = paths::sandboxes_dir();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        if entry.path().join(STATE_FILE).is_file() {
+            out.push(Cluster::open(&entry.path())?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The sandbox a command uses when no connection is given: `default` when it runs, else the only
+/// running one. Several running and none named `default` is ambiguous, and an error.
+pub fn running_sandbox() -> Result<Option<Cluster>> {
+    let running: Vec<Cluster> = list_sandboxes()?
+        .into_iter()
+        .filter(Cluster::is_running)
+        .collect();
+    if running.len() <= 1 {
+        return Ok(running.into_iter().next());
+    }
+    let names: Vec<String> = running.iter().map(|c| c.name.clone()).collect();
+    match running.into_iter().find(|c| c.name == "default") {
+        Some(c) => Ok(Some(c)),
+        None => bail!(
+            "no connection given and several sandboxes are running ({}): pass -c, e.g. \
+             -c \"$(steep local status {} --json | jq -r .connection)\"",
+            names.join(", "),
+            names[0]
+        ),
+    }
+}
+
+/// Delete a cluster directory; refuses a directory that is not a steep cluster.
+fn remove_cluster_dir(dir: &Path) -> Result<()> {
+    if !dir.join(STATE_FILE).is_file() {
+        bail!(
+            "refusing to delete {}: it is not a steep cluster (no {STATE_FILE})",
+            dir.display()
+        );
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("deleting {}", dir.display()))
+}
+
+/// A cluster that is stopped and deleted when dropped, also while a panic unwinds. Each lives
+/// under `base`; clusters left there by a process that died are swept when the next one starts.
+#[derive(Debug)]
+pub struct TempCluster {
+    cluster: Option<Cluster>,
+}
+
+static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TempCluster {
+    /// Create and start a temporary cluster.
+    pub fn start(base: &Path, install: PgInstall, opts: &ClusterOptions) -> Result<Self> {
+        sweep_stale(base);
+        let pid = std::process::id();
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{pid}-{n}");
+        let dir = base.join(&name);
+        let mut cluster = Cluster::create_owned(&name, &dir, install, opts, Some(pid))?;
+        let guard_dir = dir.clone();
+        if let Err(e) = cluster.start() {
+            let _ = remove_cluster_dir(&guard_dir);
+            return Err(e);
+        }
+        Ok(Self {
+            cluster: Some(cluster),
+        })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        self.cluster.as_ref().expect("cluster present until drop")
+    }
+
+    pub fn cluster_mut(&mut self) -> &mut Cluster {
+        self.cluster.as_mut().expect("cluster present until drop")
+    }
+}
+
+impl std::ops::Deref for TempCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        self.cluster()
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        if let Some(c) = self.cluster.take() {
+            let _ = c.stop_mode("immediate");
+            let _ = remove_cluster_dir(&c.dir);
+        }
+    }
+}
+
+/// Remove temporary clusters whose owning process no longer exists.
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(text) = fs::read_to_string(dir.join(STATE_FILE)) else {
+            continue;
+        };
+        let Ok(state) = serde_json::from_str::<ClusterState>(&text) else {
+            continue;
+        };
+        let Some(owner) = state.owner_pid else {
+            continue;
+        };
+        if process_alive(owner as i32) {
+            continue;
+        }
+        if let Ok(c) = Cluster::open(&dir) {
+            let _ = c.stop_mode("immediate");
+        }
+        let _ = remove_cluster_dir(&dir);
+    }
+}
+
+/// Whether `pid` is a live process (a zombie awaiting its reaper counts as gone).
+pub fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => true,
+        Err(_) => false,
+    };
+    if !exists {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) state ..."; comm may contain spaces and parentheses.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now. Chosen from 20000..32000 (below the
+/// ephemeral range, so outgoing connections do not take it) and checked by binding it.
+fn free_port() -> Result<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2654435761);
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(7919, Ordering::SeqCst);
+        let port = 20000 + (seed.wrapping_add(n) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free TCP port found on 127.0.0.1 in 20000..32000")
+}
+
+fn quote_conf(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(parse_major("PostgreSQL 18.6").unwrap(), 18);
+        assert_eq!(
+            parse_major("PostgreSQL 15.18 (Debian 15.18-0+deb12u1)").unwrap(),
+            15
+        );
+        assert_eq!(parse_major("PostgreSQL 19devel").unwrap(), 19);
+        assert!(parse_major("MySQL 8").is_err());
+        assert!(parse_major("PostgreSQL x").is_err());
+    }
+
+    #[test]
+    fn conf_and_uri_quoting() {
+        assert_eq!(quote_conf("/a/b'c"), "'/a/b''c'");
+        assert_eq!(percent_encode("my db/ü"), "my%20db%2F%C3%BC");
+    }
+
+    #[test]
+    fn free_ports_are_bindable_and_in_range() {
+        for _ in 0..20 {
+            let p = free_port().unwrap();
+            assert!((20000..32000).contains(&p));
+            assert!(TcpListener::bind(("127.0.0.1", p)).is_ok());
+        }
+    }
+}

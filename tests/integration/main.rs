@@ -1,0 +1,8 @@
+//! Integration tests: the real `steep` binary against real PostgreSQL clusters.
+//!
+//! `STEEP_TEST_PG_CONFIG` chooses the PostgreSQL (default: the PostgreSQL 18 tree of
+//! scripts/setup.sh); scripts/test.sh sets it for the PostgreSQL 15 run.
+
+mod common;
+mod local;
+mod version;
