@@ -7,7 +7,520 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/lib.rs:9
+-- ext/src/tables.rs:3
+-- bootstrap
+-- steep_repl tables (0.1.0). Enumerated columns carry CHECK constraints; every table is marked as
+-- an extension configuration table so pg_dump keeps its rows.
+
+CREATE TABLE steep_repl.nodes (
+    node_id    text PRIMARY KEY CHECK (length(node_id) BETWEEN 1 AND 200),
+    node_name  text NOT NULL CHECK (length(node_name) BETWEEN 1 AND 200),
+    host       text,
+    port       integer NOT NULL DEFAULT 5432 CHECK (port BETWEEN 1 AND 65535),
+    priority   integer NOT NULL DEFAULT 50 CHECK (priority BETWEEN 1 AND 100),
+    status     text NOT NULL DEFAULT 'active'
+               CHECK (status IN ('active', 'inactive', 'initializing', 'failed')),
+    last_seen  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE steep_repl.nodes IS 'Nodes known to this database; register with steep_repl.register_node()';
+
+CREATE TABLE steep_repl.coordinator_state (
+    key        text PRIMARY KEY,
+    value      jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE steep_repl.coordinator_state IS 'Key/value state of this node (for example local_node_id)';
+
+CREATE TABLE steep_repl.schema_fingerprints (
+    node_id            text NOT NULL REFERENCES steep_repl.nodes (node_id) ON DELETE CASCADE,
+    schema_name        text NOT NULL,
+    table_name         text NOT NULL,
+    fingerprint        text NOT NULL CHECK (fingerprint ~ '^[0-9a-f]{64}$'),
+    column_definitions jsonb NOT NULL CHECK (jsonb_typeof(column_definitions) = 'array'),
+    primary_key        text[] NOT NULL DEFAULT '{}',
+    captured_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (node_id, schema_name, table_name)
+);
+COMMENT ON TABLE steep_repl.schema_fingerprints IS 'Per-table schema fingerprints by node; see capture_fingerprints()';
+
+CREATE TABLE steep_repl.snapshots (
+    snapshot_id   text PRIMARY KEY CHECK (length(snapshot_id) BETWEEN 1 AND 200),
+    kind          text NOT NULL CHECK (kind IN ('generate', 'apply')),
+    node_id       text REFERENCES steep_repl.nodes (node_id) ON DELETE SET NULL,
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    storage_path  text,
+    compression   text NOT NULL DEFAULT 'none' CHECK (compression IN ('none', 'gzip', 'lz4', 'zstd')),
+    table_count   integer CHECK (table_count >= 0),
+    lsn           pg_lsn,
+    error_message text,
+    created_by    name NOT NULL DEFAULT current_user,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz
+);
+CREATE INDEX snapshots_active_idx ON steep_repl.snapshots (created_at)
+    WHERE status IN ('pending', 'running');
+COMMENT ON TABLE steep_repl.snapshots IS 'One row per snapshot generate or apply';
+
+CREATE TABLE steep_repl.merge_audit_log (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merge_id    text NOT NULL,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    pk          jsonb NOT NULL,
+    category    text NOT NULL CHECK (category IN ('conflict', 'local_only', 'remote_only')),
+    resolution  text CHECK (resolution IN ('keep_local', 'keep_remote', 'skip',
+                                           'copied_to_local', 'copied_to_remote')),
+    local_row   jsonb,
+    remote_row  jsonb,
+    decided_by  text,
+    decided_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX merge_audit_log_merge_idx ON steep_repl.merge_audit_log (merge_id, schema_name, table_name);
+COMMENT ON TABLE steep_repl.merge_audit_log IS 'One row per non-matching row of a merge, with its resolution';
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.nodes', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.coordinator_state', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.schema_fingerprints', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log_id_seq', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/nodes.rs:4
+-- requires:
+--   tables
+
+-- Node registry (0.1.0). SECURITY INVOKER: callers need the table privileges the README lists.
+
+CREATE FUNCTION steep_repl.register_node(
+    node_id   text,
+    node_name text,
+    host      text    DEFAULT NULL,
+    port      integer DEFAULT 5432,
+    priority  integer DEFAULT 50
+) RETURNS steep_repl.nodes
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    result steep_repl.nodes;
+BEGIN
+    IF $1 IS NULL OR length($1) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'invalid node_id %: give 1 to 200 characters', coalesce(quote_literal($1), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $2 IS NULL OR length($2) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'invalid node_name %: give 1 to 200 characters', coalesce(quote_literal($2), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NULL OR $4 NOT BETWEEN 1 AND 65535 THEN
+        RAISE EXCEPTION 'invalid port %: give a number between 1 and 65535', coalesce($4::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $5 IS NULL OR $5 NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'invalid priority %: give a number between 1 and 100', coalesce($5::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO steep_repl.nodes AS n (node_id, node_name, host, port, priority, last_seen)
+    VALUES ($1, $2, $3, $4, $5, now())
+    ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE
+        SET node_name = EXCLUDED.node_name,
+            host      = EXCLUDED.host,
+            port      = EXCLUDED.port,
+            priority  = EXCLUDED.priority,
+            last_seen = now()
+    RETURNING n.* INTO result;
+    RETURN result;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.register_node(text, text, text, integer, integer)
+    IS 'Register a node, or update it when node_id is known (upsert)';
+
+CREATE FUNCTION steep_repl.heartbeat(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH touched AS (
+        UPDATE steep_repl.nodes SET last_seen = now() WHERE nodes.node_id = $1 RETURNING 1
+    )
+    SELECT EXISTS (SELECT FROM touched);
+$fn$;
+COMMENT ON FUNCTION steep_repl.heartbeat(text) IS 'Record that a node is alive; false when the node is unknown';
+
+CREATE FUNCTION steep_repl.node_status(node_id text DEFAULT NULL)
+RETURNS TABLE (node_id text, node_name text, host text, port integer, status text,
+               last_seen timestamptz, is_healthy boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT n.node_id, n.node_name, n.host, n.port, n.status, n.last_seen,
+           coalesce(n.last_seen > now() - interval '30 seconds', false)
+    FROM steep_repl.nodes n
+    WHERE $1 IS NULL OR n.node_id = $1
+    ORDER BY n.node_id;
+$fn$;
+COMMENT ON FUNCTION steep_repl.node_status(text)
+    IS 'Nodes with their health: healthy means a heartbeat in the last 30 seconds';
+
+CREATE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
+COMMENT ON FUNCTION steep_repl.remove_node(text)
+    IS 'Forget a node and its fingerprints; false when the node is unknown';
+
+CREATE FUNCTION steep_repl.set_local_node(node_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT FROM steep_repl.nodes n WHERE n.node_id = $1) THEN
+        RAISE EXCEPTION 'unknown node %', quote_literal($1)
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Register it first with steep_repl.register_node().';
+    END IF;
+    INSERT INTO steep_repl.coordinator_state AS s (key, value)
+    VALUES ('local_node_id', to_jsonb($1))
+    ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE
+        SET value = EXCLUDED.value, updated_at = now();
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.set_local_node(text) IS 'Record which registered node this database is';
+
+CREATE FUNCTION steep_repl.local_node_id() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT value #>> '{}' FROM steep_repl.coordinator_state WHERE key = 'local_node_id';
+$fn$;
+COMMENT ON FUNCTION steep_repl.local_node_id() IS 'The node this database is (set by steep init), or NULL';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/fingerprints.rs:4
+-- requires:
+--   tables
+--   nodes
+
+-- Schema fingerprints (0.1.0). A table's fingerprint covers column names, order, full types with
+-- typmod, nullability and the primary key. Defaults are recorded and reported, never fingerprinted.
+
+CREATE FUNCTION steep_repl.fingerprint_of(column_definitions jsonb, primary_key text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    -- Identifiers are always double-quoted (not quote_ident): its keyword list differs between
+    -- PostgreSQL versions, and the same schema must fingerprint the same on every version.
+    SELECT encode(sha256(convert_to(
+        coalesce((SELECT string_agg('"' || replace(c ->> 'name', '"', '""') || '" ' || (c ->> 'type')
+                                    || CASE WHEN (c ->> 'not_null')::boolean THEN ' NOT NULL' ELSE '' END,
+                                    E'\n' ORDER BY (c ->> 'position')::integer)
+                  FROM jsonb_array_elements($1) c), '')
+        || E'\nPRIMARY KEY ('
+        || coalesce((SELECT string_agg('"' || replace(k, '"', '""') || '"', ', ' ORDER BY o)
+                     FROM unnest($2) WITH ORDINALITY u(k, o)), '')
+        || ')', 'UTF8')), 'hex');
+$fn$;
+COMMENT ON FUNCTION steep_repl.fingerprint_of(jsonb, text[])
+    IS 'The fingerprint of a table given its column definitions and primary key columns';
+
+CREATE FUNCTION steep_repl.table_fingerprints()
+RETURNS TABLE (schema_name text, table_name text, fingerprint text, column_definitions jsonb,
+               primary_key text[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH tabs AS (
+        SELECT c.oid, n.nspname::text AS schema_name, c.relname::text AS table_name
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
+          AND n.nspname !~ '^pg_(toast|temp_)'
+          -- Tables that belong to an extension are the extension's business.
+          AND NOT EXISTS (SELECT FROM pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+    ),
+    cols AS (
+        SELECT a.attrelid,
+               jsonb_agg(jsonb_build_object(
+                   'name', a.attname::text,
+                   'position', a.pos,
+                   'type', format_type(a.atttypid, a.atttypmod),
+                   'not_null', a.attnotnull,
+                   'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.pos) AS defs
+        FROM (SELECT attrelid, attnum, attname, atttypid, atttypmod, attnotnull,
+                     row_number() OVER (PARTITION BY attrelid ORDER BY attnum) AS pos
+              FROM pg_attribute
+              WHERE attrelid IN (SELECT oid FROM tabs) AND attnum > 0 AND NOT attisdropped) a
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        GROUP BY a.attrelid
+    ),
+    pks AS (
+        SELECT con.conrelid, array_agg(a.attname::text ORDER BY k.ord) AS cols
+        FROM pg_constraint con
+        CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+        WHERE con.contype = 'p' AND con.conrelid IN (SELECT oid FROM tabs)
+        GROUP BY con.conrelid
+    )
+    SELECT t.schema_name, t.table_name,
+           steep_repl.fingerprint_of(coalesce(c.defs, '[]'), coalesce(p.cols, '{}')),
+           coalesce(c.defs, '[]'), coalesce(p.cols, '{}')
+    FROM tabs t
+    LEFT JOIN cols c ON c.attrelid = t.oid
+    LEFT JOIN pks p ON p.conrelid = t.oid
+    ORDER BY 1, 2;
+$fn$;
+COMMENT ON FUNCTION steep_repl.table_fingerprints()
+    IS 'Fingerprints of this database''s user tables, computed now (nothing is stored)';
+
+CREATE FUNCTION steep_repl.require_node(node_id text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF $1 IS NULL OR NOT EXISTS (SELECT FROM steep_repl.nodes n WHERE n.node_id = $1) THEN
+        RAISE EXCEPTION 'unknown node %', coalesce(quote_literal($1), 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Register it with steep_repl.register_node() (steep node register).';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.require_node(text) IS 'Raise a clear error unless the node is registered';
+
+CREATE FUNCTION steep_repl.capture_fingerprints(node_id text) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    captured integer;
+BEGIN
+    PERFORM steep_repl.require_node($1);
+    DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1;
+    INSERT INTO steep_repl.schema_fingerprints
+        (node_id, schema_name, table_name, fingerprint, column_definitions, primary_key)
+    SELECT $1, t.schema_name, t.table_name, t.fingerprint, t.column_definitions, t.primary_key
+    FROM steep_repl.table_fingerprints() t;
+    GET DIAGNOSTICS captured = ROW_COUNT;
+    RETURN captured;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.capture_fingerprints(text)
+    IS 'Store the fingerprints of every user table of this database under node_id; returns the count';
+
+CREATE FUNCTION steep_repl.compare_fingerprints(local_node text, peer_node text)
+RETURNS TABLE (schema_name text, table_name text, local_fingerprint text, peer_fingerprint text,
+               status text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM steep_repl.require_node($1);
+    PERFORM steep_repl.require_node($2);
+    RETURN QUERY
+    SELECT coalesce(l.schema_name, p.schema_name), coalesce(l.table_name, p.table_name),
+           l.fingerprint, p.fingerprint,
+           CASE WHEN l.fingerprint IS NULL THEN 'peer_only'
+                WHEN p.fingerprint IS NULL THEN 'local_only'
+                WHEN l.fingerprint = p.fingerprint THEN 'match'
+                ELSE 'mismatch' END
+    FROM (SELECT * FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1) l
+    FULL JOIN (SELECT * FROM steep_repl.schema_fingerprints f WHERE f.node_id = $2) p
+           ON l.schema_name = p.schema_name AND l.table_name = p.table_name
+    ORDER BY 1, 2;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.compare_fingerprints(text, text)
+    IS 'Per table: match, mismatch, local_only or peer_only between two nodes'' stored fingerprints';
+
+CREATE FUNCTION steep_repl.fingerprint_diff(local_node text, peer_node text,
+                                            only_schema text DEFAULT NULL, only_table text DEFAULT NULL)
+RETURNS TABLE (schema_name text, table_name text, column_name text, difference text,
+               local_value text, peer_value text, breaks_replication boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM steep_repl.require_node($1);
+    PERFORM steep_repl.require_node($2);
+    RETURN QUERY
+    WITH l AS (
+        SELECT * FROM steep_repl.schema_fingerprints f
+        WHERE f.node_id = $1 AND ($3 IS NULL OR f.schema_name = $3) AND ($4 IS NULL OR f.table_name = $4)
+    ), p AS (
+        SELECT * FROM steep_repl.schema_fingerprints f
+        WHERE f.node_id = $2 AND ($3 IS NULL OR f.schema_name = $3) AND ($4 IS NULL OR f.table_name = $4)
+    ), tabs AS (
+        SELECT coalesce(l.schema_name, p.schema_name) AS s, coalesce(l.table_name, p.table_name) AS t,
+               l.column_definitions AS lc, p.column_definitions AS pc,
+               l.primary_key AS lpk, p.primary_key AS ppk,
+               l.node_id IS NOT NULL AS has_l, p.node_id IS NOT NULL AS has_p
+        FROM l FULL JOIN p ON l.schema_name = p.schema_name AND l.table_name = p.table_name
+    ), cols AS (
+        SELECT tb.s, tb.t, coalesce(j.l_name, j.p_name) AS col, j.*
+        FROM tabs tb
+        CROSS JOIN LATERAL (
+            SELECT x.name AS l_name, x.type AS l_type, x.not_null AS l_nn, x."default" AS l_def,
+                   x.position AS l_pos,
+                   y.name AS p_name, y.type AS p_type, y.not_null AS p_nn, y."default" AS p_def,
+                   y.position AS p_pos
+            FROM jsonb_to_recordset(tb.lc)
+                     AS x(name text, position integer, type text, not_null boolean, "default" text)
+            FULL JOIN jsonb_to_recordset(tb.pc)
+                     AS y(name text, position integer, type text, not_null boolean, "default" text)
+                   ON x.name = y.name
+        ) j
+        WHERE tb.has_l AND tb.has_p
+    ), ranked AS (
+        -- Order matters among the columns both sides have; a missing column is reported once,
+        -- not as a shift of every column after it.
+        SELECT c.*,
+               rank() OVER (PARTITION BY c.s, c.t ORDER BY c.l_pos) AS l_rank,
+               rank() OVER (PARTITION BY c.s, c.t ORDER BY c.p_pos) AS p_rank
+        FROM cols c WHERE c.l_name IS NOT NULL AND c.p_name IS NOT NULL
+    ), diffs AS (
+        SELECT tb.s, tb.t, NULL::text AS col,
+               CASE WHEN tb.has_l THEN 'table_missing_on_peer' ELSE 'table_missing_locally' END AS d,
+               NULL::text AS lv, NULL::text AS pv, true AS b
+        FROM tabs tb WHERE NOT (tb.has_l AND tb.has_p)
+        UNION ALL
+        SELECT tb.s, tb.t, NULL, 'primary_key', array_to_string(tb.lpk, ', '),
+               array_to_string(tb.ppk, ', '), true
+        FROM tabs tb WHERE tb.has_l AND tb.has_p AND tb.lpk IS DISTINCT FROM tb.ppk
+        UNION ALL
+        SELECT c.s, c.t, c.col, 'missing_on_peer', c.l_type, NULL, true
+        FROM cols c WHERE c.p_name IS NULL
+        UNION ALL
+        SELECT c.s, c.t, c.col, 'missing_locally', NULL, c.p_type, true
+        FROM cols c WHERE c.l_name IS NULL
+        UNION ALL
+        SELECT r.s, r.t, r.col, v.d, v.lv, v.pv, v.b
+        FROM ranked r
+        CROSS JOIN LATERAL (VALUES
+            ('type', r.l_type, r.p_type, true, r.l_type <> r.p_type),
+            ('nullable', CASE WHEN r.l_nn THEN 'NOT NULL' ELSE 'NULL' END,
+                         CASE WHEN r.p_nn THEN 'NOT NULL' ELSE 'NULL' END, true, r.l_nn <> r.p_nn),
+            ('default', r.l_def, r.p_def, false, r.l_def IS DISTINCT FROM r.p_def),
+            ('position', r.l_pos::text, r.p_pos::text, false, r.l_rank <> r.p_rank)
+        ) v(d, lv, pv, b, applies)
+        WHERE v.applies
+    )
+    SELECT diffs.s, diffs.t, diffs.col, diffs.d, diffs.lv, diffs.pv, diffs.b
+    FROM diffs
+    ORDER BY 1, 2, 3 NULLS FIRST, 4;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.fingerprint_diff(text, text, text, text)
+    IS 'Per-column differences between two nodes'' fingerprints, marking which break replication';
+
+CREATE FUNCTION steep_repl.export_fingerprints(node_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    PERFORM steep_repl.require_node($1);
+    SELECT jsonb_build_object(
+               'format', 1,
+               'node_id', $1,
+               'tables', coalesce(jsonb_agg(jsonb_build_object(
+                   'schema_name', f.schema_name,
+                   'table_name', f.table_name,
+                   'fingerprint', f.fingerprint,
+                   'column_definitions', f.column_definitions,
+                   'primary_key', to_jsonb(f.primary_key),
+                   'captured_at', f.captured_at) ORDER BY f.schema_name, f.table_name), '[]'))
+    INTO result
+    FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1;
+    RETURN result;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.export_fingerprints(text)
+    IS 'A node''s stored fingerprints as jsonb, for import_fingerprints() on another node';
+
+CREATE FUNCTION steep_repl.import_fingerprints(node_id text, fingerprints jsonb) RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t jsonb;
+    imported integer := 0;
+    pk text[];
+BEGIN
+    PERFORM steep_repl.require_node($1);
+    IF jsonb_typeof($2) IS DISTINCT FROM 'object' OR ($2 ->> 'format') IS DISTINCT FROM '1'
+       OR jsonb_typeof($2 -> 'tables') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'fingerprints to import must be the jsonb of export_fingerprints() (format 1)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1;
+    FOR t IN SELECT * FROM jsonb_array_elements($2 -> 'tables') LOOP
+        IF jsonb_typeof(t -> 'schema_name') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(t -> 'table_name') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(t -> 'column_definitions') IS DISTINCT FROM 'array'
+           OR jsonb_typeof(t -> 'primary_key') IS DISTINCT FROM 'array' THEN
+            RAISE EXCEPTION 'malformed table entry in fingerprints: %', left(t::text, 200)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        pk := ARRAY(SELECT jsonb_array_elements_text(t -> 'primary_key'));
+        IF steep_repl.fingerprint_of(t -> 'column_definitions', pk) IS DISTINCT FROM t ->> 'fingerprint' THEN
+            RAISE EXCEPTION 'fingerprint of %.% does not match its column definitions',
+                quote_ident(t ->> 'schema_name'), quote_ident(t ->> 'table_name')
+                USING ERRCODE = 'data_corrupted',
+                      HINT = 'The export is damaged or comes from an incompatible steep_repl version.';
+        END IF;
+        INSERT INTO steep_repl.schema_fingerprints
+            (node_id, schema_name, table_name, fingerprint, column_definitions, primary_key, captured_at)
+        VALUES ($1, t ->> 'schema_name', t ->> 'table_name', t ->> 'fingerprint',
+                t -> 'column_definitions', pk, coalesce((t ->> 'captured_at')::timestamptz, now()));
+        imported := imported + 1;
+    END LOOP;
+    RETURN imported;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.import_fingerprints(text, jsonb)
+    IS 'Replace node_id''s stored fingerprints with an export_fingerprints() document';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/health.rs:10
+-- steep_repl::health::health
+CREATE  FUNCTION "health"() RETURNS TABLE (
+	"status" TEXT,  /* String */
+	"extension_version" TEXT,  /* String */
+	"pg_version" TEXT,  /* String */
+	"background_worker_running" bool,  /* bool */
+	"shared_memory_available" bool,  /* bool */
+	"active_operations" bigint,  /* i64 */
+	"last_error" TEXT  /* Option < String > */
+)
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'health_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/lib.rs:38
+-- steep_repl::min_pg_version
+CREATE  FUNCTION "min_pg_version"() RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'min_pg_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/lib.rs:32
 -- steep_repl::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

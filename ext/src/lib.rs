@@ -1,9 +1,32 @@
 //! steep_repl: the extension half of steep. It installs with `CREATE EXTENSION` with or without
 //! `shared_preload_libraries`; the background-worker features need the preload.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pgrx::prelude::*;
 
+mod fingerprints;
+mod health;
+mod nodes;
+mod tables;
+
 ::pgrx::pg_module_magic!(name, version);
+
+/// Set when the library was loaded through shared_preload_libraries.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this library was loaded at server start (shared_preload_libraries).
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a plain global PostgreSQL sets before loading preload libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        PRELOADED.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Version of the loaded shared library (compare with `pg_extension.extversion`).
 #[pg_extern(immutable, parallel_safe)]
@@ -11,33 +34,16 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// The oldest PostgreSQL this extension supports, as a server_version_num (150000 = 15.0).
+#[pg_extern(immutable, parallel_safe)]
+fn min_pg_version() -> i32 {
+    150000
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use pgrx::prelude::*;
-
-    #[pg_test]
-    fn version_matches_the_crate() {
-        let v = Spi::get_one::<String>("SELECT steep_repl.version()").unwrap();
-        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    }
-
-    #[pg_test]
-    fn version_matches_extversion() {
-        let v = Spi::get_one::<String>(
-            "SELECT extversion FROM pg_extension WHERE extname = 'steep_repl'",
-        )
-        .unwrap();
-        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    }
-
-    #[pg_test]
-    fn loaded_through_shared_preload_libraries() {
-        let v = Spi::get_one::<String>("SHOW shared_preload_libraries")
-            .unwrap()
-            .unwrap_or_default();
-        assert!(v.split(',').any(|l| l.trim() == "steep_repl"), "{v}");
-    }
+    include!("tests.rs");
 }
 
 /// Required by `cargo pgrx test`.
