@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build steep_repl and install it into a PostgreSQL tree.
+# Build steep_repl, install it into a PostgreSQL tree, and keep a copy of the installed files as
+# the package `steep init` installs from ($STEEP_HOME/packages/pg<major>: lib/ and extension/).
 #
 #   scripts/install-extension.sh [--pg 18|15] [--release]
 #
 # PostgreSQL 18 is the tree scripts/setup.sh installed under $STEEP_HOME; 15 is Debian's.
+# Besides the script pgrx generates for the current version, every other install and upgrade
+# script in embedded_sql/ is installed, so older installs can be upgraded in place.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/env.sh
@@ -30,5 +33,24 @@ fi
 steep_log "building and installing steep_repl into PostgreSQL $major ($pg_config)"
 cd "$here/../ext"
 cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$major" "${profile[@]}"
+libdir="$("$pg_config" --pkglibdir)"
+extdir="$("$pg_config" --sharedir)/extension"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+for f in "$here"/../embedded_sql/steep_repl--*.sql; do
+  # The current version's script is the one pgrx just generated (gen-sql.sh --check keeps the
+  # embedded copy identical).
+  [ "$(basename "$f")" = "steep_repl--$version.sql" ] || install -m 0644 "$f" "$extdir/"
+done
 # The server runs as an unprivileged user: it must read what root installed.
-chmod a+r "$("$pg_config" --pkglibdir)/steep_repl.so" "$("$pg_config" --sharedir)"/extension/steep_repl*
+chmod a+r "$libdir/steep_repl.so" "$extdir"/steep_repl*
+
+pkg="$STEEP_HOME/packages/pg$major"
+rm -rf "$pkg.tmp"
+mkdir -p "$pkg.tmp/lib" "$pkg.tmp/extension"
+cp "$libdir/steep_repl.so" "$pkg.tmp/lib/"
+cp "$extdir"/steep_repl.control "$extdir"/steep_repl--*.sql "$pkg.tmp/extension/"
+printf '{"extension":"steep_repl","version":"%s","pg_major":%s}\n' "$version" "$major" > "$pkg.tmp/package.json"
+chmod -R a+rX "$pkg.tmp"
+rm -rf "$pkg"
+mv "$pkg.tmp" "$pkg"
+steep_log "steep_repl $version installed into PostgreSQL $major; package for steep init: $pkg"

@@ -53,6 +53,21 @@ pub fn embedded() -> Embedded {
     }
 }
 
+/// The query that lists the extension's catalog objects (see `lifecycle::catalog_signature`).
+pub fn catalog_signature_query() -> &'static str {
+    EMBEDDED_SQL
+        .get_file("catalog_signature.sql")
+        .and_then(|f| f.contents_utf8())
+        .expect("embedded_sql/catalog_signature.sql is compiled in")
+}
+
+/// The catalog signature `version` ships with (`steep_repl--<version>.signature`), if embedded.
+pub fn signature_text(version: &str) -> Option<&'static str> {
+    EMBEDDED_SQL
+        .get_file(format!("{EXTENSION}--{version}.signature"))
+        .and_then(|f| f.contents_utf8())
+}
+
 /// The install script of `version`, if embedded.
 pub fn install_script(version: &str) -> Option<&'static str> {
     EMBEDDED_SQL
@@ -71,6 +86,10 @@ mod tests {
         assert_eq!(e.default_version, *e.versions.last().unwrap());
         for v in &e.versions {
             assert!(install_script(v).is_some_and(|s| !s.is_empty()));
+            assert!(
+                signature_text(v).is_some_and(|s| !s.is_empty()),
+                "no signature for {v}: run STEEP_BLESS=1 scripts/test.sh --pg 18 -- catalog"
+            );
         }
         for (from, to) in &e.upgrades {
             assert!(e.versions.contains(from) && e.versions.contains(to));
