@@ -1,6 +1,6 @@
 //! What every command receives: the output helper and the way to reach the server.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use steep::conn::{ConnParams, TARGET_ENV};
 use steep::output::Output;
@@ -71,7 +71,7 @@ impl Ctx {
             "connecting with {} ({source:?})",
             params.redacted()
         ));
-        connect(&params).with_context(|| match source {
+        steep::client::connect(&params).with_context(|| match source {
             ConnSource::Defaults => "no connection given (-c, STEEP_CONNECTION, PG* variables) \
                                      and no local sandbox running: start one with `steep local \
                                      up` or pass -c"
@@ -79,28 +79,4 @@ impl Ctx {
             _ => String::from("connecting to PostgreSQL"),
         })
     }
-}
-
-/// Open a connection, with errors that say what failed and what to do about it.
-pub fn connect(params: &ConnParams) -> Result<postgres::Client> {
-    let mode = params.get("sslmode").unwrap_or("prefer");
-    match mode {
-        "disable" | "allow" | "prefer" => {}
-        "require" | "verify-ca" | "verify-full" => {
-            bail!("sslmode={mode} is not implemented yet in steep: use sslmode=prefer or disable")
-        }
-        other => bail!(
-            "invalid sslmode \"{other}\": use disable, allow, prefer, require, verify-ca or \
-             verify-full"
-        ),
-    }
-    let cfg = params.to_config()?;
-    let endpoint = params.endpoint();
-    cfg.connect(postgres::NoTls).map_err(|e| {
-        let detail = match e.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => format!("{e:#}"),
-        };
-        anyhow::anyhow!("could not connect to {endpoint}: {detail}")
-    })
 }

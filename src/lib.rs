@@ -5,9 +5,14 @@
 //! the `cli` feature may pull in terminal or process-management dependencies.
 
 pub mod conn;
+pub mod sql;
 
 #[cfg(feature = "cli")]
+pub mod client;
+#[cfg(feature = "cli")]
 pub mod embedded;
+#[cfg(feature = "cli")]
+pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod output;
 #[cfg(feature = "cli")]

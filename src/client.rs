@@ -1,0 +1,176 @@
+//! Open a connection the way libpq would for the same parameters, TLS included.
+//!
+//! sslmode: disable and allow/prefer (try TLS, fall back to plain when the server has none; allow
+//! is treated as prefer), require (encrypt; like libpq it also verifies the CA when a root
+//! certificate is given or ~/.postgresql/root.crt exists), verify-ca (CA verified, any host name),
+//! verify-full (CA and host name verified). sslrootcert=system uses the system's CA store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use postgres::config::SslMode;
+use postgres_openssl::MakeTlsConnector;
+
+use crate::conn::ConnParams;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    None,
+    Ca,
+    Full,
+}
+
+/// Connect with `params` (already resolved: see `ConnParams::apply_env`/`apply_defaults`).
+pub fn connect(params: &ConnParams) -> Result<postgres::Client> {
+    let mode = params.get("sslmode").unwrap_or("prefer");
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let pg_dir = home.as_ref().map(|h| h.join(".postgresql"));
+    let root_cert = params.get("sslrootcert").map(PathBuf::from).or_else(|| {
+        pg_dir
+            .as_ref()
+            .map(|d| d.join("root.crt"))
+            .filter(|p| p.is_file())
+    });
+    let (ssl_mode, verify) = match mode {
+        "disable" => (SslMode::Disable, Verify::None),
+        "allow" | "prefer" => (SslMode::Prefer, Verify::None),
+        "require" if root_cert.is_some() => (SslMode::Require, Verify::Ca),
+        "require" => (SslMode::Require, Verify::None),
+        "verify-ca" => (SslMode::Require, Verify::Ca),
+        "verify-full" => (SslMode::Require, Verify::Full),
+        other => bail!(
+            "invalid sslmode \"{other}\": use disable, allow, prefer, require, verify-ca or \
+             verify-full"
+        ),
+    };
+    let mut cfg = params.to_config()?;
+    cfg.ssl_mode(ssl_mode);
+    let endpoint = params.endpoint();
+    let tls = match ssl_mode {
+        SslMode::Disable => None,
+        _ => Some(tls_connector(
+            params,
+            verify,
+            root_cert.as_deref(),
+            pg_dir.as_deref(),
+        )?),
+    };
+    let attempt = move || match tls {
+        None => cfg.connect(postgres::NoTls),
+        Some(tls) => cfg.connect(tls),
+    };
+    // libpq's connect_timeout bounds the whole connection setup; the driver's bounds only the
+    // socket connect, so a server that accepts and then never answers would hang forever.
+    let result = match params.connect_timeout()? {
+        None => attempt(),
+        Some(limit) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(attempt());
+            });
+            match rx.recv_timeout(limit) {
+                Ok(r) => r,
+                Err(_) => bail!(
+                    "could not connect to {endpoint}: no answer within connect_timeout ({} s); \
+                     check host, port and firewalls",
+                    limit.as_secs()
+                ),
+            }
+        }
+    };
+    result.map_err(|e| explain(&e, &endpoint, params))
+}
+
+fn tls_connector(
+    params: &ConnParams,
+    verify: Verify,
+    root_cert: Option<&Path>,
+    pg_dir: Option<&Path>,
+) -> Result<MakeTlsConnector> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).context("setting up TLS")?;
+    if verify == Verify::None {
+        b.set_verify(SslVerifyMode::NONE);
+    } else {
+        let root = root_cert.ok_or_else(|| {
+            anyhow!(
+                "sslmode={} needs a root certificate: set sslrootcert (a file, or \"system\") or \
+                 put one in ~/.postgresql/root.crt",
+                params.get("sslmode").unwrap_or("")
+            )
+        })?;
+        if root == Path::new("system") {
+            b.set_default_verify_paths()
+                .context("loading the system's CA certificates")?;
+        } else {
+            b.set_ca_file(root)
+                .with_context(|| format!("reading the root certificate {}", root.display()))?;
+        }
+        b.set_verify(SslVerifyMode::PEER);
+    }
+    let cert = params.get("sslcert").map(PathBuf::from).or_else(|| {
+        pg_dir
+            .map(|d| d.join("postgresql.crt"))
+            .filter(|p| p.is_file())
+    });
+    if let Some(cert) = cert {
+        b.set_certificate_chain_file(&cert)
+            .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+        let key = params
+            .get("sslkey")
+            .map(PathBuf::from)
+            .or_else(|| pg_dir.map(|d| d.join("postgresql.key")))
+            .ok_or_else(|| anyhow!("sslcert is set but sslkey is not"))?;
+        b.set_private_key_file(&key, SslFiletype::PEM)
+            .with_context(|| format!("reading the client key {}", key.display()))?;
+    }
+    let mut connector = MakeTlsConnector::new(b.build());
+    if verify == Verify::Ca {
+        connector.set_callback(|config, _| {
+            config.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(connector)
+}
+
+/// Turn a connection error into one line that says what happened and what to do.
+fn explain(e: &postgres::Error, endpoint: &str, params: &ConnParams) -> anyhow::Error {
+    let user = params.get("user").unwrap_or("?");
+    if let Some(db) = e.as_db_error() {
+        let msg = db.message();
+        let hint = match db.code().code() {
+            "28P01" => format!(
+                ": check the password for role \"{user}\" (password=, PGPASSWORD or ~/.pgpass)"
+            ),
+            "28000" => ": the server's pg_hba.conf does not allow this connection; ask its \
+                         administrator for an entry"
+                .to_string(),
+            "3D000" => ": check dbname (or PGDATABASE)".to_string(),
+            _ => String::new(),
+        };
+        return anyhow!("could not connect to {endpoint}: {msg}{hint}");
+    }
+    let text = format!("{e:#}");
+    let detail = std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let hint = if text.contains("timeout") || detail.contains("timed out") {
+        ": the server did not answer within connect_timeout; check host, port and firewalls"
+    } else if detail.contains("Connection refused") {
+        ": nothing listens there; check that PostgreSQL runs and the host and port"
+    } else if detail.contains("No such file or directory") {
+        ": no PostgreSQL socket there; check host (a socket directory) and port"
+    } else if text.contains("bytes remaining on stream") || text.contains("unexpected message") {
+        ": whatever answers there does not speak the PostgreSQL protocol; check host and port"
+    } else if text.contains("server does not support TLS") {
+        ": the server has no TLS; use sslmode=prefer or disable, or enable ssl on the server"
+    } else if detail.contains("certificate verify failed") || detail.contains("certificate") {
+        ": TLS certificate verification failed; check sslrootcert and the server's certificate \
+         (sslmode=verify-full also checks the host name)"
+    } else {
+        ""
+    };
+    let detail = if detail.is_empty() { text } else { detail };
+    anyhow!("could not connect to {endpoint}: {detail}{hint}")
+}
