@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod commands;
 mod context;
 
-use commands::{demo, local, version};
+use commands::{demo, doctor, health, init, local, node, schema, version};
 use context::Ctx;
 use steep::output::Output;
 
@@ -63,6 +63,16 @@ enum Color {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Install or upgrade steep_repl on a server, offer preloading, register this node.
+    Init(init::InitArgs),
+    /// Check a server's readiness for steep; every problem with its fix.
+    Doctor(doctor::DoctorArgs),
+    /// steep_repl.health() of the connected database.
+    Health(health::HealthArgs),
+    /// The node registry: register, heartbeat, status, list, remove.
+    Node(node::NodeArgs),
+    /// Schema fingerprints: capture, compare with a peer, per-column diff.
+    Schema(schema::SchemaArgs),
     /// Throwaway local PostgreSQL 18 sandboxes with steep_repl installed and preloaded.
     Local(local::LocalArgs),
     /// Versions of this binary, the extension SQL it embeds, and the server's extension.
@@ -86,6 +96,11 @@ fn main() -> ExitCode {
     };
     let ctx = Ctx::new(out, cli.global.connection);
     let result = match &cli.command {
+        Command::Init(a) => a.execute(&ctx),
+        Command::Doctor(a) => a.execute(&ctx),
+        Command::Health(a) => a.execute(&ctx),
+        Command::Node(a) => a.execute(&ctx),
+        Command::Schema(a) => a.execute(&ctx),
         Command::Local(a) => a.execute(&ctx),
         Command::Version(a) => a.execute(&ctx),
         Command::Demo(a) => a.execute(&ctx),

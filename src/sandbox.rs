@@ -167,6 +167,8 @@ pub struct ClusterOptions {
     pub durable: bool,
     /// More `postgresql.conf` settings, as (name, value) with the value already quoted as needed.
     pub settings: Vec<(String, String)>,
+    /// `pg_hba.conf` lines placed before the default `trust` ones (so they take precedence).
+    pub hba: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -176,6 +178,7 @@ impl Default for ClusterOptions {
             preload: true,
             durable: true,
             settings: Vec::new(),
+            hba: Vec::new(),
         }
     }
 }
@@ -463,6 +466,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Write a file into the data directory, owned by the server user (e.g. TLS certificates).
+    pub fn write_data_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<PathBuf> {
+        let path = self.data_dir().join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        if let Some(u) = &self.run_as {
+            u.chown(&path)?;
+        }
+        Ok(path)
+    }
+
     /// Run a program from the installation's bin directory as the server user.
     pub fn run_server_cmd(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<Output> {
         let path = self.install.bin(program);
@@ -533,6 +547,12 @@ impl Cluster {
         }
         conf.extend(opts.settings.iter().cloned());
 
+        if !opts.hba.is_empty() {
+            let hba_path = data.join("pg_hba.conf");
+            let old = fs::read_to_string(&hba_path)
+                .with_context(|| format!("reading {}", hba_path.display()))?;
+            self.write_owned(&hba_path, &format!("{}\n{old}", opts.hba.join("\n")))?;
+        }
         let steep_conf = data.join("steep.conf");
         let mut text = String::from("# Written by steep for this cluster.\n");
         for (k, v) in &conf {

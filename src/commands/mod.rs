@@ -1,8 +1,15 @@
 //! One module per command group; each command is a clap `Args` struct with an `execute`.
 
 pub mod demo;
+pub mod doctor;
+pub mod health;
+pub mod init;
 pub mod local;
+pub mod node;
+pub mod schema;
 pub mod version;
+
+use anyhow::Result;
 
 /// An error that means "the check ran and found something blocking" (exit code 3), as opposed
 /// to "steep could not do what was asked" (exit code 1).
@@ -23,5 +30,32 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         3
     } else {
         1
+    }
+}
+
+/// Fail with the fix when steep_repl is not created in the connected database.
+pub fn require_extension(client: &mut postgres::Client) -> Result<()> {
+    let row = client.query_one(
+        "SELECT current_database()::text,
+                EXISTS (SELECT FROM pg_extension WHERE extname = 'steep_repl')",
+        &[],
+    )?;
+    if !row.get::<_, bool>(1) {
+        anyhow::bail!(
+            "steep_repl is not installed in database {:?}: run `steep init`",
+            row.get::<_, String>(0)
+        );
+    }
+    Ok(())
+}
+
+/// A database error as its message (and hint), without the driver's "db error:" prefix.
+pub fn db_error(e: postgres::Error) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(db) => match db.hint() {
+            Some(h) => anyhow::anyhow!("{} ({h})", db.message()),
+            None => anyhow::anyhow!("{}", db.message()),
+        },
+        None => anyhow::Error::new(e),
     }
 }

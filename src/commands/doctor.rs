@@ -1,0 +1,408 @@
+//! `steep doctor`: every check of a server's readiness for steep, each ok / warn / fail with the
+//! fix. Exit 0 when nothing fails, 1 otherwise.
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use crate::context::Ctx;
+use steep::embedded::{self, EXTENSION};
+use steep::lifecycle::{self, version_cmp, ServerState};
+use steep::output::CheckLevel;
+
+#[derive(Args)]
+pub struct DoctorArgs {}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub level: CheckLevel,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        level: CheckLevel::Ok,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name,
+        level: CheckLevel::Warn,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name,
+        level: CheckLevel::Fail,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+#[derive(Serialize)]
+struct DoctorReport {
+    ok: bool,
+    checks: Vec<Check>,
+}
+
+impl DoctorArgs {
+    pub fn execute(&self, ctx: &Ctx) -> Result<()> {
+        let checks = run_checks(ctx);
+        // Also said on stderr, so a failing doctor in a script explains itself in one line.
+        let failing: Vec<String> = checks
+            .iter()
+            .filter(|c| c.level == CheckLevel::Fail)
+            .map(|c| format!("{} failed: {}", c.name, c.detail))
+            .collect();
+        for c in &checks {
+            ctx.out.check(c.level, c.name, &c.detail);
+            if let Some(fix) = &c.fix {
+                ctx.out.line(format!("       fix: {fix}"));
+            }
+        }
+        ctx.out.json(&DoctorReport {
+            ok: failing.is_empty(),
+            checks,
+        })?;
+        if !failing.is_empty() {
+            anyhow::bail!("steep doctor: {}", failing.join("; "));
+        }
+        Ok(())
+    }
+}
+
+fn run_checks(ctx: &Ctx) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let params = match ctx.conn_params() {
+        Ok((p, _)) => p,
+        Err(e) => {
+            checks.push(fail(
+                "connection",
+                format!("{e:#}"),
+                "pass a valid -c connection string",
+            ));
+            return checks;
+        }
+    };
+    let mut client = match ctx.connect() {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(fail(
+                "connection",
+                format!("{e:#}"),
+                "check the connection string, that PostgreSQL runs, and pg_hba.conf",
+            ));
+            return checks;
+        }
+    };
+    let state = match lifecycle::inspect(&mut client) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(fail(
+                "connection",
+                format!("{e:#}"),
+                "check the role's privileges",
+            ));
+            return checks;
+        }
+    };
+    checks.push(ok(
+        "connection",
+        format!(
+            "{} as {}{}, database {}",
+            params.endpoint(),
+            state.user,
+            if state.superuser { " (superuser)" } else { "" },
+            state.database
+        ),
+    ));
+    checks.push(
+        if state.server_version_num >= lifecycle::MIN_SERVER_VERSION_NUM {
+            ok(
+                "server version",
+                format!("PostgreSQL {}", state.server_version),
+            )
+        } else {
+            fail(
+                "server version",
+                format!("PostgreSQL {} is older than 15", state.server_version),
+                "upgrade PostgreSQL to 15 or newer",
+            )
+        },
+    );
+    extension_checks(&mut client, &state, &mut checks);
+    settings_checks(&mut client, &state, &mut checks);
+    privilege_checks(&mut client, &state, &mut checks);
+    table_checks(&mut client, &mut checks);
+    checks
+}
+
+fn extension_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {
+    let target = embedded::embedded().default_version;
+    if state.available_versions.is_empty() {
+        checks.push(fail(
+            "extension available",
+            format!("{EXTENSION} is not installed on the server"),
+            "run `steep init` (it installs the files on a server on this machine), or install the \
+             steep_repl package into the server's pg_config --pkglibdir and --sharedir",
+        ));
+        return;
+    }
+    checks.push(if state.available(&target) {
+        ok(
+            "extension available",
+            format!("versions {}", state.available_versions.join(", ")),
+        )
+    } else {
+        warn(
+            "extension available",
+            format!(
+                "the server's files offer {} but not {target}, the version this steep embeds",
+                state.available_versions.join(", ")
+            ),
+            "run `steep init` to install the newer files",
+        )
+    });
+    let Some(installed) = &state.installed else {
+        checks.push(fail(
+            "extension installed",
+            format!("{EXTENSION} is not created in database {}", state.database),
+            "run `steep init`",
+        ));
+        return;
+    };
+    checks.push(match version_cmp(installed, &target) {
+        std::cmp::Ordering::Equal => ok("extension installed", format!("{EXTENSION} {installed}")),
+        std::cmp::Ordering::Less => fail(
+            "extension installed",
+            format!("{installed} installed, {target} available"),
+            "run `steep init` to upgrade (ALTER EXTENSION steep_repl UPDATE)",
+        ),
+        std::cmp::Ordering::Greater => warn(
+            "extension installed",
+            format!("{installed} installed, newer than this steep ({target})"),
+            "upgrade steep",
+        ),
+    });
+    checks.push(match &state.library {
+        Some(lib) if lib == installed && lib == &target => ok(
+            "library version",
+            format!("steep_repl.so {lib} = extversion = steep's {target}"),
+        ),
+        Some(lib) if lib != installed => fail(
+            "library version",
+            format!("the loaded steep_repl.so is {lib} but the installed SQL is {installed}"),
+            if state.preload_active() {
+                "restart PostgreSQL so it loads the installed library, then run `steep init`"
+            } else {
+                "run `steep init` (it installs matching files and updates the extension)"
+            },
+        ),
+        Some(lib) => warn(
+            "library version",
+            format!("steep_repl.so {lib} = extversion, but this steep embeds {target}"),
+            "run `steep init`",
+        ),
+        None => fail(
+            "library version",
+            "steep_repl.version() cannot be called".to_string(),
+            "run `steep init --repair` to recreate the extension's objects",
+        ),
+    });
+    let expected = lifecycle::embedded_signature(installed);
+    checks.push(match (expected, lifecycle::catalog_signature(client)) {
+        (None, _) => warn(
+            "catalog",
+            format!("this steep has no catalog signature for {EXTENSION} {installed}"),
+            "use the steep release that matches the installed extension",
+        ),
+        (_, Err(e)) => fail("catalog", format!("{e:#}"), "check the role's privileges"),
+        (Some(exp), Ok(actual)) => {
+            let diff = lifecycle::diff_signatures(&exp, &actual);
+            if diff.is_empty() {
+                ok(
+                    "catalog",
+                    format!("{} objects match {EXTENSION} {installed}", actual.len()),
+                )
+            } else {
+                fail(
+                    "catalog",
+                    format!(
+                        "the extension's objects differ from {EXTENSION} {installed}: {}",
+                        diff.summary()
+                    ),
+                    "run `steep init --repair` (recreates the extension's objects and keeps the \
+                     rows of its tables)",
+                )
+            }
+        }
+    });
+}
+
+fn setting(client: &mut postgres::Client, name: &str) -> Option<String> {
+    client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .ok()
+        .map(|r| r.get(0))
+}
+
+fn settings_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {
+    checks.push(if state.preload_active() {
+        ok("preload", "steep_repl is in shared_preload_libraries")
+    } else if state.preloaded.is_none() {
+        warn(
+            "preload",
+            format!(
+                "cannot tell: {} may not read shared_preload_libraries and steep_repl is not \
+                 created here",
+                state.user
+            ),
+            "run steep doctor as a superuser, or run `steep init` first",
+        )
+    } else if state.preload_pending() {
+        warn(
+            "preload",
+            "steep_repl is configured in shared_preload_libraries but not loaded yet",
+            "restart PostgreSQL",
+        )
+    } else {
+        warn(
+            "preload",
+            "steep_repl is not in shared_preload_libraries: background operations are unavailable",
+            "run `steep init --preload` and restart PostgreSQL",
+        )
+    });
+    let int = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let workers = int(setting(client, "max_worker_processes"));
+    checks.push(if workers >= 8 {
+        ok("max_worker_processes", workers.to_string())
+    } else {
+        warn(
+            "max_worker_processes",
+            format!("{workers}: too few for steep's workers and parallel queries"),
+            "ALTER SYSTEM SET max_worker_processes = 16; then restart PostgreSQL",
+        )
+    });
+    let wal = setting(client, "wal_level").unwrap_or_default();
+    checks.push(if wal == "logical" {
+        ok("wal_level", wal)
+    } else {
+        warn(
+            "wal_level",
+            format!("{wal}: replication slots for snapshots and replication need logical"),
+            "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+        )
+    });
+    let slots = int(setting(client, "max_replication_slots"));
+    checks.push(if slots >= 2 {
+        ok("max_replication_slots", slots.to_string())
+    } else {
+        warn(
+            "max_replication_slots",
+            format!("{slots}: snapshots at a slot and replication need free slots"),
+            "ALTER SYSTEM SET max_replication_slots = 10; then restart PostgreSQL",
+        )
+    });
+    let ts = setting(client, "track_commit_timestamp").unwrap_or_default();
+    checks.push(if ts == "on" {
+        ok("track_commit_timestamp", ts)
+    } else {
+        warn(
+            "track_commit_timestamp",
+            "off: the last-modified merge strategy needs a timestamp column instead".to_string(),
+            "ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL",
+        )
+    });
+}
+
+fn privilege_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {
+    if state.superuser {
+        checks.push(ok("privileges", format!("{} is a superuser", state.user)));
+        return;
+    }
+    let mut missing = Vec::new();
+    if state.installed.is_some() && !lifecycle::has_grants(client, &state.user).unwrap_or(false) {
+        missing.push("use of schema steep_repl and its tables");
+    }
+    let replication: bool = client
+        .query_one(
+            "SELECT rolreplication FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    if missing.is_empty() {
+        checks.push(if replication {
+            ok(
+                "privileges",
+                format!("{} may use steep_repl and replicate", state.user),
+            )
+        } else {
+            warn(
+                "privileges",
+                format!(
+                    "{} may use steep_repl but lacks REPLICATION (needed for snapshots at a slot)",
+                    state.user
+                ),
+                format!("ALTER ROLE \"{}\" REPLICATION (as a superuser)", state.user),
+            )
+        });
+    } else {
+        checks.push(fail(
+            "privileges",
+            format!("{} lacks {}", state.user, missing.join(", ")),
+            format!("as a superuser: steep init --grant \"{}\"", state.user),
+        ));
+    }
+}
+
+fn table_checks(client: &mut postgres::Client, checks: &mut Vec<Check>) {
+    let rows = client.query(
+        "SELECT format('%I.%I', n.nspname, c.relname)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
+           AND n.nspname !~ '^pg_(toast|temp_)'
+           AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p')
+           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                             AND d.objid = c.oid AND d.deptype = 'e')
+         ORDER BY 1",
+        &[],
+    );
+    checks.push(match rows {
+        Err(e) => fail(
+            "primary keys",
+            format!("{e}"),
+            "check the role's privileges",
+        ),
+        Ok(rows) if rows.is_empty() => ok("primary keys", "every user table has a primary key"),
+        Ok(rows) => {
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            let more = if names.len() > 5 {
+                format!(" and {} more", names.len() - 5)
+            } else {
+                String::new()
+            };
+            warn(
+                "primary keys",
+                format!(
+                    "{} tables without a primary key: {shown}{more}",
+                    names.len()
+                ),
+                "add primary keys (ALTER TABLE ... ADD PRIMARY KEY): merge and conflict \
+                 detection need them",
+            )
+        }
+    });
+}
