@@ -9,7 +9,7 @@ WITH nsp AS (
     FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
     WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'steep_repl' AND d.deptype = 'e'
 ), rels AS (
-    SELECT c.oid, c.relkind, (m.objid IS NOT NULL) AS is_member
+    SELECT c.oid, c.relkind, c.relrowsecurity, (m.objid IS NOT NULL) AS is_member
     FROM pg_class c
     LEFT JOIN member m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'c')
@@ -35,7 +35,14 @@ WITH nsp AS (
                           WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
                           ELSE 'composite type' END,
            r.oid::regclass::text,
-           CASE WHEN r.relkind IN ('v', 'm') THEN 'query ' || md5(pg_get_viewdef(r.oid)) ELSE '' END
+           -- A view by what it reads (its text is formatted differently across versions);
+           -- its columns are listed below.
+           CASE WHEN r.relkind IN ('v', 'm') THEN 'reads ' || coalesce((
+               SELECT string_agg(DISTINCT pg_describe_object(d.refclassid, d.refobjid, 0), ', ')
+               FROM pg_rewrite rw
+               JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+               WHERE rw.ev_class = r.oid AND d.refobjid <> r.oid), '') ELSE '' END
+           || CASE WHEN r.relrowsecurity THEN 'row security' ELSE '' END
            || coalesce((SELECT 'as ' || format_type(s.seqtypid, NULL) || ' increment ' || s.seqincrement
                         FROM pg_sequence s WHERE s.seqrelid = r.oid), '')
            || CASE WHEN r.is_member THEN '' ELSE '; not an extension member' END
@@ -61,6 +68,21 @@ WITH nsp AS (
     SELECT 'index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
     FROM pg_index i
     WHERE i.indrelid IN (SELECT oid FROM tabs)
+  UNION ALL
+    SELECT 'policy', p.polrelid::regclass::text || '.' || quote_ident(p.polname),
+           p.polcmd::text || CASE WHEN p.polpermissive THEN ' permissive' ELSE ' restrictive' END
+           || ' to ' || coalesce((SELECT string_agg(CASE WHEN r = 0 THEN 'public'
+                                                      ELSE r::regrole::text END, ', ' ORDER BY r)
+                                  FROM unnest(p.polroles) r), '')
+           || coalesce(' using ' || pg_get_expr(p.polqual, p.polrelid), '')
+           || coalesce(' with check ' || pg_get_expr(p.polwithcheck, p.polrelid), '')
+    FROM pg_policy p
+    WHERE p.polrelid IN (SELECT oid FROM tabs)
+  UNION ALL
+    SELECT 'trigger', t.tgrelid::regclass::text || '.' || quote_ident(t.tgname),
+           pg_get_triggerdef(t.oid)
+    FROM pg_trigger t
+    WHERE t.tgrelid IN (SELECT oid FROM tabs) AND NOT t.tgisinternal
   UNION ALL
     SELECT CASE t.typtype WHEN 'e' THEN 'enum' ELSE 'domain' END, t.oid::regtype::text,
            CASE WHEN t.typtype = 'e'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the current version's install script in embedded_sql/ from the extension source,
-# or (--check) fail when the embedded copy has drifted from what `cargo pgrx schema` generates.
+# and the upgrade script from the previous version to it; or (--check) fail when the embedded
+# copies have drifted from what `cargo pgrx schema` generates.
 #
 #   scripts/gen-sql.sh [--check]
 #
@@ -19,12 +20,29 @@ generated="$(mktemp)"
 trap 'rm -f "$generated"' EXIT
 (cd "$root/ext" && cargo pgrx schema pg18 --no-default-features -o "$generated" >/dev/null 2>&1) \
   || (cd "$root/ext" && cargo pgrx schema pg18 --no-default-features -o "$generated")
+# The newest frozen install script older than the current version.
+previous="$(cd "$root/embedded_sql" && ls steep_repl--*.sql | grep -v -- '--.*--' \
+  | sed 's/^steep_repl--\(.*\)\.sql$/\1/' | grep -vx "$version" | sort -V | tail -n1)"
+upgrade_generated="$(mktemp)"
+trap 'rm -f "$generated" "$upgrade_generated"' EXIT
+if [ -n "$previous" ]; then
+  python3 "$here/sqlgen.py" upgrade "$root/embedded_sql/steep_repl--$previous.sql" "$generated" \
+    "$previous" "$version" > "$upgrade_generated"
+fi
+upgrade_target="$root/embedded_sql/steep_repl--$previous--$version.sql"
 if [ "$check" = 1 ]; then
   if ! diff -u "$target" "$generated"; then
     steep_die "embedded_sql/steep_repl--$version.sql differs from the extension source: run scripts/gen-sql.sh and commit the result"
   fi
-  steep_log "embedded_sql/steep_repl--$version.sql is current"
+  if [ -n "$previous" ] && ! diff -u "$upgrade_target" "$upgrade_generated"; then
+    steep_die "$(basename "$upgrade_target") differs from what the install scripts imply: run scripts/gen-sql.sh and commit the result"
+  fi
+  steep_log "embedded_sql/steep_repl--$version.sql${previous:+ and steep_repl--$previous--$version.sql} are current"
 else
   cp "$generated" "$target"
   steep_log "wrote $target"
+  if [ -n "$previous" ]; then
+    cp "$upgrade_generated" "$upgrade_target"
+    steep_log "wrote $upgrade_target"
+  fi
 fi

@@ -1,12 +1,15 @@
-//! health(): one row describing whether this extension can do its work here.
+//! health(): one row describing whether this extension can do its work here. The same library
+//! serves every installed version, so it only reads tables the installed version has.
 
 use pgrx::prelude::*;
 
 use crate::preloaded;
+use crate::shmem::{pid_alive, STATE};
 
 /// `unhealthy` when the loaded library and the installed SQL disagree on the version (run
-/// `ALTER EXTENSION steep_repl UPDATE`); `degraded` when not loaded through
-/// shared_preload_libraries (background operations unavailable); `healthy` otherwise.
+/// `ALTER EXTENSION steep_repl UPDATE`, or restart after installing a new library);
+/// `degraded` when background operations cannot run (not preloaded, or the launcher is down);
+/// `healthy` otherwise.
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn health() -> TableIterator<
@@ -22,30 +25,37 @@ fn health() -> TableIterator<
     ),
 > {
     let library = env!("CARGO_PKG_VERSION").to_string();
-    let (installed, pg_version, active, last_error) = Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'steep_repl'),
-                        pg_catalog.current_setting('server_version'),
-                        (SELECT count(*) FROM steep_repl.snapshots
-                          WHERE status IN ('pending', 'running')),
-                        (SELECT error_message FROM steep_repl.snapshots
-                          WHERE status = 'failed' ORDER BY completed_at DESC NULLS LAST LIMIT 1)",
-                Some(1),
-                &[],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::Error>((
-            row.get::<String>(1)?,
-            row.get::<String>(2)?.unwrap_or_default(),
-            row.get::<i64>(3)?.unwrap_or(0),
-            row.get::<String>(4)?,
-        ))
-    })
+    let (installed, pg_version, has_queue) = Spi::get_three::<String, String, bool>(
+        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'steep_repl'),
+                pg_catalog.current_setting('server_version'),
+                pg_catalog.to_regclass('steep_repl.work_queue') IS NOT NULL",
+    )
     .unwrap_or_else(|e| error!("steep_repl.health(): reading the catalog failed: {e}"));
+    let (active, last_failed) = if has_queue == Some(true) {
+        Spi::get_two::<i64, String>(
+            "SELECT (SELECT count(*) FROM steep_repl.work_queue
+                      WHERE status IN ('pending', 'running')),
+                    (SELECT error_message FROM steep_repl.work_queue
+                      WHERE status = 'failed' ORDER BY completed_at DESC NULLS LAST LIMIT 1)",
+        )
+    } else {
+        Spi::get_two::<i64, String>(
+            "SELECT (SELECT count(*) FROM steep_repl.snapshots
+                      WHERE status IN ('pending', 'running')),
+                    (SELECT error_message FROM steep_repl.snapshots
+                      WHERE status = 'failed' ORDER BY completed_at DESC NULLS LAST LIMIT 1)",
+        )
+    }
+    .unwrap_or_else(|e| error!("steep_repl.health(): reading operations failed: {e}"));
+    let (workers, shm_error) = if preloaded() {
+        let s = STATE.share();
+        (pid_alive(s.launcher_pid), s.last_error.non_empty())
+    } else {
+        (false, None)
+    };
     let status = if installed.as_deref() != Some(library.as_str()) {
         "unhealthy"
-    } else if !preloaded() {
+    } else if !workers {
         "degraded"
     } else {
         "healthy"
@@ -53,10 +63,10 @@ fn health() -> TableIterator<
     TableIterator::once((
         status.to_string(),
         library,
-        pg_version,
-        false,
+        pg_version.unwrap_or_default(),
+        workers,
         preloaded(),
-        active,
-        last_error,
+        active.unwrap_or(0),
+        shm_error.or(last_failed),
     ))
 }

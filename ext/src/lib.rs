@@ -6,9 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 
 mod fingerprints;
+mod gucs;
 mod health;
 mod nodes;
+mod operations;
+mod shmem;
 mod tables;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -23,8 +27,12 @@ pub fn preloaded() -> bool {
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain global PostgreSQL sets before loading preload libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    gucs::register(preloading);
+    if preloading {
         PRELOADED.store(true, Ordering::Relaxed);
+        shmem::init();
+        worker::launcher::register();
     }
 }
 

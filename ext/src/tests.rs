@@ -29,6 +29,12 @@ fn version_matches_the_crate_and_extversion() {
 fn loaded_through_shared_preload_libraries_and_healthy() {
     let v = one::<String>("SHOW shared_preload_libraries").unwrap_or_default();
     assert!(v.split(',').any(|l| l.trim() == "steep_repl"), "{v}");
+    for _ in 0..50 {
+        if one::<String>("SELECT status FROM steep_repl.health()").as_deref() == Some("healthy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(
         one::<String>("SELECT status FROM steep_repl.health()").as_deref(),
         Some("healthy")
@@ -241,4 +247,109 @@ fn extension_tables_are_not_fingerprinted() {
         one::<i64>("SELECT count(*) FROM steep_repl.schema_fingerprints WHERE schema_name = 'steep_repl'"),
         Some(0)
     );
+}
+
+// ---- 0.2.0: work queue and operations (inside one uncommitted transaction, so no worker ever
+// picks these jobs up) ----
+
+#[pg_test]
+fn workers_are_available_when_preloaded() {
+    // The launcher starts with the server; give it a moment on a fresh test cluster.
+    for _ in 0..50 {
+        if one::<bool>("SELECT steep_repl.bgworker_available()") == Some(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("bgworker_available() stayed false");
+}
+
+#[pg_test]
+fn selftest_queues_a_pending_job_owned_by_the_caller() {
+    let id = one::<i64>("SELECT id FROM steep_repl.start_selftest(2, 4)").unwrap();
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT status || ' ' || operation || ' ' || created_by || ' ' || params::text \
+             FROM steep_repl.work_queue WHERE id = {id}"
+        ))
+        .as_deref(),
+        Some("pending selftest postgres {\"steps\": 4, \"seconds\": 2}")
+    );
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT status FROM steep_repl.operation_progress({id})"
+        ))
+        .as_deref(),
+        Some("pending")
+    );
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM steep_repl.progress WHERE operation = 'selftest'"),
+        Some(1)
+    );
+    // A pending job is cancelled at once.
+    assert_eq!(one::<bool>(&format!("SELECT steep_repl.cancel_operation({id})")), Some(true));
+    assert_eq!(
+        one::<String>(&format!("SELECT status FROM steep_repl.work_queue WHERE id = {id}")).as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(one::<bool>(&format!("SELECT steep_repl.cancel_operation({id})")), Some(false));
+    assert_eq!(one::<bool>("SELECT steep_repl.cancel_operation(-1)"), Some(false));
+}
+
+#[pg_test(error = "invalid steps 0: give 1 to 1000000")]
+fn selftest_validates_its_arguments() {
+    run("SELECT steep_repl.start_selftest(1, 0)");
+}
+
+#[pg_test(error = "invalid status 'done': use pending, running, complete, failed or cancelled")]
+fn list_operations_validates_the_status() {
+    run("SELECT * FROM steep_repl.list_operations('done')");
+}
+
+#[pg_test]
+fn work_queue_constraints() {
+    for sql in [
+        "INSERT INTO steep_repl.work_queue (operation) VALUES ('defrag')",
+        "INSERT INTO steep_repl.work_queue (operation, status) VALUES ('selftest', 'paused')",
+        "INSERT INTO steep_repl.work_queue (operation, params) VALUES ('selftest', '[]')",
+        "INSERT INTO steep_repl.merges (merge_id, peer, strategy) VALUES ('m', 'h', 'coin-flip')",
+        "INSERT INTO steep_repl.snapshots (snapshot_id, kind, mode) VALUES ('s', 'generate', 'psychic')",
+    ] {
+        expect_error(sql, "check_violation");
+    }
+}
+
+#[pg_test]
+fn row_security_keeps_roles_to_their_own_operations() {
+    run("CREATE ROLE alice; CREATE ROLE bob; \
+         GRANT USAGE ON SCHEMA steep_repl TO alice, bob; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA steep_repl TO alice, bob");
+    run("SET ROLE alice");
+    let id = one::<i64>(
+        "INSERT INTO steep_repl.work_queue (operation) VALUES ('selftest') RETURNING id",
+    )
+    .unwrap();
+    assert_eq!(
+        one::<String>(&format!("SELECT created_by::text FROM steep_repl.work_queue WHERE id = {id}"))
+            .as_deref(),
+        Some("alice")
+    );
+    // Alice may not queue a job that would run as somebody else.
+    expect_error(
+        "INSERT INTO steep_repl.work_queue (operation, created_by) VALUES ('selftest', 'postgres')",
+        "insufficient_privilege",
+    );
+    run("RESET ROLE; SET ROLE bob");
+    assert_eq!(one::<i64>("SELECT count(*) FROM steep_repl.work_queue"), Some(0));
+    assert_eq!(one::<bool>(&format!("SELECT steep_repl.cancel_operation({id})")), Some(false));
+    run(&format!("UPDATE steep_repl.work_queue SET params = '{{\"seconds\": 99}}' WHERE id = {id}"));
+    run("RESET ROLE");
+    assert_eq!(
+        one::<String>(&format!("SELECT params::text FROM steep_repl.work_queue WHERE id = {id}")).as_deref(),
+        Some("{}")
+    );
+    // A member with alice's privileges acts for her.
+    run("GRANT alice TO bob; SET ROLE bob");
+    assert_eq!(one::<bool>(&format!("SELECT steep_repl.cancel_operation({id})")), Some(true));
+    run("RESET ROLE");
 }

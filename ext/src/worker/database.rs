@@ -1,0 +1,207 @@
+//! The database worker: one per database with steep_repl. On start and every few seconds it fails
+//! jobs left `running` by a worker that is gone; whenever woken (a job was queued) it starts a job
+//! worker per pending job, up to steep_repl.max_jobs.
+
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+
+use crate::gucs;
+use crate::shmem::{now_ms, DbState, STATE};
+use crate::worker::{db_oid_arg, reload_config, start_job_worker, tx};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = db_oid_arg(arg);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    // steep_repl at a version with a work queue (0.1.0 has none: nothing to do there).
+    let present =
+        tx(|| Spi::get_one::<bool>("SELECT to_regclass('steep_repl.work_queue') IS NOT NULL"));
+    if !matches!(present, Ok(Ok(Some(true)))) {
+        set_state(db, DbState::Absent, 0);
+        return;
+    }
+    // SAFETY: reading our own pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    set_state(db, DbState::Running, me);
+    // SAFETY: registers a plain callback run when this process exits.
+    unsafe { pg_sys::before_shmem_exit(Some(unregister), pg_sys::Datum::from(db.to_u32())) };
+
+    let mut jobs: Vec<DynamicBackgroundWorker> = Vec::new();
+    let mut last_sweep = Instant::now() - SWEEP_EVERY;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            reload_config();
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            match tx(|| fail_orphans(db)) {
+                Ok(n) if n > 0 => log!("steep_repl: failed {n} job(s) whose worker stopped"),
+                Ok(_) => {}
+                Err(e) if extension_gone(&e) => {
+                    set_state(db, DbState::Absent, 0);
+                    break;
+                }
+                Err(e) => warning!("steep_repl worker: checking for orphaned jobs: {e}"),
+            }
+            last_sweep = Instant::now();
+        }
+        // Forget job workers that have exited.
+        jobs.retain(|h| {
+            !matches!(
+                h.pid(),
+                Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)
+            )
+        });
+        let pending = match tx(|| {
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM steep_repl.work_queue WHERE status = 'pending'",
+            )
+        }) {
+            Ok(Ok(n)) => n.unwrap_or(0) as usize,
+            Ok(Err(e)) => {
+                warning!("steep_repl worker: counting pending jobs: {e}");
+                0
+            }
+            Err(e) if extension_gone(&e) => {
+                set_state(db, DbState::Absent, 0);
+                break;
+            }
+            Err(e) => {
+                warning!("steep_repl worker: counting pending jobs: {e}");
+                0
+            }
+        };
+        let ours: Vec<i32> = jobs.iter().filter_map(|h| h.pid().ok()).collect();
+        let others = {
+            let s = STATE.share();
+            s.slots
+                .iter()
+                .filter(|sl| sl.db_oid == db.to_u32() && sl.in_use() && !ours.contains(&sl.pid))
+                .count()
+        };
+        let free = gucs::max_jobs().saturating_sub(jobs.len() + others);
+        for _ in 0..pending.min(free) {
+            match start_job_worker(db) {
+                Some(h) => jobs.push(h),
+                None => {
+                    let msg =
+                        "steep_repl: cannot start a job worker (raise max_worker_processes); \
+                               the job stays pending";
+                    warning!("{msg}");
+                    crate::shmem::record_error(msg);
+                    break;
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            break;
+        }
+    }
+}
+
+/// DROP EXTENSION while we run: the tables are gone, and so is our reason to be here.
+fn extension_gone(e: &str) -> bool {
+    e.contains("does not exist")
+}
+
+fn set_state(db: pg_sys::Oid, state: DbState, pid: i32) {
+    let mut s = STATE.exclusive();
+    if let Some(e) = s.dbs.iter_mut().find(|e| e.db_oid == db.to_u32()) {
+        e.state = state;
+        e.pid = pid;
+        e.checked_ms = now_ms();
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn unregister(_code: i32, arg: pg_sys::Datum) {
+    let db = arg.value() as u32;
+    // SAFETY: reading our own pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut s = STATE.exclusive();
+    if let Some(e) = s.dbs.iter_mut().find(|e| e.db_oid == db && e.pid == me) {
+        e.pid = 0;
+        e.state = DbState::Empty;
+    }
+}
+
+/// Fail the jobs marked running whose worker is gone. Candidates are read first (rows already
+/// committed as running, skipping rows a worker has locked), then the slots: a job worker
+/// registers its slot before its claim commits, so a live job is always found.
+fn fail_orphans(db: pg_sys::Oid) -> i64 {
+    Spi::connect_mut(|c| {
+        let candidates: Vec<i64> = c
+            .update(
+                "SELECT id FROM steep_repl.work_queue WHERE status = 'running'
+                 FOR UPDATE SKIP LOCKED",
+                None,
+                &[],
+            )?
+            .filter_map(|r| r.get::<i64>(1).ok().flatten())
+            .collect();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let live: Vec<i64> = {
+            let s = STATE.share();
+            s.slots
+                .iter()
+                .filter(|sl| sl.db_oid == db.to_u32() && sl.in_use())
+                .map(|sl| sl.job_id)
+                .collect()
+        };
+        let orphans: Vec<i64> = candidates
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        let n = c
+            .update(
+                "WITH failed AS (
+                    UPDATE steep_repl.work_queue w
+                    SET status = 'failed', completed_at = clock_timestamp(),
+                        error_message = CASE
+                            WHEN pg_postmaster_start_time() > w.started_at
+                            THEN 'PostgreSQL restarted while the job ran; see the server log'
+                            ELSE format('the job''s worker process (pid %s) stopped before the job \
+                                         finished; see the server log', w.worker_pid)
+                        END
+                    WHERE w.id = ANY($1) AND w.status = 'running'
+                    RETURNING w.id, w.operation, w.snapshot_id, w.merge_id, w.error_message
+                 ), snaps AS (
+                    UPDATE steep_repl.snapshots s
+                    SET status = 'failed', completed_at = clock_timestamp(),
+                        error_message = f.error_message
+                    FROM failed f
+                    WHERE s.snapshot_id = f.snapshot_id AND s.status IN ('pending', 'running')
+                 ), merges AS (
+                    UPDATE steep_repl.merges m
+                    SET status = 'failed', completed_at = clock_timestamp(),
+                        error_message = f.error_message
+                    FROM failed f
+                    WHERE m.merge_id = f.merge_id AND m.status IN ('pending', 'running')
+                 )
+                 SELECT count(pg_notify('steep_repl_progress', json_build_object(
+                     'op', f.operation, 'id', f.id, 'status', 'failed', 'error', f.error_message,
+                     'snapshot_id', f.snapshot_id,
+                     'sent_at_ms', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text))
+                 FROM failed f",
+                None,
+                &[orphans.into()],
+            )?
+            .first()
+            .get::<i64>(1)?
+            .unwrap_or(0);
+        Ok::<_, pgrx::spi::Error>(n)
+    })
+    .unwrap_or_else(|e| error!("failing orphaned jobs: {e}"))
+}

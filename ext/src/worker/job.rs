@@ -1,0 +1,354 @@
+//! A job worker: claims one pending job of its database (FOR UPDATE SKIP LOCKED), runs it with the
+//! privileges of the role that queued it, publishes its progress (shared-memory slot, NOTIFY from
+//! short transactions of its own, the work_queue row), and records how it ended.
+
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use serde_json::Value;
+use steep::progress_event::{ProgressEvent, CHANNEL};
+use steep::sql::quote_literal;
+
+use crate::shmem::{now_ms, pid_alive, Slot, STATE};
+use crate::worker::{db_oid_arg, selftest, tx};
+
+/// NOTIFY at most this often while progress changes...
+const NOTIFY_MIN: Duration = Duration::from_millis(200);
+/// ...and at least this often while the job runs, changed or not.
+const NOTIFY_MAX: Duration = Duration::from_millis(500);
+/// The work_queue row (and the snapshot/merge row) is refreshed this often.
+const ROW_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a job stopped early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    Cancelled,
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub enum JobError {
+    Stopped(Stop),
+    Failed(String),
+}
+
+impl From<Stop> for JobError {
+    fn from(s: Stop) -> Self {
+        JobError::Stopped(s)
+    }
+}
+
+impl From<String> for JobError {
+    fn from(s: String) -> Self {
+        JobError::Failed(s)
+    }
+}
+
+pub struct Claimed {
+    pub id: i64,
+    pub op: String,
+    pub params: Value,
+    pub created_by: String,
+    pub snapshot_id: Option<String>,
+    slot: usize,
+}
+
+/// A running job's view of itself: its parameters, progress and stop requests.
+pub struct JobCtx {
+    pub job: Claimed,
+    pub event: ProgressEvent,
+    started: Instant,
+    last_notify: Instant,
+    notified: Option<ProgressEvent>,
+    last_row: Instant,
+    shutdown: bool,
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = db_oid_arg(arg);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    let job = match tx(|| claim(db)) {
+        Ok(Some(job)) => job,
+        Ok(None) => return, // another worker took it, or it was cancelled
+        Err(e) => {
+            warning!("steep_repl job worker: claiming a job failed: {e}");
+            return;
+        }
+    };
+    // SAFETY: a plain callback that frees our slot when this process exits, however it exits.
+    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(job.slot)) };
+    let mut ctx = JobCtx::new(job);
+    ctx.publish(true);
+    // An ERROR or panic anywhere in the job ends it as failed with that message, not as a dead
+    // worker the sweep has to explain.
+    let outcome = {
+        let ctx = std::panic::AssertUnwindSafe(&mut ctx);
+        PgTryBuilder::new(move || {
+            let whole = ctx; // capture the wrapper, not its field
+            dispatch(whole.0)
+        })
+        .catch_others(|e| Err(JobError::Failed(crate::worker::error_message(&e))))
+        .execute()
+    };
+    ctx.finish(outcome);
+}
+
+fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
+    match ctx.job.op.as_str() {
+        "selftest" => selftest::run(ctx),
+        other => Err(JobError::Failed(format!(
+            "{other} is not implemented yet in steep_repl {}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+    }
+}
+
+/// Take the oldest pending job. Its slot is registered before the claim commits, so anyone who
+/// sees the job running also finds its slot.
+fn claim(db: pg_sys::Oid) -> Option<Claimed> {
+    let row = Spi::connect_mut(|c| {
+        let t = c.update(
+            "UPDATE steep_repl.work_queue w
+             SET status = 'running', started_at = clock_timestamp(), worker_pid = pg_backend_pid()
+             WHERE w.id = (SELECT id FROM steep_repl.work_queue WHERE status = 'pending'
+                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+             RETURNING w.id, w.operation, w.params::text, w.created_by::text, w.snapshot_id",
+            None,
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let t = t.first();
+        Ok::<_, pgrx::spi::Error>(Some((
+            t.get::<i64>(1)?.unwrap_or(0),
+            t.get::<String>(2)?.unwrap_or_default(),
+            t.get::<String>(3)?.unwrap_or_default(),
+            t.get::<String>(4)?.unwrap_or_default(),
+            t.get::<String>(5)?,
+        )))
+    })
+    .unwrap_or_else(|e| error!("claiming a job: {e}"))?;
+    let (id, op, params, created_by, snapshot_id) = row;
+    // SAFETY: reading our own pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let slot = {
+        let mut s = STATE.exclusive();
+        let Some(i) = s
+            .slots
+            .iter()
+            .position(|sl| sl.job_id == 0 || !pid_alive(sl.pid))
+        else {
+            error!("steep_repl: every progress slot is in use; the job stays pending");
+        };
+        let sl = &mut s.slots[i];
+        *sl = Slot {
+            job_id: id,
+            db_oid: db.to_u32(),
+            pid: me,
+            ..Slot::EMPTY
+        };
+        sl.op.set(&op);
+        sl.status.set("running");
+        sl.snapshot_id.set_opt(snapshot_id.as_deref());
+        sl.started_ms = now_ms();
+        sl.updated_ms = sl.started_ms;
+        i
+    };
+    Some(Claimed {
+        id,
+        op,
+        params: serde_json::from_str(&params).unwrap_or(Value::Null),
+        created_by,
+        snapshot_id,
+        slot,
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_slot(_code: i32, arg: pg_sys::Datum) {
+    let i = arg.value();
+    // SAFETY: reading our own pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut s = STATE.exclusive();
+    if i < s.slots.len() && s.slots[i].pid == me {
+        s.slots[i] = Slot::EMPTY;
+    }
+}
+
+impl JobCtx {
+    fn new(job: Claimed) -> Self {
+        let event = ProgressEvent {
+            op: job.op.clone(),
+            id: job.id,
+            status: "running".into(),
+            snapshot_id: job.snapshot_id.clone(),
+            ..Default::default()
+        };
+        let now = Instant::now();
+        Self {
+            job,
+            event,
+            started: now,
+            last_notify: now - NOTIFY_MAX,
+            notified: None,
+            last_row: now,
+            shutdown: false,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Publish the current progress (slot always; NOTIFY and row when due) and report whether the
+    /// job has to stop. Call it often (at least every 100 ms) and never inside a transaction.
+    pub fn tick(&mut self) -> Result<(), Stop> {
+        self.publish(false);
+        self.should_stop()
+    }
+
+    /// Sleep up to `d` (woken early by a cancel request), then tick.
+    pub fn sleep(&mut self, d: Duration) -> Result<(), Stop> {
+        if !BackgroundWorker::wait_latch(Some(d)) {
+            self.shutdown = true;
+        }
+        self.tick()
+    }
+
+    pub fn should_stop(&mut self) -> Result<(), Stop> {
+        if BackgroundWorker::sigterm_received() {
+            self.shutdown = true;
+        }
+        if self.shutdown {
+            return Err(Stop::Shutdown);
+        }
+        let cancelled = STATE.share().slots[self.job.slot].cancel_requested;
+        if cancelled {
+            return Err(Stop::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn write_slot(&self) {
+        let e = &self.event;
+        let mut s = STATE.exclusive();
+        let sl = &mut s.slots[self.job.slot];
+        if sl.job_id != self.job.id {
+            return;
+        }
+        sl.status.set(&e.status);
+        sl.phase.set_opt(e.phase.as_deref());
+        sl.table.set_opt(e.table.as_deref());
+        sl.error.set_opt(e.error.as_deref());
+        sl.percent = e.percent;
+        sl.tables_completed = e.tables_completed;
+        sl.tables_total = e.tables_total;
+        sl.bytes = e.bytes;
+        sl.rows = e.rows;
+        sl.eta_seconds = e.eta_seconds.unwrap_or(-1);
+        sl.updated_ms = now_ms();
+    }
+
+    /// Slot always; NOTIFY when due (or `force`); the row every ROW_EVERY.
+    pub fn publish(&mut self, force: bool) {
+        self.write_slot();
+        let since = self.last_notify.elapsed();
+        let changed = self.notified.as_ref() != Some(&self.event);
+        if !(force || since >= NOTIFY_MAX || (changed && since >= NOTIFY_MIN)) {
+            return;
+        }
+        let refresh_row = force || self.last_row.elapsed() >= ROW_EVERY;
+        let mut event = self.event.clone();
+        event.sent_at_ms = now_ms();
+        let payload = event.to_payload();
+        let id = self.job.id;
+        let sql = progress_sql(id, &payload, refresh_row, None);
+        if let Err(e) = tx(move || Spi::run(&sql)) {
+            warning!("steep_repl job {id}: publishing progress failed: {e}");
+        }
+        self.last_notify = Instant::now();
+        if refresh_row {
+            self.last_row = self.last_notify;
+        }
+        self.notified = Some(self.event.clone());
+    }
+
+    /// Record the outcome in the row and tell listeners, then free the slot.
+    fn finish(mut self, outcome: Result<Value, JobError>) {
+        let (status, error, result) = match outcome {
+            Ok(v) => ("complete", None, Some(v)),
+            Err(JobError::Stopped(Stop::Cancelled)) => {
+                ("cancelled", Some("cancelled by request".to_string()), None)
+            }
+            Err(JobError::Stopped(Stop::Shutdown)) => (
+                "failed",
+                Some("PostgreSQL is shutting down; the job was interrupted".to_string()),
+                None,
+            ),
+            Err(JobError::Failed(m)) => ("failed", Some(m), None),
+        };
+        if let Some(e) = &error {
+            if status == "failed" {
+                crate::shmem::record_error(&format!("job {}: {e}", self.job.id));
+            }
+        }
+        if status == "complete" {
+            self.event.percent = 100.0;
+            self.event.eta_seconds = Some(0);
+        }
+        self.event.status = status.into();
+        self.event.error = error.clone();
+        self.write_slot();
+        let mut event = self.event.clone();
+        event.sent_at_ms = now_ms();
+        let final_state = FinalState {
+            status,
+            error: error.as_deref(),
+            result: result.as_ref(),
+        };
+        let sql = progress_sql(self.job.id, &event.to_payload(), true, Some(&final_state));
+        if let Err(e) = tx(move || Spi::run(&sql)) {
+            // The database worker's sweep fails the job once this process is gone.
+            warning!(
+                "steep_repl job {}: recording its end failed: {e}",
+                self.job.id
+            );
+        }
+        let mut s = STATE.exclusive();
+        s.slots[self.job.slot] = Slot::EMPTY;
+    }
+}
+
+struct FinalState<'a> {
+    status: &'a str,
+    error: Option<&'a str>,
+    result: Option<&'a Value>,
+}
+
+/// One statement: NOTIFY, and (when asked) the progress and end state into the rows.
+fn progress_sql(id: i64, payload: &str, refresh_row: bool, end: Option<&FinalState>) -> String {
+    let p = quote_literal(payload);
+    let notify = format!("SELECT pg_notify({}, {p})", quote_literal(CHANNEL));
+    if !refresh_row {
+        return notify;
+    }
+    let mut set = format!("progress = {p}::jsonb");
+    if let Some(end) = end {
+        set.push_str(&format!(
+            ", status = {}, completed_at = clock_timestamp(), error_message = {}, result = {}",
+            quote_literal(end.status),
+            end.error
+                .map(quote_literal)
+                .unwrap_or_else(|| "NULL".into()),
+            end.result
+                .map(|r| format!("{}::jsonb", quote_literal(&r.to_string())))
+                .unwrap_or_else(|| "NULL".into()),
+        ));
+    }
+    format!("UPDATE steep_repl.work_queue SET {set} WHERE id = {id}; {notify}")
+}
