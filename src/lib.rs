@@ -5,6 +5,7 @@
 //! the `cli` feature may pull in terminal or process-management dependencies.
 
 pub mod conn;
+pub mod progress_event;
 pub mod sql;
 
 #[cfg(feature = "cli")]
@@ -17,5 +18,7 @@ pub mod lifecycle;
 pub mod output;
 #[cfg(feature = "cli")]
 pub mod paths;
+#[cfg(feature = "cli")]
+pub mod progress;
 #[cfg(feature = "cli")]
 pub mod sandbox;

@@ -11,7 +11,11 @@ use steep::lifecycle::{self, version_cmp, ServerState};
 use steep::output::CheckLevel;
 
 #[derive(Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Also run a short job through the background workers and time it.
+    #[arg(long)]
+    worker_selftest: bool,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -57,7 +61,10 @@ struct DoctorReport {
 
 impl DoctorArgs {
     pub fn execute(&self, ctx: &Ctx) -> Result<()> {
-        let checks = run_checks(ctx);
+        let mut checks = run_checks(ctx);
+        if self.worker_selftest {
+            checks.push(worker_selftest(ctx));
+        }
         // Also said on stderr, so a failing doctor in a script explains itself in one line.
         let failing: Vec<String> = checks
             .iter()
@@ -142,6 +149,7 @@ fn run_checks(ctx: &Ctx) -> Vec<Check> {
     );
     extension_checks(&mut client, &state, &mut checks);
     settings_checks(&mut client, &state, &mut checks);
+    worker_checks(&mut client, &state, &mut checks);
     privilege_checks(&mut client, &state, &mut checks);
     table_checks(&mut client, &mut checks);
     checks
@@ -323,6 +331,111 @@ fn settings_checks(client: &mut postgres::Client, state: &ServerState, checks: &
             "ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL",
         )
     });
+}
+
+/// Whether the workers run, and whether jobs are stuck.
+fn worker_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {
+    let has_queue = client
+        .query_one(
+            "SELECT to_regclass('steep_repl.work_queue') IS NOT NULL",
+            &[],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    if state.installed.is_none() || !has_queue {
+        return; // nothing to run jobs for (reported above)
+    }
+    let available = client
+        .query_one("SELECT steep_repl.bgworker_available()", &[])
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    checks.push(if available {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'steep_repl%'",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        ok(
+            "background workers",
+            format!("launcher running ({n} steep_repl processes)"),
+        )
+    } else if state.preload_active() {
+        fail(
+            "background workers",
+            "steep_repl is preloaded but its launcher is not running",
+            "see the server log for why; check max_worker_processes and that the database named \
+             by steep_repl.database (default postgres) exists, then restart PostgreSQL",
+        )
+    } else {
+        warn(
+            "background workers",
+            "unavailable: steep_repl is not preloaded",
+            "run `steep init --preload` and restart PostgreSQL",
+        )
+    });
+    let stuck = client.query_one(
+        "SELECT count(*) FILTER (WHERE status = 'pending' AND created_at < now() - interval '1 minute'),
+                count(*) FILTER (WHERE status = 'running' AND NOT EXISTS
+                                 (SELECT FROM pg_stat_activity a WHERE a.pid = w.worker_pid))
+         FROM steep_repl.work_queue w",
+        &[],
+    );
+    checks.push(match stuck {
+        Ok(r) if r.get::<_, i64>(0) == 0 && r.get::<_, i64>(1) == 0 => ok("stuck jobs", "none"),
+        Ok(r) => warn(
+            "stuck jobs",
+            format!(
+                "{} pending for over a minute, {} running without a worker",
+                r.get::<_, i64>(0),
+                r.get::<_, i64>(1)
+            ),
+            "check `steep ops list`, the server log and max_worker_processes; running jobs \
+             without a worker are failed by the database worker within seconds once it runs",
+        ),
+        Err(e) => warn(
+            "stuck jobs",
+            format!("cannot read the work queue: {e}"),
+            "check privileges",
+        ),
+    });
+}
+
+/// Run a short selftest job and report how fast it started and finished.
+fn worker_selftest(ctx: &Ctx) -> Check {
+    let run = || -> anyhow::Result<String> {
+        let mut client = ctx.connect()?;
+        let id: i64 = client
+            .query_one("SELECT id FROM steep_repl.start_selftest(0.5, 5)", &[])
+            .map_err(crate::commands::db_error)?
+            .get(0);
+        let quiet = steep::output::Output {
+            quiet: true,
+            ..ctx.out
+        };
+        let f = steep::progress::Follower::new(&quiet, "selftest").follow(&mut client, id)?;
+        if f.last.status != "complete" {
+            anyhow::bail!(
+                "the job ended {}: {}",
+                f.last.status,
+                f.last.error.unwrap_or_default()
+            );
+        }
+        Ok(format!(
+            "job {id} started in {} ms and completed ({} progress notifications)",
+            f.start_latency_ms.unwrap_or(-1),
+            f.notifications
+        ))
+    };
+    match run() {
+        Ok(detail) => ok("worker selftest", detail),
+        Err(e) => fail(
+            "worker selftest",
+            format!("{e:#}"),
+            "see the background workers check and the server log",
+        ),
+    }
 }
 
 fn privilege_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {

@@ -6,6 +6,7 @@ pub mod health;
 pub mod init;
 pub mod local;
 pub mod node;
+pub mod ops;
 pub mod schema;
 pub mod version;
 

@@ -1,0 +1,375 @@
+//! Follow an operation to its end: poll its progress until this connection's LISTEN on
+//! `steep_repl_progress` delivers events for it, then follow the notifications (filtered by
+//! operation id), and poll again whenever they stop for 2 s. A live bar on a terminal, plain
+//! lines otherwise. Ctrl-C asks whether to cancel the operation or only stop watching.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use postgres::fallible_iterator::FallibleIterator;
+use serde::Serialize;
+
+use crate::output::Output;
+use crate::progress_event::{ProgressEvent, CHANNEL};
+
+/// Poll this often until notifications for the operation arrive.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Fall back to polling when notifications stop this long.
+const SILENCE: Duration = Duration::from_secs(2);
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static HANDLER: Once = Once::new();
+
+/// How a follow ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The operation reached a terminal status.
+    Finished,
+    /// The operator stopped watching; the operation goes on.
+    Detached,
+}
+
+/// What following observed, for reports and latency measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct Followed {
+    pub ending: Ending,
+    pub last: ProgressEvent,
+    /// Notifications received for this operation.
+    pub notifications: usize,
+    /// Delay from the worker's send to our receipt, per notification (ms).
+    pub latencies_ms: Vec<i64>,
+    /// From the start of following to the first event saying the operation runs (ms).
+    pub start_latency_ms: Option<i64>,
+    /// Whether the fallback polling had to fill a notification gap.
+    pub polled_after_silence: bool,
+}
+
+pub struct Follower<'a> {
+    out: &'a Output,
+    label: String,
+    interactive: bool,
+    bar: Option<ProgressBar>,
+    last_line: Option<(String, Instant)>,
+}
+
+impl<'a> Follower<'a> {
+    pub fn new(out: &'a Output, label: impl Into<String>) -> Self {
+        let interactive = std::io::stderr().is_terminal() && !out.quiet;
+        Self {
+            out,
+            label: label.into(),
+            interactive,
+            bar: None,
+            last_line: None,
+        }
+    }
+
+    /// Follow operation `id` until it ends or the operator detaches. `client` is used for LISTEN
+    /// and polling and must not be inside a transaction.
+    pub fn follow(&mut self, client: &mut postgres::Client, id: i64) -> Result<Followed> {
+        HANDLER.call_once(|| {
+            let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        });
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .context("listening for progress notifications")?;
+        let started = Instant::now();
+        let mut f = Followed {
+            ending: Ending::Finished,
+            last: ProgressEvent::default(),
+            notifications: 0,
+            latencies_ms: Vec::new(),
+            start_latency_ms: None,
+            polled_after_silence: false,
+        };
+        let mut last_event_at = Instant::now();
+        let mut last_poll = Instant::now() - POLL_EVERY;
+        loop {
+            if INTERRUPTED.swap(false, Ordering::SeqCst) && self.on_interrupt(client, id)? {
+                f.ending = Ending::Detached;
+                break;
+            }
+            let flowing = f.notifications > 0;
+            let poll_due = if flowing {
+                last_event_at.elapsed() >= SILENCE && last_poll.elapsed() >= SILENCE
+            } else {
+                last_poll.elapsed() >= POLL_EVERY
+            };
+            if poll_due {
+                if flowing {
+                    f.polled_after_silence = true;
+                }
+                last_poll = Instant::now();
+                if let Some(e) = poll(client, id)? {
+                    self.observe(&mut f, e, started);
+                    if f.last.is_terminal() {
+                        break;
+                    }
+                }
+            }
+            let wait = if flowing {
+                Duration::from_millis(250)
+            } else {
+                POLL_EVERY
+            };
+            let mut notifications = client.notifications();
+            let mut it = notifications.timeout_iter(wait);
+            let mut done = false;
+            while let Some(n) = it.next().context("reading notifications")? {
+                let Some(e) = ProgressEvent::from_payload(n.payload()) else {
+                    continue;
+                };
+                if e.id != id {
+                    continue; // another operation's progress
+                }
+                let now = now_ms();
+                if e.sent_at_ms > 0 {
+                    f.latencies_ms.push(now - e.sent_at_ms);
+                }
+                f.notifications += 1;
+                last_event_at = Instant::now();
+                self.observe(&mut f, e, started);
+                if f.last.is_terminal() {
+                    done = true;
+                    break;
+                }
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let _ = client.batch_execute(&format!("UNLISTEN {CHANNEL}"));
+        Ok(f)
+    }
+
+    fn observe(&mut self, f: &mut Followed, e: ProgressEvent, started: Instant) {
+        if f.start_latency_ms.is_none() && e.status != "pending" {
+            f.start_latency_ms = Some(started.elapsed().as_millis() as i64);
+        }
+        self.render(&e);
+        f.last = e;
+    }
+
+    fn render(&mut self, e: &ProgressEvent) {
+        let detail = describe(e);
+        if self.interactive {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(1000);
+                b.set_style(
+                    ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {percent:>3}% {msg}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(self.label.clone());
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            });
+            bar.set_position((e.percent * 10.0).round().clamp(0.0, 1000.0) as u64);
+            bar.set_message(detail);
+            return;
+        }
+        // Plain lines: on every change of status, phase or table, else at most once a second.
+        let key = format!("{}|{:?}|{:?}", e.status, e.phase, e.table);
+        let due = match &self.last_line {
+            Some((k, at)) => *k != key || at.elapsed() >= Duration::from_secs(1),
+            None => true,
+        };
+        if due || e.is_terminal() {
+            self.out.status(
+                "Progress",
+                format!("{} {:>5.1}% {detail}", self.label, e.percent),
+            );
+            self.last_line = Some((key, Instant::now()));
+        }
+    }
+
+    /// Ctrl-C: ask (on a terminal) whether to cancel or detach. Returns true to detach.
+    fn on_interrupt(&mut self, client: &mut postgres::Client, id: i64) -> Result<bool> {
+        if let Some(bar) = &self.bar {
+            bar.suspend(|| {});
+        }
+        let cancel = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            let choice = self
+                .bar
+                .as_ref()
+                .map(|b| {
+                    b.suspend(|| {
+                        dialoguer::Select::new()
+                            .with_prompt("Interrupted")
+                            .items(&[
+                                "Stop watching (the operation keeps running)",
+                                "Cancel the operation",
+                            ])
+                            .default(0)
+                            .interact()
+                    })
+                })
+                .unwrap_or_else(|| {
+                    dialoguer::Select::new()
+                        .with_prompt("Interrupted")
+                        .items(&[
+                            "Stop watching (the operation keeps running)",
+                            "Cancel the operation",
+                        ])
+                        .default(0)
+                        .interact()
+                });
+            matches!(choice, Ok(1))
+        } else {
+            false
+        };
+        if cancel {
+            let ok: bool = client
+                .query_one("SELECT steep_repl.cancel_operation($1)", &[&id])
+                .context("cancelling the operation")?
+                .get(0);
+            self.out.status(
+                "Cancelling",
+                if ok {
+                    format!("operation {id}")
+                } else {
+                    format!("operation {id}: it already ended")
+                },
+            );
+            return Ok(false);
+        }
+        self.out.note(format!(
+            "stopped watching; operation {id} keeps running (follow it again with `steep ops \
+             watch {id}`)"
+        ));
+        Ok(true)
+    }
+}
+
+/// One line of detail: phase, table, counts, bytes, ETA, error.
+pub fn describe(e: &ProgressEvent) -> String {
+    let mut parts = vec![e.status.clone()];
+    if let Some(p) = &e.phase {
+        parts.push(p.clone());
+    }
+    if let Some(t) = &e.table {
+        parts.push(t.clone());
+    }
+    if e.tables_total > 0 {
+        parts.push(format!("tables {}/{}", e.tables_completed, e.tables_total));
+    }
+    if e.bytes > 0 {
+        parts.push(human_bytes(e.bytes));
+    }
+    if e.rows > 0 {
+        parts.push(format!("{} rows", e.rows));
+    }
+    if let Some(eta) = e.eta_seconds.filter(|_| !e.is_terminal()) {
+        parts.push(format!("eta {eta}s"));
+    }
+    if let Some(err) = &e.error {
+        parts.push(err.clone());
+    }
+    parts.join(" | ")
+}
+
+pub fn human_bytes(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The operation's progress from steep_repl.operation_progress (None if it is not visible).
+pub fn poll(client: &mut postgres::Client, id: i64) -> Result<Option<ProgressEvent>> {
+    let row = client
+        .query_opt(
+            "SELECT operation, status, phase, percent, current_table, tables_completed,
+                    tables_total, bytes_processed, rows_processed, eta_seconds, error, snapshot_id
+             FROM steep_repl.operation_progress($1)",
+            &[&id],
+        )
+        .context("polling the operation's progress")?;
+    Ok(row.map(|r| ProgressEvent {
+        op: r.get(0),
+        id,
+        status: r.get(1),
+        phase: r.get(2),
+        percent: r.get(3),
+        table: r.get(4),
+        tables_completed: r.get(5),
+        tables_total: r.get(6),
+        bytes: r.get(7),
+        rows: r.get(8),
+        eta_seconds: r.get(9),
+        error: r.get(10),
+        snapshot_id: r.get(11),
+        sent_at_ms: 0,
+    }))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// p-th percentile (0..=100) of `v`, nearest rank.
+pub fn percentile(v: &[i64], p: f64) -> Option<i64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    Some(s[rank.min(s.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v = [5, 1, 3, 2, 4];
+        assert_eq!(percentile(&v, 50.0), Some(3));
+        assert_eq!(percentile(&v, 95.0), Some(5));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn describe_and_bytes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+        let e = ProgressEvent {
+            status: "running".into(),
+            phase: Some("copy".into()),
+            table: Some("public.t".into()),
+            tables_completed: 1,
+            tables_total: 3,
+            bytes: 2048,
+            eta_seconds: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe(&e),
+            "running | copy | public.t | tables 1/3 | 2.0 KiB | eta 4s"
+        );
+    }
+}
