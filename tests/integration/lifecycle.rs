@@ -313,3 +313,77 @@ fn health_and_version_need_the_extension_with_a_clear_error() {
         v["embedded"]["default_version"]
     );
 }
+
+/// Every released version installs from its frozen script (with today's library) into exactly
+/// the catalog its signature records.
+#[test]
+fn every_embedded_version_installs_into_its_recorded_catalog() {
+    for version in embedded::embedded().versions {
+        let node = node();
+        let mut c = connect(&node.connection_string("postgres"));
+        c.batch_execute(&format!("CREATE EXTENSION steep_repl VERSION '{version}'"))
+            .unwrap();
+        let expected = lifecycle::embedded_signature(&version).unwrap();
+        let diff = diff_signatures(&expected, &catalog_signature(&mut c).unwrap());
+        assert!(diff.is_empty(), "{version}: {}", diff.summary());
+    }
+}
+
+/// ALTER EXTENSION UPDATE from every older version yields the newest version's catalog, object by
+/// object, and keeps the data.
+#[test]
+fn upgrading_from_every_version_equals_a_fresh_install_and_keeps_data() {
+    let e = embedded::embedded();
+    let expected = lifecycle::embedded_signature(&e.default_version).unwrap();
+    for old in e.versions.iter().filter(|v| **v != e.default_version) {
+        let node = node();
+        let conn = node.connection_string("postgres");
+        let mut c = connect(&conn);
+        c.batch_execute(&format!(
+            "CREATE EXTENSION steep_repl VERSION '{old}';
+             SELECT steep_repl.register_node('n1', 'first', 'h', 6000, 7);
+             SELECT steep_repl.set_local_node('n1');
+             CREATE TABLE public.t (id int PRIMARY KEY, v varchar(20));
+             SELECT steep_repl.capture_fingerprints('n1');
+             INSERT INTO steep_repl.snapshots (snapshot_id, kind, node_id, status)
+                 VALUES ('s1', 'generate', 'n1', 'complete');
+             INSERT INTO steep_repl.merge_audit_log (merge_id, schema_name, table_name, pk, category)
+                 VALUES ('m1', 'public', 't', '{{\"id\": 1}}', 'conflict');"
+        ))
+        .unwrap();
+        c.batch_execute("ALTER EXTENSION steep_repl UPDATE")
+            .unwrap();
+        let v: String = c
+            .query_one(
+                "SELECT extversion FROM pg_extension WHERE extname = 'steep_repl'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(v, e.default_version);
+        let diff = diff_signatures(&expected, &catalog_signature(&mut c).unwrap());
+        assert!(diff.is_empty(), "upgrade from {old}: {}", diff.summary());
+        let row = c
+            .query_one(
+                "SELECT n.node_name, n.port, n.priority, steep_repl.local_node_id(),
+                        (SELECT count(*) FROM steep_repl.schema_fingerprints WHERE node_id = 'n1'),
+                        (SELECT status FROM steep_repl.snapshots WHERE snapshot_id = 's1'),
+                        (SELECT count(*) FROM steep_repl.merge_audit_log WHERE merge_id = 'm1')
+                 FROM steep_repl.nodes n WHERE n.node_id = 'n1'",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "first");
+        assert_eq!((row.get::<_, i32>(1), row.get::<_, i32>(2)), (6000, 7));
+        assert_eq!(row.get::<_, String>(3), "n1");
+        assert_eq!(row.get::<_, i64>(4), 1);
+        assert_eq!(row.get::<_, String>(5), "complete");
+        assert_eq!(row.get::<_, i64>(6), 1);
+        // New audit rows continue the identity sequence.
+        c.batch_execute(
+            "INSERT INTO steep_repl.merge_audit_log (merge_id, schema_name, table_name, pk, category)
+             VALUES ('m1', 'public', 't', '{\"id\": 2}', 'conflict')",
+        )
+        .unwrap();
+    }
+}

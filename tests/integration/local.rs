@@ -25,7 +25,7 @@ fn two_sandboxes_side_by_side_then_down_leaves_nothing() {
         .query_one("SELECT steep_repl.version()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    assert_eq!(v, steep::embedded::embedded().default_version);
     for (setting, want) in [
         ("shared_preload_libraries", "steep_repl"),
         ("wal_level", "logical"),

@@ -8,6 +8,7 @@ mod connection;
 mod lifecycle;
 mod local;
 mod node;
+mod operations;
 mod privileges;
 mod schema;
 mod version;
