@@ -31,10 +31,11 @@ if [ -n "$previous" ]; then
 fi
 upgrade_target="$root/embedded_sql/steep_repl--$previous--$version.sql"
 if [ "$check" = 1 ]; then
-  if ! diff -u "$target" "$generated"; then
+  if ! python3 "$here/sqlgen.py" same "$target" "$generated"; then
     steep_die "embedded_sql/steep_repl--$version.sql differs from the extension source: run scripts/gen-sql.sh and commit the result"
   fi
-  if [ -n "$previous" ] && ! diff -u "$upgrade_target" "$upgrade_generated"; then
+  if [ -n "$previous" ] && ! python3 "$here/sqlgen.py" same-upgrade "$upgrade_target" "$upgrade_generated"; then
+    diff -u "$upgrade_target" "$upgrade_generated" || true
     steep_die "$(basename "$upgrade_target") differs from what the install scripts imply: run scripts/gen-sql.sh and commit the result"
   fi
   steep_log "embedded_sql/steep_repl--$version.sql${previous:+ and steep_repl--$previous--$version.sql} are current"

@@ -9,7 +9,12 @@ line numbers. Released SQL files are therefore never edited: changes go into new
 CREATE OR REPLACE where they replace an object), and the catalog comparison test checks that
 upgrade and fresh install end up identical.
 
+pgrx orders blocks that do not depend on each other differently from build to build, so
+`same` compares two scripts as sets of blocks: the order among independent blocks does not
+matter, and pgrx always keeps dependencies in order.
+
 usage: sqlgen.py upgrade PREVIOUS.sql CURRENT.sql FROM TO > steep_repl--FROM--TO.sql
+       sqlgen.py same A.sql B.sql      (exit 1, listing the differing blocks, when they differ)
 """
 import re
 import sys
@@ -31,7 +36,30 @@ def key(block):
     return "\n".join(l for l in lines if l and not l.lstrip().startswith("--"))
 
 
+def same(a_path, b_path):
+    a = sorted(blocks(open(a_path).read()))
+    b = sorted(blocks(open(b_path).read()))
+    if a == b:
+        return 0
+    for block in sorted(set(a) ^ set(b)):
+        where = a_path if block in a else b_path
+        first = next((l for l in block.splitlines() if l.strip()), "")
+        print(f"only in {where}: {first} ...")
+    return 1
+
+
+def upgrade_blocks(text):
+    """The body of an upgrade script: its blocks after the header."""
+    return sorted(p.strip("\n") for p in text.split("\n\n") if p.strip())
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "same":
+        sys.exit(same(sys.argv[2], sys.argv[3]))
+    if len(sys.argv) == 4 and sys.argv[1] == "same-upgrade":
+        a = upgrade_blocks(open(sys.argv[2]).read())
+        b = upgrade_blocks(open(sys.argv[3]).read())
+        sys.exit(0 if a == b else 1)
     if len(sys.argv) != 6 or sys.argv[1] != "upgrade":
         sys.exit(__doc__)
     _, _, prev_path, cur_path, v_from, v_to = sys.argv
