@@ -57,7 +57,10 @@ impl ProgressEvent {
         let mut json = serde_json::to_string(&e).unwrap_or_default();
         let mut budget = 2000;
         while json.len() > MAX_PAYLOAD && budget > 16 {
-            for s in [&mut e.error, &mut e.table, &mut e.phase].into_iter().flatten() {
+            for s in [&mut e.error, &mut e.table, &mut e.phase]
+                .into_iter()
+                .flatten()
+            {
                 *s = truncate(s, budget);
             }
             budget /= 2;
