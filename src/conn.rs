@@ -83,6 +83,10 @@ impl ConnParams {
         Ok(())
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.params.remove(key);
+    }
+
     /// Fill every keyword not given from its PG* environment variable (libpq's rule: the
     /// environment supplies defaults, the connection string wins).
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {

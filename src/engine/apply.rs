@@ -1,0 +1,614 @@
+//! Snapshot apply: verify every checksum before touching the target; check (or create) the
+//! schema; load tables parents first, each foreign-key unit in one transaction (truncate and COPY,
+//! row counts checked), several units at once; restore sequences; add post-data. A failure leaves
+//! every table fully loaded or untouched, and `resume` skips the tables already loaded.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use crate::engine::catalog::{self, prepare_session, ForeignKey, TableInfo};
+use crate::engine::files;
+use crate::engine::fkorder::load_units;
+use crate::engine::manifest::{Manifest, Table};
+use crate::engine::progress::Progress;
+use crate::engine::Connect;
+use crate::sql::{qualified, quote_ident};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaMode {
+    /// The target's tables must have the snapshot's columns, types, nullability and keys.
+    Verify,
+    /// Create the schema from the snapshot's DDL (pre-data before the data, post-data after).
+    Create,
+    /// Load without checking.
+    Skip,
+}
+
+impl std::str::FromStr for SchemaMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "verify" => Ok(Self::Verify),
+            "create" => Ok(Self::Create),
+            "skip" => Ok(Self::Skip),
+            other => bail!("invalid schema mode {other:?}: use verify, create or skip"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub input: PathBuf,
+    pub parallel: usize,
+    /// Check every file's checksum before loading (false skips only that pass).
+    pub verify_checksums: bool,
+    pub schema: SchemaMode,
+    /// Skip tables whose row count already equals the snapshot's (after a failed apply).
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplySummary {
+    pub snapshot_id: String,
+    pub tables_loaded: usize,
+    pub tables_skipped: usize,
+    pub rows_loaded: u64,
+    pub sequences: usize,
+}
+
+/// The target's schema differs from the snapshot's (the CLI reports it as a blocking finding).
+#[derive(Debug)]
+pub struct SchemaMismatch(pub Vec<String>);
+
+impl std::fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the target's schema differs from the snapshot's, nothing was changed ({}); fix the \
+             target, or apply with --schema create into an empty database",
+            self.0.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for SchemaMismatch {}
+
+pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Result<ApplySummary> {
+    let m = Manifest::read(&opts.input)?;
+    let parallel = opts.parallel.clamp(1, 64);
+    if opts.verify_checksums {
+        progress.set_phase("verifying");
+        let problems = files::check(&opts.input, &m, false, parallel, progress);
+        if let Some(p) = problems.first() {
+            bail!(
+                "the snapshot is damaged, nothing was changed on the target: {p}{}",
+                if problems.len() > 1 {
+                    format!(" (and {} more)", problems.len() - 1)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if progress.cancelled() {
+            bail!("cancelled before anything was changed");
+        }
+    }
+    let mut coord = dst.connect().context("connecting to the target")?;
+    prepare_session(&mut coord)?;
+
+    if opts.schema == SchemaMode::Create {
+        progress.set_phase("schema");
+        let s = m.schema.as_ref().ok_or_else(|| {
+            anyhow!("the snapshot has no schema DDL (pg_dump was not available when it was made): apply with --schema verify into an existing schema")
+        })?;
+        run_ddl(
+            &mut coord,
+            &opts.input,
+            &s.pre_data.name,
+            &s.pre_data.sha256,
+        )
+        .context("creating the schema (pre-data); the target is unchanged")?;
+    }
+    let target = catalog::tables(&mut coord)?;
+    let by_name: HashMap<(String, String), &TableInfo> = target
+        .iter()
+        .map(|t| ((t.schema.clone(), t.name.clone()), t))
+        .collect();
+    if opts.schema == SchemaMode::Verify {
+        let diffs = shape_diffs(&m, &by_name);
+        if !diffs.is_empty() {
+            return Err(SchemaMismatch(diffs).into());
+        }
+        check_sequences(&mut coord, &m)?;
+    }
+    let oids: Vec<i64> = m
+        .tables
+        .iter()
+        .map(|t| {
+            by_name
+                .get(&(t.schema.clone(), t.name.clone()))
+                .map(|i| i.oid)
+                .ok_or_else(|| anyhow!("table {} does not exist on the target", t.qualified()))
+        })
+        .collect::<Result<_>>()?;
+    let fks = catalog::foreign_keys(&mut coord)?;
+    let index_of: HashMap<i64, usize> = oids.iter().enumerate().map(|(i, o)| (*o, i)).collect();
+    let edges: Vec<(usize, usize)> = fks
+        .iter()
+        .filter_map(|f| Some((*index_of.get(&f.child)?, *index_of.get(&f.parent)?)))
+        .collect();
+    let units = load_units(m.tables.len(), &edges);
+
+    let mut done = vec![false; m.tables.len()];
+    if opts.resume {
+        progress.set_phase("resuming");
+        for (i, t) in m.tables.iter().enumerate() {
+            let n: i64 = coord
+                .query_one(&format!("SELECT count(*) FROM ONLY {}", t.qualified()), &[])?
+                .get(0);
+            done[i] = n as u64 == t.rows;
+        }
+    }
+    let skipped = done.iter().filter(|d| **d).count();
+    progress
+        .tables_total
+        .store(m.tables.len() as u64, Ordering::Relaxed);
+    progress
+        .tables_done
+        .store(skipped as u64, Ordering::Relaxed);
+    progress.bytes_done.store(0, Ordering::Relaxed);
+    progress.bytes_total.store(
+        m.tables
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(t, _)| t.raw_bytes)
+            .sum::<u64>()
+            .max(1),
+        Ordering::Relaxed,
+    );
+
+    progress.set_phase("loading");
+    let plan = Plan {
+        m: &m,
+        dir: &opts.input,
+        oids: &oids,
+        fks: &fks,
+        units: &units,
+        index_of: &index_of,
+    };
+    let rows = plan.run(dst, parallel, &done, progress)?;
+
+    progress.set_phase("sequences");
+    for s in &m.sequences {
+        coord
+            .execute(
+                "SELECT setval($1::text::regclass, $2, $3)",
+                &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
+            )
+            .with_context(|| format!("restoring sequence {}.{}", s.schema, s.name))?;
+    }
+    if opts.schema == SchemaMode::Create {
+        progress.set_phase("post-data");
+        let s = m.schema.as_ref().expect("checked above");
+        run_ddl(
+            &mut coord,
+            &opts.input,
+            &s.post_data.name,
+            &s.post_data.sha256,
+        )
+        .context("adding indexes and constraints (post-data); the data is loaded")?;
+    }
+    progress.set_phase("complete");
+    Ok(ApplySummary {
+        snapshot_id: m.snapshot_id.clone(),
+        tables_loaded: m.tables.len() - skipped,
+        tables_skipped: skipped,
+        rows_loaded: rows,
+        sequences: m.sequences.len(),
+    })
+}
+
+/// Run a pg_dump DDL file in one transaction (psql meta-commands are not SQL and are dropped).
+fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Result<()> {
+    let path = dir.join(name);
+    let (sum, _) = crate::engine::checksum::sha256_of(File::open(&path)?)?;
+    if sum != sha256 {
+        bail!("{name}: checksum mismatch, the file is damaged or was changed");
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {name}"))?;
+    let sql = ddl_statements(&text);
+    let mut tx = c.transaction()?;
+    tx.batch_execute(&sql).map_err(|e| match e.as_db_error() {
+        Some(d) => anyhow!("{}", d.message()),
+        None => anyhow!(e),
+    })?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The SQL of a pg_dump DDL file without psql meta-commands (`\\restrict`, ...) and without the
+/// statements about steep_repl itself, which `steep init` manages on every node (pg_dump before 17
+/// cannot leave them out, and writes each of them on one line).
+fn ddl_statements(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            !l.starts_with('\\')
+                && !l.starts_with("CREATE EXTENSION IF NOT EXISTS steep_repl ")
+                && !l.starts_with("COMMENT ON EXTENSION steep_repl ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Per-column differences between the snapshot's tables and the target's.
+fn shape_diffs(m: &Manifest, target: &HashMap<(String, String), &TableInfo>) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &m.tables {
+        let name = t.qualified();
+        let Some(tt) = target.get(&(t.schema.clone(), t.name.clone())) else {
+            out.push(format!("table {name} is missing"));
+            continue;
+        };
+        let theirs: HashMap<&str, &crate::engine::manifest::Column> =
+            tt.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+        for c in &t.columns {
+            let col = format!("{name}.{}", quote_ident(&c.name));
+            let Some(o) = theirs.get(c.name.as_str()) else {
+                out.push(format!("{col}: column missing"));
+                continue;
+            };
+            if o.type_name != c.type_name {
+                out.push(format!(
+                    "{col}: type {} in the snapshot, {} on the target",
+                    c.type_name, o.type_name
+                ));
+            }
+            if o.not_null != c.not_null {
+                let nn = |b: bool| if b { "NOT NULL" } else { "NULL" };
+                out.push(format!(
+                    "{col}: {} in the snapshot, {} on the target",
+                    nn(c.not_null),
+                    nn(o.not_null)
+                ));
+            }
+        }
+        for c in &tt.columns {
+            if !t.columns.iter().any(|s| s.name == c.name) {
+                out.push(format!(
+                    "{name}.{}: column only on the target",
+                    quote_ident(&c.name)
+                ));
+            }
+        }
+        let order_ok = t
+            .columns
+            .iter()
+            .map(|c| &c.name)
+            .eq(tt.columns.iter().map(|c| &c.name));
+        if order_ok && t.primary_key != tt.primary_key {
+            out.push(format!(
+                "{name}: primary key ({}) in the snapshot, ({}) on the target",
+                t.primary_key.join(", "),
+                tt.primary_key.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+fn check_sequences(c: &mut postgres::Client, m: &Manifest) -> Result<()> {
+    let have: Vec<(String, String)> = catalog::sequences(c)?;
+    let missing: Vec<String> = m
+        .sequences
+        .iter()
+        .filter(|s| !have.iter().any(|(a, b)| *a == s.schema && *b == s.name))
+        .map(|s| format!("sequence {} is missing", qualified(&s.schema, &s.name)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SchemaMismatch(missing).into());
+    }
+    Ok(())
+}
+
+struct Plan<'a> {
+    m: &'a Manifest,
+    dir: &'a Path,
+    oids: &'a [i64],
+    fks: &'a [ForeignKey],
+    units: &'a [Vec<usize>],
+    index_of: &'a HashMap<i64, usize>,
+}
+
+struct Sched {
+    ready: VecDeque<usize>,
+    waiting_on: Vec<usize>,
+    running: usize,
+    finished: usize,
+    failed: Option<anyhow::Error>,
+}
+
+impl Plan<'_> {
+    /// Load the units, each once its parents are in, `parallel` at a time. Returns rows loaded.
+    fn run(
+        &self,
+        dst: &dyn Connect,
+        parallel: usize,
+        done: &[bool],
+        progress: &Progress,
+    ) -> Result<u64> {
+        let unit_of: Vec<usize> = {
+            let mut v = vec![0; self.m.tables.len()];
+            for (u, tables) in self.units.iter().enumerate() {
+                for &t in tables {
+                    v[t] = u;
+                }
+            }
+            v
+        };
+        // unit -> units that wait for it.
+        let mut dependents = vec![Vec::new(); self.units.len()];
+        let mut waiting_on = vec![0usize; self.units.len()];
+        for f in self.fks {
+            let (Some(&c), Some(&p)) = (self.index_of.get(&f.child), self.index_of.get(&f.parent))
+            else {
+                continue;
+            };
+            let (uc, up) = (unit_of[c], unit_of[p]);
+            if uc != up && !dependents[up].contains(&uc) {
+                dependents[up].push(uc);
+                waiting_on[uc] += 1;
+            }
+        }
+        let sched = Mutex::new(Sched {
+            ready: (0..self.units.len())
+                .filter(|u| waiting_on[*u] == 0)
+                .collect(),
+            waiting_on,
+            running: 0,
+            finished: 0,
+            failed: None,
+        });
+        let wake = Condvar::new();
+        let rows = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..parallel.min(self.units.len()).max(1) {
+                s.spawn(|| {
+                    let mut conn: Option<postgres::Client> = None;
+                    loop {
+                        let unit = {
+                            let mut st = sched.lock().expect("scheduler");
+                            loop {
+                                if st.failed.is_some() || st.finished == self.units.len() {
+                                    wake.notify_all();
+                                    return;
+                                }
+                                if let Some(u) = st.ready.pop_front() {
+                                    st.running += 1;
+                                    break u;
+                                }
+                                if st.running == 0 {
+                                    // Nothing ready and nothing running: cannot happen with a DAG.
+                                    st.failed =
+                                        Some(anyhow!("internal error: the load order is stuck"));
+                                    continue;
+                                }
+                                st = wake.wait(st).expect("scheduler");
+                            }
+                        };
+                        let result = if self.units[unit].iter().all(|t| done[*t]) {
+                            Ok(0)
+                        } else {
+                            self.load_unit(dst, &mut conn, unit, progress)
+                        };
+                        let mut st = sched.lock().expect("scheduler");
+                        st.running -= 1;
+                        match result {
+                            Ok(n) => {
+                                rows.fetch_add(n, Ordering::Relaxed);
+                                st.finished += 1;
+                                for &d in &dependents[unit] {
+                                    st.waiting_on[d] -= 1;
+                                    if st.waiting_on[d] == 0 {
+                                        st.ready.push_back(d);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                conn = None; // its transaction is rolled back with it
+                                if st.failed.is_none() {
+                                    st.failed = Some(e);
+                                }
+                            }
+                        }
+                        wake.notify_all();
+                    }
+                });
+            }
+        });
+        let st = sched.into_inner().expect("scheduler");
+        if let Some(e) = st.failed {
+            let loaded = st.finished;
+            return Err(e.context(format!(
+                "{loaded} of {} table groups were loaded before this; every other table is \
+                 untouched: fix the cause and rerun with --resume",
+                self.units.len()
+            )));
+        }
+        Ok(rows.load(Ordering::Relaxed))
+    }
+
+    /// One unit in one transaction: clear, COPY each table, check the counts, commit.
+    fn load_unit(
+        &self,
+        dst: &dyn Connect,
+        conn: &mut Option<postgres::Client>,
+        unit: usize,
+        progress: &Progress,
+    ) -> Result<u64> {
+        if conn.is_none() {
+            let mut c = dst.connect().context("opening a loading connection")?;
+            prepare_session(&mut c)?;
+            *conn = Some(c);
+        }
+        let c = conn.as_mut().expect("connected");
+        let tables = &self.units[unit];
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| self.m.tables[*t].qualified())
+            .collect();
+        let mut tx = c.transaction()?;
+        // Foreign keys between tables of this unit (a cycle) are checked at commit when they are
+        // deferrable; non-deferrable ones are dropped and added back (which validates every row).
+        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
+        let unit_oids: Vec<i64> = tables.iter().map(|t| self.oids[*t]).collect();
+        let internal: Vec<&ForeignKey> = if tables.len() > 1 {
+            self.fks
+                .iter()
+                .filter(|f| {
+                    !f.deferrable && unit_oids.contains(&f.child) && unit_oids.contains(&f.parent)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for f in &internal {
+            let child = self.m.tables[self.index_of[&f.child]].qualified();
+            tx.batch_execute(&format!(
+                "ALTER TABLE {child} DROP CONSTRAINT {}",
+                quote_ident(&f.name)
+            ))
+            .with_context(|| {
+                format!("setting aside foreign key {} of {child} (a cycle)", f.name)
+            })?;
+        }
+        // TRUNCATE when no table outside the unit references these (it lets COPY FREEZE skip
+        // later freezing); otherwise DELETE, which the target's own references may refuse.
+        let outside_refs = self
+            .fks
+            .iter()
+            .any(|f| unit_oids.contains(&f.parent) && !unit_oids.contains(&f.child));
+        let frozen = !outside_refs;
+        if frozen {
+            tx.batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
+                .with_context(|| format!("emptying {}", names.join(", ")))?;
+        } else {
+            for n in &names {
+                tx.batch_execute(&format!("DELETE FROM ONLY {n}"))
+                    .with_context(|| format!("emptying {n} (other tables reference it)"))?;
+            }
+        }
+        let mut total = 0;
+        for &t in tables {
+            let table = &self.m.tables[t];
+            progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
+            total += self
+                .copy_in(&mut tx, table, frozen, progress)
+                .with_context(|| format!("loading {}", table.qualified()))?;
+        }
+        for f in &internal {
+            let child = self.m.tables[self.index_of[&f.child]].qualified();
+            tx.batch_execute(&format!(
+                "ALTER TABLE {child} ADD CONSTRAINT {} {}",
+                quote_ident(&f.name),
+                f.definition
+            ))
+            .with_context(|| format!("restoring foreign key {} of {child}", f.name))?;
+        }
+        tx.commit()
+            .with_context(|| format!("committing {}", names.join(", ")))?;
+        progress
+            .tables_done
+            .fetch_add(tables.len() as u64, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    fn copy_in(
+        &self,
+        tx: &mut postgres::Transaction,
+        t: &Table,
+        frozen: bool,
+        progress: &Progress,
+    ) -> Result<u64> {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN{}",
+            t.qualified(),
+            cols.join(", "),
+            if frozen { " WITH (FREEZE)" } else { "" }
+        );
+        let mut writer = tx.copy_in(&sql)?;
+        let mut buf = vec![0u8; 1 << 20];
+        for f in &t.files {
+            let path = self.dir.join(&f.name);
+            let file = File::open(&path).with_context(|| format!("opening {}", f.name))?;
+            let mut dec = self
+                .m
+                .compression
+                .decoder(BufReader::with_capacity(1 << 20, file))?;
+            let (mut raw, mut rows) = (0u64, 0u64);
+            loop {
+                if progress.cancelled() {
+                    bail!("cancelled; this table is rolled back");
+                }
+                let n = dec
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", f.name))?;
+                if n == 0 {
+                    break;
+                }
+                raw += n as u64;
+                rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                writer.write_all(&buf[..n])?;
+                progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if raw != f.raw_bytes || rows != f.rows {
+                bail!(
+                    "{} holds {raw} bytes / {rows} rows, the manifest says {} / {}: the snapshot is damaged",
+                    f.name,
+                    f.raw_bytes,
+                    f.rows
+                );
+            }
+        }
+        let loaded = writer.finish().map_err(|e| match e.as_db_error() {
+            Some(d) => anyhow!(
+                "{}{}",
+                d.message(),
+                d.detail().map(|x| format!(" ({x})")).unwrap_or_default()
+            ),
+            None => anyhow!(e),
+        })?;
+        if loaded != t.rows {
+            bail!("loaded {loaded} rows, the snapshot has {}", t.rows);
+        }
+        progress.rows_done.fetch_add(loaded, Ordering::Relaxed);
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_drops_meta_commands_and_steep_repl() {
+        let text = "\\restrict abc\nSET x = 1;\nCREATE EXTENSION IF NOT EXISTS steep_repl WITH SCHEMA steep_repl;\n\
+                    COMMENT ON EXTENSION steep_repl IS 'x';\nCREATE TABLE t (a int);\n\\unrestrict abc\n";
+        assert_eq!(ddl_statements(text), "SET x = 1;\nCREATE TABLE t (a int);");
+    }
+
+    #[test]
+    fn schema_modes_parse() {
+        assert_eq!("create".parse::<SchemaMode>().unwrap(), SchemaMode::Create);
+        assert!("drop".parse::<SchemaMode>().is_err());
+    }
+}

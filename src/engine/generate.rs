@@ -1,0 +1,502 @@
+//! Snapshot generate: every table from one MVCC snapshot (exported by a coordinating transaction
+//! and imported by each parallel connection), large tables split into ctid ranges, COPY streamed
+//! straight into compression and SHA-256, schema DDL from pg_dump at the same snapshot, sequences,
+//! and the manifest written last.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::engine::catalog::{self, prepare_session, TableInfo};
+use crate::engine::checksum::{sha256_of, HashingWriter};
+use crate::engine::compress::Compression;
+use crate::engine::manifest::{self, DataFile, Manifest, SchemaFiles, Sequence, Source, Table};
+use crate::engine::progress::Progress;
+use crate::engine::Connect;
+use crate::sql::{quote_ident, quote_literal};
+
+/// How to run pg_dump for the schema DDL.
+#[derive(Debug, Clone)]
+pub struct PgDump {
+    pub program: PathBuf,
+    /// libpq connection string without the password.
+    pub conninfo: String,
+    pub password: Option<String>,
+    /// SET ROLE to this role after connecting (the job's owner in direct mode).
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub output: PathBuf,
+    pub snapshot_id: String,
+    /// "direct" or "client".
+    pub mode: String,
+    pub compression: Compression,
+    pub parallel: usize,
+    pub pg_dump: Option<PgDump>,
+    /// Tables larger than this are read in several ctid ranges (in parallel).
+    pub chunk_bytes: u64,
+}
+
+impl GenerateOptions {
+    pub const DEFAULT_CHUNK_BYTES: u64 = 256 << 20;
+}
+
+/// One COPY into one file.
+struct Item {
+    table: usize,
+    part: usize,
+    /// Block range [start, end); None = the whole table.
+    range: Option<(i64, Option<i64>)>,
+    file: String,
+    estimate: u64,
+}
+
+/// Removes what a failed or cancelled run created.
+struct OutputGuard {
+    dir: PathBuf,
+    created_dir: bool,
+    armed: bool,
+}
+
+impl Drop for OutputGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.created_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            for sub in ["data", "schema"] {
+                let _ = fs::remove_dir_all(self.dir.join(sub));
+            }
+            let _ = fs::remove_file(self.dir.join(format!("{}.tmp", manifest::FILE)));
+        }
+    }
+}
+
+fn prepare_output(dir: &Path) -> Result<OutputGuard> {
+    let created_dir = if dir.exists() {
+        if !dir.is_dir() {
+            bail!("{} exists and is not a directory", dir.display());
+        }
+        if fs::read_dir(dir)?.next().is_some() {
+            bail!(
+                "{} is not empty: give a new or empty directory (a snapshot is never written \
+                 over another)",
+                dir.display()
+            );
+        }
+        false
+    } else {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        true
+    };
+    let guard = OutputGuard {
+        dir: dir.to_path_buf(),
+        created_dir,
+        armed: true,
+    };
+    fs::create_dir(dir.join("data")).with_context(|| format!("creating {}/data", dir.display()))?;
+    Ok(guard)
+}
+
+pub fn generate(
+    src: &dyn Connect,
+    opts: &GenerateOptions,
+    progress: &Progress,
+) -> Result<Manifest> {
+    let parallel = opts.parallel.clamp(1, 64);
+    let mut guard = prepare_output(&opts.output)?;
+    progress.set_phase("preparing");
+
+    let mut coord = src.connect().context("connecting to the source")?;
+    prepare_session(&mut coord)?;
+    coord.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    let exported: String = coord
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .context("exporting a snapshot (is the source a standby? use its primary)")?
+        .get(0);
+    let info = catalog::server_info(&mut coord)?;
+    let tables = catalog::tables(&mut coord)?;
+    let seq_names = catalog::sequences(&mut coord)?;
+    let (block_size, created_at): (i32, String) = {
+        let r = coord.query_one(
+            "SELECT current_setting('block_size')::int,
+                    to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+            &[],
+        )?;
+        (r.get(0), r.get(1))
+    };
+
+    let items = plan(
+        &tables,
+        parallel,
+        opts.chunk_bytes,
+        block_size,
+        &opts.compression,
+    );
+    progress
+        .tables_total
+        .store(tables.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.store(
+        items.iter().map(|i| i.estimate).sum::<u64>().max(1),
+        Ordering::Relaxed,
+    );
+    let parts_left: Vec<AtomicUsize> = tables
+        .iter()
+        .enumerate()
+        .map(|(t, _)| AtomicUsize::new(items.iter().filter(|i| i.table == t).count()))
+        .collect();
+
+    progress.set_phase("copying");
+    let results: Vec<Mutex<Option<DataFile>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    // Largest first, so the long copies start early and the pool ends together.
+    order.sort_by(|a, b| items[*b].estimate.cmp(&items[*a].estimate).then(a.cmp(b)));
+    let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
+    let abort = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let workers = parallel.min(items.len()).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let run = || -> Result<()> {
+                    let mut c = src.connect().context("opening a parallel connection")?;
+                    prepare_session(&mut c)?;
+                    c.batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+                         SET TRANSACTION SNAPSHOT {}",
+                        quote_literal(&exported)
+                    ))
+                    .context("importing the exported snapshot")?;
+                    loop {
+                        if abort.load(Ordering::Relaxed) || progress.cancelled() {
+                            return Ok(());
+                        }
+                        let Some(i) = queue.lock().expect("queue").pop_front() else {
+                            return Ok(());
+                        };
+                        let item = &items[i];
+                        let t = &tables[item.table];
+                        progress.set_table(Some(format!("{}.{}", t.schema, t.name)));
+                        let f = copy_out(
+                            &mut c,
+                            t,
+                            item,
+                            &opts.output,
+                            &opts.compression,
+                            progress,
+                            &abort,
+                        )
+                        .with_context(|| format!("copying {}", t.qualified()))?;
+                        *results[i].lock().expect("results") = Some(f);
+                        if parts_left[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
+                            progress.tables_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                };
+                if let Err(e) = run() {
+                    abort.store(true, Ordering::Relaxed);
+                    let mut slot = first_error.lock().expect("error slot");
+                    if slot.is_none() {
+                        *slot = Some(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
+    }
+    if progress.cancelled() {
+        bail!("cancelled; the partial snapshot was removed");
+    }
+    progress.set_table(None);
+
+    let schema = match &opts.pg_dump {
+        Some(d) => {
+            progress.set_phase("schema");
+            Some(dump_schema(d, &exported, &opts.output)?)
+        }
+        None => None,
+    };
+
+    progress.set_phase("sequences");
+    let mut sequences = Vec::new();
+    for (schema_name, name) in seq_names {
+        let r = coord
+            .query_one(
+                &format!(
+                    "SELECT last_value, is_called FROM {}",
+                    crate::sql::qualified(&schema_name, &name)
+                ),
+                &[],
+            )
+            .with_context(|| format!("reading sequence {schema_name}.{name}"))?;
+        sequences.push(Sequence {
+            schema: schema_name,
+            name,
+            last_value: r.get(0),
+            is_called: r.get(1),
+        });
+    }
+    coord.batch_execute("COMMIT")?;
+
+    let mut out_tables = Vec::new();
+    for (ti, t) in tables.iter().enumerate() {
+        let mut files: Vec<(usize, DataFile)> = Vec::new();
+        for (i, item) in items.iter().enumerate().filter(|(_, it)| it.table == ti) {
+            let f = results[i]
+                .lock()
+                .expect("results")
+                .take()
+                .ok_or_else(|| anyhow!("{} was not copied", item.file))?;
+            files.push((item.part, f));
+        }
+        files.sort_by_key(|(p, _)| *p);
+        let files: Vec<DataFile> = files.into_iter().map(|(_, f)| f).collect();
+        out_tables.push(Table {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns: t.columns.clone(),
+            primary_key: t.primary_key.clone(),
+            rows: files.iter().map(|f| f.rows).sum(),
+            raw_bytes: files.iter().map(|f| f.raw_bytes).sum(),
+            stored_bytes: files.iter().map(|f| f.stored_bytes).sum(),
+            files,
+        });
+    }
+    let m = Manifest {
+        format: manifest::FORMAT,
+        snapshot_id: opts.snapshot_id.clone(),
+        mode: opts.mode.clone(),
+        created_at,
+        source: Source {
+            node_id: info.node_id,
+            database: info.database,
+            server_version: info.server_version,
+            system_identifier: info.system_identifier,
+        },
+        lsn: info.lsn,
+        slot: None,
+        compression: opts.compression,
+        parallel,
+        tables: out_tables,
+        sequences,
+        schema,
+        generator: format!("steep {}", env!("CARGO_PKG_VERSION")),
+    };
+    progress.set_phase("manifest");
+    m.write(&opts.output)?;
+    guard.armed = false;
+    progress.set_phase("complete");
+    Ok(m)
+}
+
+/// Split tables into COPY items: large tables into block ranges when reading in parallel.
+fn plan(
+    tables: &[TableInfo],
+    parallel: usize,
+    chunk_bytes: u64,
+    block_size: i32,
+    compression: &Compression,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (ti, t) in tables.iter().enumerate() {
+        let size = t.size_bytes.max(0) as u64;
+        let blocks = size / block_size.max(1) as u64;
+        let chunks = if parallel > 1 && size > chunk_bytes && chunk_bytes > 0 {
+            size.div_ceil(chunk_bytes).min(1024).min(blocks.max(1))
+        } else {
+            1
+        };
+        let step = blocks.div_ceil(chunks).max(1) as i64;
+        for part in 0..chunks as usize {
+            let range = if chunks == 1 {
+                None
+            } else {
+                let start = part as i64 * step;
+                // The last range is open: rows of pages added since the size was read are not
+                // in our snapshot anyway, and nothing can be missed.
+                let end = (part + 1 < chunks as usize).then_some(start + step);
+                Some((start, end))
+            };
+            items.push(Item {
+                table: ti,
+                part,
+                range,
+                file: format!("data/t{ti:05}.{part:03}.copy{}", compression.extension()),
+                estimate: (size / chunks).max(1),
+            });
+        }
+    }
+    items
+}
+
+fn copy_out(
+    c: &mut postgres::Client,
+    t: &TableInfo,
+    item: &Item,
+    dir: &Path,
+    compression: &Compression,
+    progress: &Progress,
+    abort: &AtomicBool,
+) -> Result<DataFile> {
+    let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = match item.range {
+        None => format!("COPY {} {} TO STDOUT", t.qualified(), t.column_list()),
+        Some((start, end)) => format!(
+            "COPY (SELECT {} FROM ONLY {} WHERE ctid >= '({start},0)'::tid{}) TO STDOUT",
+            if cols.is_empty() {
+                "".into()
+            } else {
+                cols.join(", ")
+            },
+            t.qualified(),
+            end.map(|e| format!(" AND ctid < '({e},0)'::tid"))
+                .unwrap_or_default()
+        ),
+    };
+    let path = dir.join(&item.file);
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc =
+        compression.encoder(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)))?;
+    let mut reader = c.copy_out(&sql)?;
+    let (mut rows, mut raw) = (0u64, 0u64);
+    loop {
+        if progress.cancelled() || abort.load(Ordering::Relaxed) {
+            bail!("stopped");
+        }
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        // In COPY text a row ends with a newline; newlines inside values are escaped.
+        rows += memchr::memchr_iter(b'\n', buf).count() as u64;
+        raw += buf.len() as u64;
+        enc.write_all(buf)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let n = buf.len();
+        reader.consume(n);
+        progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    progress.rows_done.fetch_add(rows, Ordering::Relaxed);
+    let (buf, sha256, stored) = enc.finish()?.finish();
+    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(DataFile {
+        name: item.file.clone(),
+        rows,
+        raw_bytes: raw,
+        stored_bytes: stored,
+        sha256,
+    })
+}
+
+fn dump_schema(d: &PgDump, exported: &str, dir: &Path) -> Result<SchemaFiles> {
+    fs::create_dir_all(dir.join("schema"))?;
+    let version = Command::new(&d.program)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let major: u32 = version
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut files = Vec::new();
+    for section in ["pre-data", "post-data"] {
+        let name = format!("schema/{section}.sql");
+        let path = dir.join(&name);
+        let mut cmd = Command::new(&d.program);
+        cmd.arg(format!("--section={section}"))
+            .args([
+                "--no-owner",
+                "--no-privileges",
+                "--exclude-schema=steep_repl",
+            ])
+            // steep_repl on a target is `steep init`'s business, not the snapshot's.
+            .args((major >= 17).then_some("--exclude-extension=steep_repl"))
+            .arg(format!("--snapshot={exported}"))
+            .arg("--file")
+            .arg(&path)
+            .arg("--dbname")
+            .arg(&d.conninfo)
+            .env_remove("PGSERVICE")
+            .env_remove("PGOPTIONS");
+        if let Some(role) = &d.role {
+            cmd.arg(format!("--role={role}"));
+        }
+        match &d.password {
+            Some(p) => cmd.env("PGPASSWORD", p),
+            None => cmd.env_remove("PGPASSWORD"),
+        };
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", d.program.display()))?;
+        if !out.status.success() {
+            bail!(
+                "pg_dump --section={section} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let (sha256, bytes) = sha256_of(File::open(&path)?)?;
+        File::open(&path)?.sync_all()?;
+        files.push(DataFile {
+            name,
+            rows: 0,
+            raw_bytes: bytes,
+            stored_bytes: bytes,
+            sha256,
+        });
+    }
+    let post = files.pop().expect("two sections");
+    let pre = files.pop().expect("two sections");
+    Ok(SchemaFiles {
+        pre_data: pre,
+        post_data: post,
+        pg_dump: version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(size: i64) -> TableInfo {
+        TableInfo {
+            oid: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![],
+            primary_key: vec![],
+            size_bytes: size,
+        }
+    }
+
+    #[test]
+    fn large_tables_split_into_contiguous_ranges_small_ones_do_not() {
+        let c = Compression::NONE;
+        let items = plan(&[table(8192 * 1000), table(8192)], 4, 8192 * 300, 8192, &c);
+        let big: Vec<_> = items.iter().filter(|i| i.table == 0).collect();
+        assert_eq!(big.len(), 4);
+        assert_eq!(big[0].range, Some((0, Some(250))));
+        assert_eq!(big[1].range, Some((250, Some(500))));
+        assert_eq!(big[3].range, Some((750, None)));
+        assert_eq!(items.iter().filter(|i| i.table == 1).count(), 1);
+        assert_eq!(items.last().unwrap().range, None);
+        // One connection: no split at all.
+        assert_eq!(plan(&[table(8192 * 1000)], 1, 8192, 8192, &c).len(), 1);
+        assert_eq!(items[0].file, "data/t00000.000.copy");
+    }
+}

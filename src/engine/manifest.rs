@@ -1,0 +1,289 @@
+//! manifest.json: what a snapshot holds. It is written last and atomically (temp file, fsync,
+//! rename, fsync of the directory), so its presence means the snapshot is complete.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::compress::Compression;
+
+pub const FILE: &str = "manifest.json";
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub snapshot_id: String,
+    /// direct (a background worker on the server) or client (the steep CLI).
+    pub mode: String,
+    pub created_at: String,
+    pub source: Source,
+    /// WAL position when the snapshot was taken (pg_current_wal_lsn in the exporting
+    /// transaction), or the slot's consistent point when taken at a slot.
+    pub lsn: String,
+    pub slot: Option<String>,
+    pub compression: Compression,
+    pub parallel: usize,
+    pub tables: Vec<Table>,
+    pub sequences: Vec<Sequence>,
+    /// Schema DDL written by pg_dump (None when it was not requested or not available).
+    pub schema: Option<SchemaFiles>,
+    pub generator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub node_id: Option<String>,
+    pub database: String,
+    pub server_version: String,
+    pub system_identifier: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    /// format_type() with search_path = pg_catalog (schema-qualified where not in pg_catalog).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub not_null: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    /// The columns COPY carries, in order (generated columns are left out).
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub rows: u64,
+    /// Bytes of COPY text before compression.
+    pub raw_bytes: u64,
+    /// Bytes on disk.
+    pub stored_bytes: u64,
+    pub files: Vec<DataFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    /// Relative to the snapshot directory, e.g. data/t00003.001.copy.zst.
+    pub name: String,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sequence {
+    pub schema: String,
+    pub name: String,
+    pub last_value: i64,
+    pub is_called: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaFiles {
+    pub pre_data: DataFile,
+    pub post_data: DataFile,
+    pub pg_dump: String,
+}
+
+impl Table {
+    pub fn qualified(&self) -> String {
+        crate::sql::qualified(&self.schema, &self.name)
+    }
+}
+
+impl Manifest {
+    /// Read and validate DIR/manifest.json.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE);
+        if !dir.is_dir() {
+            bail!("{} is not a directory", dir.display());
+        }
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} has no {FILE}: the snapshot is incomplete (generate did not finish) or this is \
+                 not a steep snapshot directory",
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let m: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid steep manifest", path.display()))?;
+        m.validate()
+            .with_context(|| format!("{} is not a valid steep manifest", path.display()))?;
+        Ok(m)
+    }
+
+    /// Structural checks: version, file names confined to the directory, sums that add up.
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT {
+            bail!(
+                "format {} is not supported by this steep (it reads format {FORMAT}): use a \
+                 matching steep release",
+                self.format
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tables {
+            if t.columns.is_empty() && t.rows > 0 {
+                bail!("table {} has rows but no columns", t.qualified());
+            }
+            let rows: u64 = t.files.iter().map(|f| f.rows).sum();
+            let raw: u64 = t.files.iter().map(|f| f.raw_bytes).sum();
+            let stored: u64 = t.files.iter().map(|f| f.stored_bytes).sum();
+            if rows != t.rows || raw != t.raw_bytes || stored != t.stored_bytes {
+                bail!("table {}: the per-file counts do not add up", t.qualified());
+            }
+            for f in &t.files {
+                check_file_name(&f.name)?;
+                if !names.insert(f.name.clone()) {
+                    bail!("file {} is listed twice", f.name);
+                }
+            }
+        }
+        if let Some(s) = &self.schema {
+            check_file_name(&s.pre_data.name)?;
+            check_file_name(&s.post_data.name)?;
+        }
+        Ok(())
+    }
+
+    /// Write DIR/manifest.json atomically and durably.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self)?;
+        {
+            let mut f =
+                fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join(FILE))
+            .with_context(|| format!("renaming {} into place", tmp.display()))?;
+        fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    pub fn raw_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.raw_bytes).sum()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// A data file name must stay inside the snapshot directory.
+fn check_file_name(name: &str) -> Result<()> {
+    let p = Path::new(name);
+    let ok = !name.is_empty()
+        && p.components().all(|c| matches!(c, Component::Normal(_)))
+        && !name.contains('\0');
+    if !ok {
+        bail!("file name {name:?} leaves the snapshot directory");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            snapshot_id: "s".into(),
+            mode: "client".into(),
+            created_at: "now".into(),
+            source: Source {
+                node_id: None,
+                database: "db".into(),
+                server_version: "18.6".into(),
+                system_identifier: "1".into(),
+            },
+            lsn: "0/0".into(),
+            slot: None,
+            compression: Compression::NONE,
+            parallel: 1,
+            tables: vec![Table {
+                schema: "public".into(),
+                name: "t".into(),
+                columns: vec![Column {
+                    name: "a".into(),
+                    type_name: "integer".into(),
+                    not_null: true,
+                }],
+                primary_key: vec!["a".into()],
+                rows: 2,
+                raw_bytes: 4,
+                stored_bytes: 4,
+                files: vec![DataFile {
+                    name: "data/t00000.000.copy".into(),
+                    rows: 2,
+                    raw_bytes: 4,
+                    stored_bytes: 4,
+                    sha256: "x".into(),
+                }],
+            }],
+            sequences: vec![],
+            schema: None,
+            generator: "steep".into(),
+        }
+    }
+
+    #[test]
+    fn write_read_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(d.path()).unwrap();
+        assert_eq!(Manifest::read(d.path()).unwrap(), m);
+        assert!(!d.path().join("manifest.json.tmp").exists());
+    }
+
+    #[test]
+    fn malformed_manifests_are_refused_with_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Manifest::read(d.path()).unwrap_err().to_string();
+        assert!(e.contains("has no manifest.json"), "{e}");
+        std::fs::write(d.path().join(FILE), "{ not json").unwrap();
+        let e = format!("{:#}", Manifest::read(d.path()).unwrap_err());
+        assert!(e.contains("not a valid steep manifest"), "{e}");
+        let mut m = sample();
+        m.tables[0].files[0].name = "../../etc/passwd".into();
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("leaves the snapshot directory"));
+        let mut m = sample();
+        m.tables[0].rows = 3;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("do not add up"));
+        let mut m = sample();
+        m.format = 99;
+        assert!(m.validate().unwrap_err().to_string().contains("format 99"));
+        let text = serde_json::to_string(&sample())
+            .unwrap()
+            .replace("\"mode\"", "\"extra\":1,\"mode\"");
+        std::fs::write(d.path().join(FILE), text).unwrap();
+        assert!(Manifest::read(d.path()).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! The snapshot engine, shared by the CLI (client mode) and the extension's workers (direct mode):
+//! one implementation of the format, compression, checksums, FK ordering and progress.
+
+pub mod apply;
+pub mod catalog;
+pub mod checksum;
+pub mod compress;
+pub mod files;
+pub mod fkorder;
+pub mod generate;
+pub mod manifest;
+pub mod paths;
+pub mod progress;
+
+/// Opens connections to one server, each ready for the engine (the caller decides the role).
+pub trait Connect: Send + Sync {
+    fn connect(&self) -> anyhow::Result<postgres::Client>;
+}
+
+/// A snapshot id: snap-YYYYMMDD-HHMMSS-<random hex>.
+pub fn new_snapshot_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let rand = (now.subsec_nanos() as u64 ^ (std::process::id() as u64).rotate_left(17))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!(
+        "snap-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{:06x}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        rand >> 40
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_ids() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_782), (2026, 11, 25));
+        let id = new_snapshot_id();
+        assert!(id.starts_with("snap-2") && id.len() == 27, "{id}");
+    }
+}

@@ -1,0 +1,71 @@
+//! Progress an engine run reports while it works: read by whoever drives it (the CLI's bar, the
+//! worker's shared-memory slot and NOTIFY).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::progress_event::ProgressEvent;
+
+pub struct Progress {
+    pub phase: Mutex<String>,
+    pub current_table: Mutex<Option<String>>,
+    pub tables_total: AtomicU64,
+    pub tables_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub rows_done: AtomicU64,
+    /// Set to stop the run; it cleans up after itself and returns an error.
+    pub cancel: AtomicBool,
+    started: Instant,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            phase: Mutex::new("starting".into()),
+            current_table: Mutex::new(None),
+            tables_total: AtomicU64::new(0),
+            tables_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            rows_done: AtomicU64::new(0),
+            cancel: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Progress {
+    pub fn set_phase(&self, p: &str) {
+        *self.phase.lock().expect("phase lock") = p.to_string();
+    }
+
+    pub fn set_table(&self, t: Option<String>) {
+        *self.current_table.lock().expect("table lock") = t;
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Fill an event's progress fields (percent by bytes, ETA by rate so far).
+    pub fn fill(&self, e: &mut ProgressEvent) {
+        let total = self.bytes_total.load(Ordering::Relaxed);
+        let done = self.bytes_done.load(Ordering::Relaxed).min(total.max(1));
+        e.phase = Some(self.phase.lock().expect("phase lock").clone());
+        e.table = self.current_table.lock().expect("table lock").clone();
+        e.tables_total = self.tables_total.load(Ordering::Relaxed) as i64;
+        e.tables_completed = self.tables_done.load(Ordering::Relaxed) as i64;
+        e.bytes = self.bytes_done.load(Ordering::Relaxed) as i64;
+        e.rows = self.rows_done.load(Ordering::Relaxed) as i64;
+        e.percent = if total == 0 {
+            0.0
+        } else {
+            (done as f64 * 100.0 / total as f64).min(99.9)
+        };
+        let secs = self.started.elapsed().as_secs_f64();
+        e.eta_seconds = (done > 0 && total > done && secs > 0.5)
+            .then(|| ((total - done) as f64 * secs / done as f64).ceil() as i64);
+    }
+}
