@@ -91,6 +91,104 @@ SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log_id_seq', 
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/operations.rs:13
+-- requires:
+--   tables
+
+-- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
+-- security so a role sees and changes only the operations of roles whose privileges it has.
+-- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
+-- added with ALTER TABLE in both (the same column order either way).
+
+ALTER TABLE steep_repl.snapshots
+    ADD COLUMN phase            text,
+    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
+    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
+                                CHECK (overall_percent BETWEEN 0 AND 100),
+    ADD COLUMN current_table    text,
+    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
+    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
+    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
+    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
+    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
+
+CREATE TABLE steep_repl.merges (
+    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
+    peer_node        text,
+    peer             text NOT NULL,
+    tables           text[] NOT NULL DEFAULT '{}',
+    strategy         text NOT NULL DEFAULT 'prefer-local'
+                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
+    dry_run          boolean NOT NULL DEFAULT false,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    current_table    text,
+    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
+    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
+    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
+    error_message    text,
+    created_by       name NOT NULL DEFAULT current_user,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    completed_at     timestamptz
+);
+COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
+
+CREATE TABLE steep_repl.work_queue (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
+                                                     'bidirectional_merge', 'selftest')),
+    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
+    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    created_by    name NOT NULL DEFAULT current_user,
+    database      name NOT NULL DEFAULT current_database(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    error_message text,
+    worker_pid    integer,
+    progress      jsonb,
+    result        jsonb
+);
+CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
+CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
+    WHERE snapshot_id IS NOT NULL;
+COMMENT ON TABLE steep_repl.work_queue
+    IS 'Operations for the background workers; each runs with the privileges of created_by';
+
+-- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
+-- do not already have. Superusers and the extension owner (the workers) bypass row security.
+CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_roles r
+                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
+$fn$;
+COMMENT ON FUNCTION steep_repl._acts_as(name)
+    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
+
+ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/nodes.rs:4
 -- requires:
 --   tables
@@ -494,101 +592,25 @@ COMMENT ON FUNCTION steep_repl.import_fingerprints(text, jsonb)
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/operations.rs:13
--- requires:
---   tables
+-- ext/src/snapshots.rs:61
+-- steep_repl::snapshots::_compression
+CREATE  FUNCTION "_compression"(
+	"spec" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'compression_wrapper';
+/* </end connected objects> */
 
--- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
--- security so a role sees and changes only the operations of roles whose privileges it has.
--- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
--- added with ALTER TABLE in both (the same column order either way).
-
-ALTER TABLE steep_repl.snapshots
-    ADD COLUMN phase            text,
-    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
-    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
-                                CHECK (overall_percent BETWEEN 0 AND 100),
-    ADD COLUMN current_table    text,
-    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
-    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
-    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
-    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
-    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
-
-CREATE TABLE steep_repl.merges (
-    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
-    peer_node        text,
-    peer             text NOT NULL,
-    tables           text[] NOT NULL DEFAULT '{}',
-    strategy         text NOT NULL DEFAULT 'prefer-local'
-                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
-    dry_run          boolean NOT NULL DEFAULT false,
-    status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    current_table    text,
-    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
-    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
-    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
-    error_message    text,
-    created_by       name NOT NULL DEFAULT current_user,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz,
-    completed_at     timestamptz
-);
-COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
-
-CREATE TABLE steep_repl.work_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
-                                                     'bidirectional_merge', 'selftest')),
-    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
-    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
-    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    created_by    name NOT NULL DEFAULT current_user,
-    database      name NOT NULL DEFAULT current_database(),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    started_at    timestamptz,
-    completed_at  timestamptz,
-    error_message text,
-    worker_pid    integer,
-    progress      jsonb,
-    result        jsonb
-);
-CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
-CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
-    WHERE snapshot_id IS NOT NULL;
-COMMENT ON TABLE steep_repl.work_queue
-    IS 'Operations for the background workers; each runs with the privileges of created_by';
-
--- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
--- do not already have. Superusers and the extension owner (the workers) bypass row security.
-CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT FROM pg_roles r
-                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
-$fn$;
-COMMENT ON FUNCTION steep_repl._acts_as(name)
-    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
-
-ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY work_queue_owner ON steep_repl.work_queue
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
-CREATE POLICY snapshots_owner ON steep_repl.snapshots
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merges_owner ON steep_repl.merges
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
+/* <begin connected objects> */
+-- ext/src/snapshots.rs:70
+-- steep_repl::snapshots::_manifest_snapshot_id
+CREATE  FUNCTION "_manifest_snapshot_id"(
+	"path" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'manifest_snapshot_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -598,6 +620,18 @@ CREATE  FUNCTION "_require_workers"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'require_workers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshots.rs:44
+-- steep_repl::snapshots::_snapshot_path
+CREATE  FUNCTION "_snapshot_path"(
+	"path" TEXT, /* & str */
+	"for_write" bool /* bool */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'snapshot_path_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -647,7 +681,7 @@ AS 'MODULE_PATHNAME', 'health_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/lib.rs:46
+-- ext/src/lib.rs:47
 -- steep_repl::min_pg_version
 CREATE  FUNCTION "min_pg_version"() RETURNS INT /* i32 */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -757,7 +791,167 @@ COMMENT ON VIEW steep_repl.progress
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/lib.rs:40
+-- ext/src/snapshots.rs:8
+-- requires:
+--   operations_api
+--   snapshot_path
+--   compression
+--   manifest_snapshot_id
+
+-- The snapshot API (0.2.0): queue generate and apply jobs for the background workers, follow and
+-- cancel them. Paths are confined by _snapshot_path (steep_repl.snapshot_dir).
+
+CREATE FUNCTION steep_repl._new_snapshot_id() RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'snap-' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD-HH24MISS') || '-'
+           || substr(md5(random()::text || clock_timestamp()::text), 1, 6);
+$fn$;
+
+CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
+                                          parallel integer DEFAULT 4,
+                                          with_schema boolean DEFAULT true)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    spec text;
+    id text := steep_repl._new_snapshot_id();
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := steep_repl._compression(coalesce($2, 'none'));
+    path := steep_repl._snapshot_path($1, true);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
+            $3, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_generate', id,
+            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
+                               'schema', coalesce($4, true)));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean)
+    IS 'Queue a snapshot of every table into output_path on the server; returns at once';
+
+CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
+                                       verify boolean DEFAULT true,
+                                       schema_mode text DEFAULT 'verify',
+                                       resume boolean DEFAULT false)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    id text := steep_repl._new_snapshot_id();
+    source_id text;
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
+        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    path := steep_repl._snapshot_path($1, false);
+    -- Refuse a missing or malformed manifest now, not in the worker.
+    source_id := steep_repl._manifest_snapshot_id(path);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_apply', id,
+            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
+                               'schema', $4, 'resume', coalesce($5, false),
+                               'source_snapshot', source_id));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean)
+    IS 'Queue loading the snapshot at input_path (on the server) into this database';
+
+CREATE FUNCTION steep_repl.snapshot_progress(snapshot_id text DEFAULT NULL)
+RETURNS TABLE (snapshot_id text, phase text, overall_percent double precision,
+               tables_completed integer, tables_total integer, current_table text,
+               bytes_processed bigint, eta_seconds integer, error text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT s.snapshot_id,
+           coalesce(p.phase, s.phase),
+           coalesce(p.percent, s.overall_percent),
+           coalesce(p.tables_completed::integer, s.tables_completed),
+           coalesce(nullif(p.tables_total, 0)::integer, s.table_count, 0),
+           coalesce(p.current_table, s.current_table),
+           coalesce(nullif(p.bytes_processed, 0), s.bytes_processed),
+           coalesce(p.eta_seconds::integer, s.eta_seconds),
+           coalesce(p.error, s.error_message)
+    FROM steep_repl.snapshots s
+    LEFT JOIN steep_repl.operation_progress() p
+           ON p.snapshot_id = s.snapshot_id AND p.database = current_database()
+    WHERE CASE WHEN $1 IS NULL THEN s.status IN ('pending', 'running') ELSE s.snapshot_id = $1 END
+    ORDER BY s.created_at;
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_progress(text)
+    IS 'Live progress of snapshots in flight (or of one), from shared memory or the row';
+
+CREATE FUNCTION steep_repl.wait_snapshot(snapshot_id text, timeout_seconds integer DEFAULT 86400)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => coalesce($2, 86400));
+BEGIN
+    LOOP
+        SELECT * INTO snap FROM steep_repl.snapshots s WHERE s.snapshot_id = $1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown snapshot %', quote_literal($1) USING ERRCODE = 'no_data_found';
+        END IF;
+        IF snap.status IN ('complete', 'failed', 'cancelled') THEN
+            RETURN snap;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'snapshot % is still %, after % s', quote_literal($1), snap.status, $2
+                USING ERRCODE = 'query_canceled';
+        END IF;
+        PERFORM pg_sleep(0.1);  -- interruptible
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.wait_snapshot(text, integer)
+    IS 'Block until the snapshot ends (or the timeout); cancel the statement to stop waiting';
+
+CREATE FUNCTION steep_repl.cancel_snapshot(snapshot_id text) RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(bool_or(steep_repl.cancel_operation(w.id)), false)
+    FROM steep_repl.work_queue w
+    WHERE w.snapshot_id = $1 AND w.status IN ('pending', 'running');
+$fn$;
+COMMENT ON FUNCTION steep_repl.cancel_snapshot(text)
+    IS 'Cancel a pending or running snapshot; it removes what it wrote (or rolls back)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/lib.rs:41
 -- steep_repl::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

@@ -11,6 +11,7 @@ mod health;
 mod nodes;
 mod operations;
 mod shmem;
+mod snapshots;
 mod tables;
 mod worker;
 

@@ -100,6 +100,8 @@ pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
 fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
     match ctx.job.op.as_str() {
         "selftest" => selftest::run(ctx),
+        "snapshot_generate" => super::snapshot::generate(ctx),
+        "snapshot_apply" => super::snapshot::apply(ctx),
         other => Err(JobError::Failed(format!(
             "{other} is not implemented yet in steep_repl {}",
             env!("CARGO_PKG_VERSION")
@@ -267,7 +269,13 @@ impl JobCtx {
         event.sent_at_ms = now_ms();
         let payload = event.to_payload();
         let id = self.job.id;
-        let sql = progress_sql(id, &payload, refresh_row, None);
+        let sql = progress_sql(
+            id,
+            self.job.snapshot_id.as_deref(),
+            &payload,
+            refresh_row,
+            None,
+        );
         if let Err(e) = tx(move || Spi::run(&sql)) {
             warning!("steep_repl job {id}: publishing progress failed: {e}");
         }
@@ -311,7 +319,13 @@ impl JobCtx {
             error: error.as_deref(),
             result: result.as_ref(),
         };
-        let sql = progress_sql(self.job.id, &event.to_payload(), true, Some(&final_state));
+        let sql = progress_sql(
+            self.job.id,
+            self.job.snapshot_id.as_deref(),
+            &event.to_payload(),
+            true,
+            Some(&final_state),
+        );
         if let Err(e) = tx(move || Spi::run(&sql)) {
             // The database worker's sweep fails the job once this process is gone.
             warning!(
@@ -330,25 +344,56 @@ struct FinalState<'a> {
     result: Option<&'a Value>,
 }
 
-/// One statement: NOTIFY, and (when asked) the progress and end state into the rows.
-fn progress_sql(id: i64, payload: &str, refresh_row: bool, end: Option<&FinalState>) -> String {
+/// One statement: NOTIFY, and (when asked) the progress and end state into the rows: the job's,
+/// and its snapshot's when it has one.
+fn progress_sql(
+    id: i64,
+    snapshot_id: Option<&str>,
+    payload: &str,
+    refresh_row: bool,
+    end: Option<&FinalState>,
+) -> String {
     let p = quote_literal(payload);
     let notify = format!("SELECT pg_notify({}, {p})", quote_literal(CHANNEL));
     if !refresh_row {
         return notify;
     }
     let mut set = format!("progress = {p}::jsonb");
+    let mut snap_end = String::new();
     if let Some(end) = end {
+        let error = end
+            .error
+            .map(quote_literal)
+            .unwrap_or_else(|| "NULL".into());
         set.push_str(&format!(
-            ", status = {}, completed_at = clock_timestamp(), error_message = {}, result = {}",
+            ", status = {}, completed_at = clock_timestamp(), error_message = {error}, result = {}",
             quote_literal(end.status),
-            end.error
-                .map(quote_literal)
-                .unwrap_or_else(|| "NULL".into()),
             end.result
                 .map(|r| format!("{}::jsonb", quote_literal(&r.to_string())))
                 .unwrap_or_else(|| "NULL".into()),
         ));
+        snap_end = format!(
+            ", status = {}, completed_at = clock_timestamp(), error_message = {error}",
+            quote_literal(end.status)
+        );
     }
-    format!("UPDATE steep_repl.work_queue SET {set} WHERE id = {id}; {notify}")
+    let mut sql = format!("UPDATE steep_repl.work_queue SET {set} WHERE id = {id}; ");
+    if let Some(sid) = snapshot_id {
+        sql.push_str(&format!(
+            "UPDATE steep_repl.snapshots s
+             SET phase = x.p ->> 'phase',
+                 overall_percent = least(100, greatest(0, coalesce((x.p ->> 'percent')::float8, 0))),
+                 tables_completed = coalesce((x.p ->> 'tables_completed')::int, 0),
+                 table_count = coalesce(nullif((x.p ->> 'tables_total')::int, 0), s.table_count),
+                 current_table = x.p ->> 'table',
+                 bytes_processed = coalesce((x.p ->> 'bytes')::bigint, 0),
+                 rows_processed = coalesce((x.p ->> 'rows')::bigint, 0),
+                 eta_seconds = (x.p ->> 'eta_seconds')::int{snap_end}
+             FROM (SELECT {p}::jsonb AS p) x
+             WHERE s.snapshot_id = {}; ",
+            quote_literal(sid)
+        ));
+    }
+    sql.push_str(&notify);
+    sql
 }

@@ -1,0 +1,76 @@
+//! The snapshot API's library helpers: path confinement, compression specs and manifest checks,
+//! each the shared engine's implementation. The SQL functions are in ../sql/snapshots.sql.
+
+use pgrx::prelude::*;
+use steep::engine::compress::Compression;
+use steep::engine::manifest::Manifest;
+
+pgrx::extension_sql_file!(
+    "../sql/snapshots.sql",
+    name = "snapshots",
+    requires = [
+        "operations_api",
+        snapshot_path,
+        compression,
+        manifest_snapshot_id
+    ]
+);
+
+/// Whether `role` may read or write server files anyway (superuser, pg_write_server_files,
+/// pg_read_server_files): such roles are not confined to steep_repl.snapshot_dir.
+pub fn may_use_server_files(role: &str, for_write: bool) -> bool {
+    let grant = if for_write {
+        "pg_write_server_files"
+    } else {
+        "pg_read_server_files"
+    };
+    Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, $2, 'USAGE')
+                          FROM pg_roles r WHERE r.rolname = $1), false)",
+        &[role.into(), grant.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+pub fn snapshot_dir() -> Option<String> {
+    crate::gucs::SNAPSHOT_DIR
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+}
+
+/// The absolute path for a server-side snapshot, or an error saying why it is refused.
+#[pg_extern(volatile, name = "_snapshot_path")]
+fn snapshot_path(path: &str, for_write: bool) -> String {
+    let me = Spi::get_one::<String>("SELECT current_user::text")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    match steep::engine::paths::confine(
+        path,
+        snapshot_dir().as_deref(),
+        may_use_server_files(&me, for_write),
+    ) {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => error!("{e}"),
+    }
+}
+
+/// A compression spec in canonical form (`zstd:3`), or an error naming the choices.
+#[pg_extern(immutable, name = "_compression")]
+fn compression(spec: &str) -> String {
+    match Compression::parse(spec, None) {
+        Ok(c) => format!("{}:{}", c.name(), c.level),
+        Err(e) => error!("{e}"),
+    }
+}
+
+/// The id of the snapshot at `path` (its manifest is read and checked).
+#[pg_extern(volatile, name = "_manifest_snapshot_id")]
+fn manifest_snapshot_id(path: &str) -> String {
+    match Manifest::read(std::path::Path::new(path)) {
+        Ok(m) => m.snapshot_id,
+        Err(e) => error!("{e:#}"),
+    }
+}

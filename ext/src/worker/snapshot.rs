@@ -1,0 +1,300 @@
+//! The snapshot jobs: the shared engine, driven from a background worker. The engine runs on its
+//! own thread (pure Rust and client connections, nothing of PostgreSQL's API) while this thread
+//! publishes its progress, watches for cancel and shutdown, and records the outcome.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+use steep::conn::ConnParams;
+use steep::engine::apply::{self, ApplyOptions, SchemaMode};
+use steep::engine::compress::Compression;
+use steep::engine::generate::{self, GenerateOptions, PgDump};
+use steep::engine::progress::Progress;
+use steep::engine::Connect;
+use steep::sql::quote_ident;
+
+use crate::snapshots::{may_use_server_files, snapshot_dir};
+use crate::worker::job::{JobCtx, JobError};
+use crate::worker::tx;
+
+/// Connections to this server for the engine: steep_repl.worker_conninfo (default: our socket,
+/// port and bootstrap superuser), then SET ROLE to the job's owner at once.
+struct WorkerConnect {
+    params: ConnParams,
+    role: String,
+    job: i64,
+}
+
+impl Connect for WorkerConnect {
+    fn connect(&self) -> anyhow::Result<postgres::Client> {
+        let mut c =
+            self.params
+                .to_config()?
+                .connect(postgres::NoTls)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                "the worker could not connect to its own server ({}): allow it in pg_hba.conf \
+                 (e.g. `local all all peer` for the server's OS user) or set \
+                 steep_repl.worker_conninfo",
+                e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+            )
+                })?;
+        c.batch_execute(&format!(
+            "SET ROLE {}; SET application_name = 'steep_repl job {}'",
+            quote_ident(&self.role),
+            self.job
+        ))?;
+        Ok(c)
+    }
+}
+
+fn worker_params() -> Result<ConnParams, String> {
+    let (sockets, port, superuser, db) = Spi::connect(|c| {
+        let r = c
+            .select(
+                "SELECT current_setting('unix_socket_directories'), current_setting('port'),
+                        (SELECT rolname::text FROM pg_roles WHERE oid = 10), current_database()::text",
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<String>(3)?,
+            r.get::<String>(4)?,
+        ))
+    })
+    .map_err(|e| e.to_string())?;
+    let configured = crate::gucs::WORKER_CONNINFO
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty());
+    let mut p = match configured {
+        Some(s) => {
+            ConnParams::parse(&s).map_err(|e| format!("steep_repl.worker_conninfo: {e:#}"))?
+        }
+        None => ConnParams::default(),
+    };
+    let socket = sockets
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| "localhost".into());
+    for (k, v) in [
+        ("host", socket),
+        ("port", port.unwrap_or_else(|| "5432".into())),
+        ("user", superuser.unwrap_or_else(|| "postgres".into())),
+        ("dbname", db.unwrap_or_default()),
+    ] {
+        if p.get(k).is_none() {
+            p.set(k, v).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(p)
+}
+
+/// pg_dump next to this server's postgres binary.
+fn server_pg_dump() -> Option<PathBuf> {
+    // SAFETY: my_exec_path is set once at backend start.
+    let exec = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::my_exec_path).cast()) };
+    let p = PathBuf::from(exec.to_string_lossy().into_owned())
+        .parent()?
+        .join("pg_dump");
+    p.is_file().then_some(p)
+}
+
+fn param_str(p: &Value, key: &str) -> Result<String, JobError> {
+    p[key]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| JobError::Failed(format!("the job has no {key} parameter")))
+}
+
+/// The path again, checked with the privileges of the job's owner.
+fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
+    let path = param_str(&ctx.job.params, "path")?;
+    let owner = ctx.job.created_by.clone();
+    let privileged = tx(move || may_use_server_files(&owner, for_write))?;
+    steep::engine::paths::confine(&path, snapshot_dir().as_deref(), privileged)
+        .map_err(JobError::Failed)
+}
+
+/// Run `work` on a thread with every signal blocked (PostgreSQL's handlers stay on this thread),
+/// publishing its progress until it ends.
+fn drive<T: Send + 'static>(
+    ctx: &mut JobCtx,
+    progress: &Arc<Progress>,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, JobError> {
+    let handle = std::thread::spawn(move || {
+        // SAFETY: blocks signals for this thread only (and the threads it starts).
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
+        work()
+    });
+    let mut stop = None;
+    while !handle.is_finished() {
+        progress.fill(&mut ctx.event);
+        if let Err(s) = ctx.sleep(Duration::from_millis(100)) {
+            if stop.is_none() {
+                progress
+                    .cancel
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                stop = Some(s);
+            }
+        }
+    }
+    let result = handle
+        .join()
+        .map_err(|_| JobError::Failed("the snapshot engine panicked".into()))?;
+    progress.fill(&mut ctx.event);
+    if let Some(s) = stop {
+        return Err(JobError::Stopped(s));
+    }
+    result.map_err(|e| JobError::Failed(format!("{e:#}")))
+}
+
+fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
+    let id = ctx.job.snapshot_id.clone().unwrap_or_default();
+    tx(move || {
+        Spi::run_with_args(
+            "UPDATE steep_repl.snapshots SET status = 'running', started_at = clock_timestamp(),
+                    phase = 'starting'
+             WHERE snapshot_id = $1",
+            &[id.into()],
+        )
+    })?
+    .map_err(|e| JobError::Failed(e.to_string()))
+}
+
+fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
+    Ok(WorkerConnect {
+        params: tx(worker_params)?.map_err(JobError::Failed)?,
+        role: ctx.job.created_by.clone(),
+        job: ctx.job.id,
+    })
+}
+
+pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
+    let path = checked_path(ctx, true)?;
+    let p = ctx.job.params.clone();
+    let compression = Compression::parse(p["compression"].as_str().unwrap_or("none"), None)
+        .map_err(|e| JobError::Failed(format!("{e:#}")))?;
+    let connect = worker_connect(ctx)?;
+    let pg_dump = if p["schema"].as_bool().unwrap_or(true) {
+        let program = server_pg_dump();
+        if program.is_none() {
+            warning!(
+                "steep_repl job {}: no pg_dump next to postgres; the snapshot has no schema DDL",
+                ctx.job.id
+            );
+        }
+        program.map(|program| PgDump {
+            program,
+            conninfo: connect.params.to_conninfo(),
+            password: None,
+            role: Some(connect.role.clone()),
+        })
+    } else {
+        None
+    };
+    let opts = GenerateOptions {
+        output: path,
+        snapshot_id: ctx.job.snapshot_id.clone().unwrap_or_default(),
+        mode: "direct".into(),
+        compression,
+        parallel: p["parallel"].as_u64().unwrap_or(4) as usize,
+        pg_dump,
+        chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
+    };
+    mark_running(ctx)?;
+    let progress = Arc::new(Progress::default());
+    let pr = progress.clone();
+    let m = drive(ctx, &progress, move || {
+        generate::generate(&connect, &opts, &pr)
+    })?;
+    let stored: u64 = m.tables.iter().map(|t| t.stored_bytes).sum();
+    let summary = json!({
+        "tables": m.tables.len(),
+        "rows": m.rows(),
+        "raw_bytes": m.raw_bytes(),
+        "stored_bytes": stored,
+        "sequences": m.sequences.len(),
+        "schema": m.schema.is_some(),
+        "lsn": m.lsn,
+    });
+    record(
+        ctx,
+        m.tables.len() as i32,
+        m.rows() as i64,
+        m.raw_bytes() as i64,
+        Some(m.lsn.clone()),
+    )?;
+    Ok(summary)
+}
+
+pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
+    let path = checked_path(ctx, false)?;
+    let p = ctx.job.params.clone();
+    let schema: SchemaMode = p["schema"]
+        .as_str()
+        .unwrap_or("verify")
+        .parse()
+        .map_err(|e| JobError::Failed(format!("{e:#}")))?;
+    let connect = worker_connect(ctx)?;
+    let opts = ApplyOptions {
+        input: path,
+        parallel: p["parallel"].as_u64().unwrap_or(4) as usize,
+        verify_checksums: p["verify"].as_bool().unwrap_or(true),
+        schema,
+        resume: p["resume"].as_bool().unwrap_or(false),
+    };
+    mark_running(ctx)?;
+    let progress = Arc::new(Progress::default());
+    let pr = progress.clone();
+    let s = drive(ctx, &progress, move || apply::apply(&connect, &opts, &pr))?;
+    record(
+        ctx,
+        (s.tables_loaded + s.tables_skipped) as i32,
+        s.rows_loaded as i64,
+        ctx.event.bytes,
+        None,
+    )?;
+    Ok(serde_json::to_value(&s).unwrap_or(Value::Null))
+}
+
+/// Totals into the snapshots row (its status is written with the job's end).
+fn record(
+    ctx: &JobCtx,
+    tables: i32,
+    rows: i64,
+    bytes: i64,
+    lsn: Option<String>,
+) -> Result<(), JobError> {
+    let id = ctx.job.snapshot_id.clone().unwrap_or_default();
+    tx(move || {
+        Spi::run_with_args(
+            "UPDATE steep_repl.snapshots
+             SET table_count = $2, tables_completed = $2, rows_processed = $3, bytes_processed = $4,
+                 bytes_total = $4, lsn = coalesce($5::pg_lsn, lsn)
+             WHERE snapshot_id = $1",
+            &[
+                id.into(),
+                tables.into(),
+                rows.into(),
+                bytes.into(),
+                lsn.into(),
+            ],
+        )
+    })?
+    .map_err(|e| JobError::Failed(e.to_string()))
+}
