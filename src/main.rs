@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod commands;
 mod context;
 
-use commands::{demo, doctor, health, init, local, node, ops, schema, version};
+use commands::{demo, doctor, health, init, local, node, ops, schema, snapshot, version};
 use context::Ctx;
 use steep::output::Output;
 
@@ -73,6 +73,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Schema fingerprints: capture, compare with a peer, per-column diff.
     Schema(schema::SchemaArgs),
+    /// Snapshots: generate, apply, progress, wait, cancel, list, verify.
+    Snapshot(snapshot::SnapshotArgs),
     /// Background operations: list, cancel, watch, selftest.
     Ops(ops::OpsArgs),
     /// Throwaway local PostgreSQL 18 sandboxes with steep_repl installed and preloaded.
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Health(a) => a.execute(&ctx),
         Command::Node(a) => a.execute(&ctx),
         Command::Schema(a) => a.execute(&ctx),
+        Command::Snapshot(a) => a.execute(&ctx),
         Command::Ops(a) => a.execute(&ctx),
         Command::Local(a) => a.execute(&ctx),
         Command::Version(a) => a.execute(&ctx),

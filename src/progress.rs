@@ -49,7 +49,9 @@ pub struct Followed {
     pub polled_after_silence: bool,
 }
 
-pub struct Follower<'a> {
+/// Draws progress: a bar on a terminal, plain lines (at most one a second, and on every change of
+/// status, phase or table) otherwise.
+pub struct Renderer<'a> {
     out: &'a Output,
     label: String,
     interactive: bool,
@@ -57,9 +59,9 @@ pub struct Follower<'a> {
     last_line: Option<(String, Instant)>,
 }
 
-impl<'a> Follower<'a> {
+impl<'a> Renderer<'a> {
     pub fn new(out: &'a Output, label: impl Into<String>) -> Self {
-        let interactive = std::io::stderr().is_terminal() && !out.quiet;
+        let interactive = std::io::stderr().is_terminal() && !out.quiet && !out.json;
         Self {
             out,
             label: label.into(),
@@ -69,13 +71,79 @@ impl<'a> Follower<'a> {
         }
     }
 
+    pub fn render(&mut self, e: &ProgressEvent) {
+        let detail = describe(e);
+        if self.interactive {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(1000);
+                b.set_style(
+                    ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {percent:>3}% {msg}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(self.label.clone());
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            });
+            bar.set_position((e.percent * 10.0).round().clamp(0.0, 1000.0) as u64);
+            bar.set_message(detail);
+            return;
+        }
+        let key = format!("{}|{:?}|{:?}", e.status, e.phase, e.table);
+        let due = match &self.last_line {
+            Some((k, at)) => *k != key || at.elapsed() >= Duration::from_secs(1),
+            None => true,
+        };
+        if due || e.is_terminal() {
+            self.out.status(
+                "Progress",
+                format!("{} {:>5.1}% {detail}", self.label, e.percent),
+            );
+            self.last_line = Some((key, Instant::now()));
+        }
+    }
+
+    /// Run `f` with the bar out of the way (for prompts).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Whether Ctrl-C was pressed since the last call (installs the handler on first use).
+pub fn interrupted() -> bool {
+    HANDLER.call_once(|| {
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+    INTERRUPTED.swap(false, Ordering::SeqCst)
+}
+
+/// Follows one server-side operation.
+pub struct Follower<'a> {
+    out: &'a Output,
+    r: Renderer<'a>,
+}
+
+impl<'a> Follower<'a> {
+    pub fn new(out: &'a Output, label: impl Into<String>) -> Self {
+        Self {
+            out,
+            r: Renderer::new(out, label),
+        }
+    }
+
     /// Follow operation `id` until it ends or the operator detaches. `client` is used for LISTEN
     /// and polling and must not be inside a transaction.
     pub fn follow(&mut self, client: &mut postgres::Client, id: i64) -> Result<Followed> {
-        HANDLER.call_once(|| {
-            let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-        });
-        INTERRUPTED.store(false, Ordering::SeqCst);
+        interrupted(); // installs the handler and forgets an old Ctrl-C
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .context("listening for progress notifications")?;
@@ -91,7 +159,7 @@ impl<'a> Follower<'a> {
         let mut last_event_at = Instant::now();
         let mut last_poll = Instant::now() - POLL_EVERY;
         loop {
-            if INTERRUPTED.swap(false, Ordering::SeqCst) && self.on_interrupt(client, id)? {
+            if interrupted() && self.on_interrupt(client, id)? {
                 f.ending = Ending::Detached;
                 break;
             }
@@ -147,9 +215,7 @@ impl<'a> Follower<'a> {
                 break;
             }
         }
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        self.r.finish();
         let _ = client.batch_execute(&format!("UNLISTEN {CHANNEL}"));
         Ok(f)
     }
@@ -158,65 +224,16 @@ impl<'a> Follower<'a> {
         if f.start_latency_ms.is_none() && e.status != "pending" {
             f.start_latency_ms = Some(started.elapsed().as_millis() as i64);
         }
-        self.render(&e);
+        self.r.render(&e);
         f.last = e;
-    }
-
-    fn render(&mut self, e: &ProgressEvent) {
-        let detail = describe(e);
-        if self.interactive {
-            let bar = self.bar.get_or_insert_with(|| {
-                let b = ProgressBar::new(1000);
-                b.set_style(
-                    ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {percent:>3}% {msg}")
-                        .expect("a valid template")
-                        .progress_chars("=> "),
-                );
-                b.set_prefix(self.label.clone());
-                b.enable_steady_tick(Duration::from_millis(200));
-                b
-            });
-            bar.set_position((e.percent * 10.0).round().clamp(0.0, 1000.0) as u64);
-            bar.set_message(detail);
-            return;
-        }
-        // Plain lines: on every change of status, phase or table, else at most once a second.
-        let key = format!("{}|{:?}|{:?}", e.status, e.phase, e.table);
-        let due = match &self.last_line {
-            Some((k, at)) => *k != key || at.elapsed() >= Duration::from_secs(1),
-            None => true,
-        };
-        if due || e.is_terminal() {
-            self.out.status(
-                "Progress",
-                format!("{} {:>5.1}% {detail}", self.label, e.percent),
-            );
-            self.last_line = Some((key, Instant::now()));
-        }
     }
 
     /// Ctrl-C: ask (on a terminal) whether to cancel or detach. Returns true to detach.
     fn on_interrupt(&mut self, client: &mut postgres::Client, id: i64) -> Result<bool> {
-        if let Some(bar) = &self.bar {
-            bar.suspend(|| {});
-        }
-        let cancel = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-            let choice = self
-                .bar
-                .as_ref()
-                .map(|b| {
-                    b.suspend(|| {
-                        dialoguer::Select::new()
-                            .with_prompt("Interrupted")
-                            .items(&[
-                                "Stop watching (the operation keeps running)",
-                                "Cancel the operation",
-                            ])
-                            .default(0)
-                            .interact()
-                    })
-                })
-                .unwrap_or_else(|| {
+        let cancel = std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal()
+            && self.r.suspend(|| {
+                matches!(
                     dialoguer::Select::new()
                         .with_prompt("Interrupted")
                         .items(&[
@@ -224,12 +241,10 @@ impl<'a> Follower<'a> {
                             "Cancel the operation",
                         ])
                         .default(0)
-                        .interact()
-                });
-            matches!(choice, Ok(1))
-        } else {
-            false
-        };
+                        .interact(),
+                    Ok(1)
+                )
+            });
         if cancel {
             let ok: bool = client
                 .query_one("SELECT steep_repl.cancel_operation($1)", &[&id])

@@ -310,6 +310,11 @@ impl Cluster {
         self.dir.join("server.log")
     }
 
+    /// Where direct-mode snapshots of this cluster go (steep_repl.snapshot_dir).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
     pub fn port(&self) -> u16 {
         self.state.port
     }
@@ -536,6 +541,17 @@ impl Cluster {
         if opts.preload {
             conf.push(("shared_preload_libraries".into(), "'steep_repl'".into()));
         }
+        // Direct-mode snapshots of this sandbox live beside its data.
+        let snapshots = self.snapshot_dir();
+        fs::create_dir(&snapshots).with_context(|| format!("creating {}", snapshots.display()))?;
+        fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o700))?;
+        if let Some(u) = &self.run_as {
+            u.chown(&snapshots)?;
+        }
+        conf.push((
+            "steep_repl.snapshot_dir".into(),
+            quote_conf(&snapshots.to_string_lossy()),
+        ));
         if !opts.durable {
             // Survives a process crash (the OS still has the writes), not an OS crash. Commits
             // stay synchronous: crash-restart tests need every committed row to survive.

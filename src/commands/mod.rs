@@ -8,6 +8,7 @@ pub mod local;
 pub mod node;
 pub mod ops;
 pub mod schema;
+pub mod snapshot;
 pub mod version;
 
 use anyhow::Result;

@@ -11,4 +11,5 @@ mod node;
 mod operations;
 mod privileges;
 mod schema;
+mod snapshot;
 mod version;
