@@ -33,6 +33,8 @@ export BENCH_SCALE="$scale" BENCH_WIDE_MB="$wide_mb" BENCH_PARALLEL="$parallel"
 
 cd "$root"
 cargo build --release --locked --bin steep -q
+# The worker runs the engine inside PostgreSQL: measure an optimized build of it too.
+"$here/install-extension.sh" --release >/dev/null
 steep="$root/target/release/steep"
 export STEEP_BENCH_STEEP="$steep"
 mkdir -p docs/bench

@@ -35,7 +35,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-pkgs=(clang libclang-dev sudo pkg-config libssl-dev openssl jq util-linux ca-certificates)
+pkgs=(clang libclang-dev sudo pkg-config libssl-dev openssl jq bc util-linux ca-certificates)
 [ "$want15" = 1 ] && pkgs+=(postgresql-15 postgresql-server-dev-15 postgresql-contrib)
 missing=()
 for p in "${pkgs[@]}"; do
