@@ -117,6 +117,10 @@ impl Connect for CliConnect {
     fn connect(&self) -> Result<postgres::Client> {
         steep::client::connect(&self.0)
     }
+
+    fn connect_wire(&self) -> Result<Option<steep::engine::wire::Wire>> {
+        steep::engine::wire::Wire::connect(&self.0)
+    }
 }
 
 /// Run an engine operation on a thread, drawing its progress until it ends; Ctrl-C cancels it
@@ -331,6 +335,10 @@ pub struct GenerateArgs {
     /// Leave out the schema DDL (pg_dump pre-data and post-data).
     #[arg(long)]
     no_schema: bool,
+    /// Client mode: tables larger than this are read (and later loaded) in several pieces in
+    /// parallel.
+    #[arg(long, value_name = "MB", default_value_t = 256)]
+    chunk_size_mb: u64,
     /// Direct mode: queue it and return at once.
     #[arg(long)]
     detach: bool,
@@ -392,7 +400,7 @@ impl GenerateArgs {
                     compression,
                     parallel: self.parallel as usize,
                     pg_dump,
-                    chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
+                    chunk_bytes: self.chunk_size_mb.max(1) << 20,
                 };
                 let abs = std::fs::canonicalize(
                     output

@@ -176,6 +176,21 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         Ordering::Relaxed,
     );
 
+    let in_fk: Vec<bool> = oids
+        .iter()
+        .map(|o| fks.iter().any(|f| f.child == *o || f.parent == *o))
+        .collect();
+    let mut split = vec![false; units.len()];
+    for (u, tables) in units.iter().enumerate() {
+        let t = tables[0];
+        if tables.len() == 1 && !in_fk[t] && m.tables[t].files.len() > 1 && !done[t] {
+            let q = format!(
+                "SELECT NOT EXISTS (SELECT FROM ONLY {})",
+                m.tables[t].qualified()
+            );
+            split[u] = coord.query_one(&q, &[])?.get(0);
+        }
+    }
     progress.set_phase("loading");
     let plan = Plan {
         m: &m,
@@ -184,6 +199,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         fks: &fks,
         units: &units,
         index_of: &index_of,
+        split,
     };
     let rows = plan.run(dst, parallel, &done, progress)?;
 
@@ -326,11 +342,26 @@ struct Plan<'a> {
     fks: &'a [ForeignKey],
     units: &'a [Vec<usize>],
     index_of: &'a HashMap<i64, usize>,
+    /// Per unit: load its table's files in parallel, each file in its own transaction. Only for
+    /// a table alone in its unit, empty when the apply started, in no foreign key, with several
+    /// files: on failure it is emptied again, which is where it started.
+    split: Vec<bool>,
+}
+
+/// One piece of loading work.
+#[derive(Clone, Copy)]
+enum Task {
+    /// A whole unit in one transaction.
+    Unit(usize),
+    /// One file of a split unit's table.
+    File(usize, usize),
 }
 
 struct Sched {
-    ready: VecDeque<usize>,
+    ready: VecDeque<Task>,
     waiting_on: Vec<usize>,
+    /// Files still to load, per split unit.
+    files_left: Vec<usize>,
     running: usize,
     finished: usize,
     failed: Option<anyhow::Error>,
@@ -368,11 +399,29 @@ impl Plan<'_> {
                 waiting_on[uc] += 1;
             }
         }
+        let files_left: Vec<usize> = (0..self.units.len())
+            .map(|u| {
+                if self.split[u] {
+                    self.m.tables[self.units[u][0]].files.len()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let tasks_of = |u: usize| -> Vec<Task> {
+            if self.split[u] {
+                (0..files_left[u]).map(|f| Task::File(u, f)).collect()
+            } else {
+                vec![Task::Unit(u)]
+            }
+        };
         let sched = Mutex::new(Sched {
             ready: (0..self.units.len())
                 .filter(|u| waiting_on[*u] == 0)
+                .flat_map(tasks_of)
                 .collect(),
             waiting_on,
+            files_left: files_left.clone(),
             running: 0,
             finished: 0,
             failed: None,
@@ -380,20 +429,20 @@ impl Plan<'_> {
         let wake = Condvar::new();
         let rows = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
-            for _ in 0..parallel.min(self.units.len()).max(1) {
+            for _ in 0..parallel.max(1) {
                 s.spawn(|| {
                     let mut conn: Option<postgres::Client> = None;
                     loop {
-                        let unit = {
+                        let task = {
                             let mut st = sched.lock().expect("scheduler");
                             loop {
                                 if st.failed.is_some() || st.finished == self.units.len() {
                                     wake.notify_all();
                                     return;
                                 }
-                                if let Some(u) = st.ready.pop_front() {
+                                if let Some(t) = st.ready.pop_front() {
                                     st.running += 1;
-                                    break u;
+                                    break t;
                                 }
                                 if st.running == 0 {
                                     // Nothing ready and nothing running: cannot happen with a DAG.
@@ -404,21 +453,34 @@ impl Plan<'_> {
                                 st = wake.wait(st).expect("scheduler");
                             }
                         };
-                        let result = if self.units[unit].iter().all(|t| done[*t]) {
-                            Ok(0)
-                        } else {
-                            self.load_unit(dst, &mut conn, unit, progress)
+                        let result = match task {
+                            Task::Unit(u) if self.units[u].iter().all(|t| done[*t]) => Ok(0),
+                            Task::Unit(u) => self.load_unit(dst, &mut conn, u, progress),
+                            Task::File(u, f) => self.load_file(dst, &mut conn, u, f, progress),
                         };
                         let mut st = sched.lock().expect("scheduler");
                         st.running -= 1;
                         match result {
                             Ok(n) => {
                                 rows.fetch_add(n, Ordering::Relaxed);
-                                st.finished += 1;
-                                for &d in &dependents[unit] {
-                                    st.waiting_on[d] -= 1;
-                                    if st.waiting_on[d] == 0 {
-                                        st.ready.push_back(d);
+                                let unit_done = match task {
+                                    Task::Unit(u) => Some(u),
+                                    Task::File(u, _) => {
+                                        st.files_left[u] -= 1;
+                                        (st.files_left[u] == 0).then_some(u)
+                                    }
+                                };
+                                if let Some(u) = unit_done {
+                                    st.finished += 1;
+                                    if let Task::File(..) = task {
+                                        progress.tables_done.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    for &d in &dependents[u] {
+                                        st.waiting_on[d] -= 1;
+                                        if st.waiting_on[d] == 0 {
+                                            let next = tasks_of(d);
+                                            st.ready.extend(next);
+                                        }
                                     }
                                 }
                             }
@@ -436,6 +498,26 @@ impl Plan<'_> {
         });
         let st = sched.into_inner().expect("scheduler");
         if let Some(e) = st.failed {
+            // Split tables that did not finish go back to empty, where they started.
+            let partial: Vec<String> = (0..self.units.len())
+                .filter(|u| {
+                    self.split[*u] && st.files_left[*u] > 0 && st.files_left[*u] < files_left[*u]
+                })
+                .map(|u| self.m.tables[self.units[u][0]].qualified())
+                .collect();
+            if !partial.is_empty() {
+                let emptied = dst.connect().and_then(|mut c| {
+                    c.batch_execute(&format!("TRUNCATE ONLY {}", partial.join(", ")))
+                        .map_err(anyhow::Error::from)
+                });
+                if let Err(te) = emptied {
+                    return Err(e.context(format!(
+                        "also, emptying the partly loaded {} again failed ({te:#}): --resume \
+                         reloads them",
+                        partial.join(", ")
+                    )));
+                }
+            }
             let loaded = st.finished;
             return Err(e.context(format!(
                 "{loaded} of {} table groups were loaded before this; every other table is \
@@ -444,6 +526,33 @@ impl Plan<'_> {
             )));
         }
         Ok(rows.load(Ordering::Relaxed))
+    }
+
+    /// One file of a split table, in its own transaction.
+    fn load_file(
+        &self,
+        dst: &dyn Connect,
+        conn: &mut Option<postgres::Client>,
+        unit: usize,
+        file: usize,
+        progress: &Progress,
+    ) -> Result<u64> {
+        if conn.is_none() {
+            let mut c = dst.connect().context("opening a loading connection")?;
+            prepare_session(&mut c)?;
+            *conn = Some(c);
+        }
+        let c = conn.as_mut().expect("connected");
+        let table = &self.m.tables[self.units[unit][0]];
+        progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
+        let mut tx = c.transaction()?;
+        let n = self
+            .copy_in(&mut tx, table, &table.files[file..=file], false, progress)
+            .with_context(|| {
+                format!("loading {} ({})", table.qualified(), table.files[file].name)
+            })?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// One unit in one transaction: clear, COPY each table, check the counts, commit.
@@ -511,7 +620,7 @@ impl Plan<'_> {
             let table = &self.m.tables[t];
             progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
             total += self
-                .copy_in(&mut tx, table, frozen, progress)
+                .copy_in(&mut tx, table, &table.files, frozen, progress)
                 .with_context(|| format!("loading {}", table.qualified()))?;
         }
         for f in &internal {
@@ -535,6 +644,7 @@ impl Plan<'_> {
         &self,
         tx: &mut postgres::Transaction,
         t: &Table,
+        files: &[crate::engine::manifest::DataFile],
         frozen: bool,
         progress: &Progress,
     ) -> Result<u64> {
@@ -547,7 +657,7 @@ impl Plan<'_> {
         );
         let mut writer = tx.copy_in(&sql)?;
         let mut buf = vec![0u8; 1 << 20];
-        for f in &t.files {
+        for f in files {
             let path = self.dir.join(&f.name);
             let file = File::open(&path).with_context(|| format!("opening {}", f.name))?;
             let mut dec = self
@@ -587,8 +697,9 @@ impl Plan<'_> {
             ),
             None => anyhow!(e),
         })?;
-        if loaded != t.rows {
-            bail!("loaded {loaded} rows, the snapshot has {}", t.rows);
+        let expected: u64 = files.iter().map(|f| f.rows).sum();
+        if loaded != expected {
+            bail!("loaded {loaded} rows, the snapshot has {expected}");
         }
         progress.rows_done.fetch_add(loaded, Ordering::Relaxed);
         Ok(loaded)

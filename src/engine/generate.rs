@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use crate::engine::checksum::{sha256_of, HashingWriter};
 use crate::engine::compress::Compression;
 use crate::engine::manifest::{self, DataFile, Manifest, SchemaFiles, Sequence, Source, Table};
 use crate::engine::progress::Progress;
+use crate::engine::wire::Session;
 use crate::engine::Connect;
 use crate::sql::{quote_ident, quote_literal};
 
@@ -169,9 +170,9 @@ pub fn generate(
         for _ in 0..workers {
             s.spawn(|| {
                 let run = || -> Result<()> {
-                    let mut c = src.connect().context("opening a parallel connection")?;
-                    prepare_session(&mut c)?;
-                    c.batch_execute(&format!(
+                    let mut c = src.session().context("opening a parallel connection")?;
+                    c.simple(catalog::SESSION_SETTINGS)?;
+                    c.simple(&format!(
                         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
                          SET TRANSACTION SNAPSHOT {}",
                         quote_literal(&exported)
@@ -342,7 +343,7 @@ fn plan(
 }
 
 fn copy_out(
-    c: &mut postgres::Client,
+    c: &mut Session,
     t: &TableInfo,
     item: &Item,
     dir: &Path,
@@ -369,25 +370,26 @@ fn copy_out(
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut enc =
         compression.encoder(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)))?;
-    let mut reader = c.copy_out(&sql)?;
     let (mut rows, mut raw) = (0u64, 0u64);
-    loop {
-        if progress.cancelled() || abort.load(Ordering::Relaxed) {
-            bail!("stopped");
-        }
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            break;
-        }
+    let mut pending = 0u64;
+    c.copy_out(&sql, |buf| {
         // In COPY text a row ends with a newline; newlines inside values are escaped.
         rows += memchr::memchr_iter(b'\n', buf).count() as u64;
         raw += buf.len() as u64;
         enc.write_all(buf)
             .with_context(|| format!("writing {}", path.display()))?;
-        let n = buf.len();
-        reader.consume(n);
-        progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
-    }
+        // Shared counters and the stop flags are touched every 64 KiB, not every row.
+        pending += buf.len() as u64;
+        if pending >= 64 * 1024 {
+            progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
+            pending = 0;
+            if progress.cancelled() || abort.load(Ordering::Relaxed) {
+                bail!("stopped");
+            }
+        }
+        Ok(())
+    })?;
+    progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
     progress.rows_done.fetch_add(rows, Ordering::Relaxed);
     let (buf, sha256, stored) = enc.finish()?.finish();
     let file = buf.into_inner().map_err(|e| e.into_error())?;

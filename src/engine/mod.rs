@@ -11,10 +11,25 @@ pub mod generate;
 pub mod manifest;
 pub mod paths;
 pub mod progress;
+pub mod wire;
 
 /// Opens connections to one server, each ready for the engine (the caller decides the role).
 pub trait Connect: Send + Sync {
     fn connect(&self) -> anyhow::Result<postgres::Client>;
+
+    /// A connection on the fast COPY path (see `wire`), when this server and these settings allow
+    /// one; None means use `connect`.
+    fn connect_wire(&self) -> anyhow::Result<Option<wire::Wire>> {
+        Ok(None)
+    }
+
+    /// The fast path when it is available, else a `postgres` crate connection.
+    fn session(&self) -> anyhow::Result<wire::Session> {
+        Ok(match self.connect_wire()? {
+            Some(w) => wire::Session::Wire(w),
+            None => wire::Session::Pg(self.connect()?),
+        })
+    }
 }
 
 /// A snapshot id: snap-YYYYMMDD-HHMMSS-<random hex>.

@@ -919,3 +919,86 @@ fn paths_are_confined_and_non_superusers_snapshot_what_they_may_read() {
         "{e}"
     );
 }
+
+#[test]
+fn large_tables_load_in_parallel_pieces_and_a_failed_piece_empties_the_table() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    let ddl = "CREATE TABLE big (id int PRIMARY KEY, v int, pad text); CREATE TABLE small (id int PRIMARY KEY);";
+    sql(&conn, ddl);
+    sql(
+        &conn,
+        "INSERT INTO big SELECT g, g, repeat('p', 200) FROM generate_series(1, 60000) g;
+                INSERT INTO small SELECT generate_series(1, 10);",
+    );
+    let out = snapshot_dir_of(home.path()).join("pieces");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-o",
+        out.to_str().unwrap(),
+        "-j",
+        "3",
+        "--chunk-size-mb",
+        "1",
+        "-c",
+        &conn,
+    ]));
+    let m = Manifest::read(&out).unwrap();
+    let big = m.tables.iter().find(|t| t.name == "big").unwrap();
+    assert!(
+        big.files.len() >= 5,
+        "big was not split: {} files",
+        big.files.len()
+    );
+    assert_eq!(big.rows, 60000);
+
+    let dst = node_with(steep::sandbox::ClusterOptions {
+        preload: false,
+        durable: false,
+        ..Default::default()
+    });
+    let dconn = dst.connection_string("postgres");
+    sql(&dconn, ddl);
+    // Rows late in the table break a CHECK on the target: one piece fails.
+    sql(
+        &dconn,
+        "ALTER TABLE big ADD CONSTRAINT early CHECK (v < 55000)",
+    );
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "--client",
+            "-i",
+            out.to_str().unwrap(),
+            "-j",
+            "3",
+            "-c",
+            &dconn,
+        ]),
+        1,
+    );
+    assert!(err.contains("early"), "{err}");
+    let n: i64 = connect(&dconn)
+        .query_one("SELECT count(*) FROM big", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "big is half loaded after a failed piece");
+    sql(&dconn, "ALTER TABLE big DROP CONSTRAINT early");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "apply",
+        "--client",
+        "-i",
+        out.to_str().unwrap(),
+        "-j",
+        "3",
+        "--resume",
+        "-c",
+        &dconn,
+    ]));
+    assert_eq!(table_hashes(&dconn), table_hashes(&conn));
+}

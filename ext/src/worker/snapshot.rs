@@ -42,12 +42,27 @@ impl Connect for WorkerConnect {
                 e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
             )
                 })?;
-        c.batch_execute(&format!(
+        c.batch_execute(&self.session_sql())?;
+        Ok(c)
+    }
+
+    fn connect_wire(&self) -> anyhow::Result<Option<steep::engine::wire::Wire>> {
+        let Some(mut w) = steep::engine::wire::Wire::connect(&self.params)? else {
+            return Ok(None);
+        };
+        w.simple(&self.session_sql())?;
+        Ok(Some(w))
+    }
+}
+
+impl WorkerConnect {
+    /// Every engine connection becomes the job's owner at once.
+    fn session_sql(&self) -> String {
+        format!(
             "SET ROLE {}; SET application_name = 'steep_repl job {}'",
             quote_ident(&self.role),
             self.job
-        ))?;
-        Ok(c)
+        )
     }
 }
 

@@ -1,0 +1,301 @@
+//! A small blocking PostgreSQL wire-protocol connection for the engine's hot path, COPY out.
+//!
+//! The `postgres` crate delivers COPY data one message (one row) at a time through its async
+//! runtime, which costs more per row than reading and writing the row. This connection parses the
+//! same messages (with `postgres-protocol`) straight out of one large read buffer. It handles what
+//! the engine's connections use: TCP or Unix sockets, trust, password, MD5 and SCRAM-SHA-256
+//! authentication, simple queries and COPY out. Anything else (TLS, GSSAPI) makes `connect` return
+//! None and the engine uses the `postgres` crate instead, exactly as before.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+
+use crate::conn::ConnParams;
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct Wire {
+    stream: Box<dyn Stream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let mut b = BytesMut::new();
+        frontend::terminate(&mut b);
+        let _ = self.stream.write_all(&b);
+    }
+}
+
+/// The message of an ErrorResponse, with detail and hint.
+fn error_text(body: &ErrorResponseBody) -> String {
+    let mut fields = body.fields();
+    let (mut msg, mut detail, mut hint) = (String::new(), None, None);
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'M' => msg = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'D' => detail = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
+            b'H' => hint = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
+            _ => {}
+        }
+    }
+    if let Some(d) = detail {
+        msg.push_str(&format!(" ({d})"));
+    }
+    if let Some(h) = hint {
+        msg.push_str(&format!(" [{h}]"));
+    }
+    msg
+}
+
+impl Wire {
+    /// Connect with `p` (already resolved: host, port, user, dbname, password...). None when this
+    /// connection needs what only the `postgres` crate path provides (TLS, GSSAPI).
+    pub fn connect(p: &ConnParams) -> Result<Option<Wire>> {
+        let host = p
+            .get("host")
+            .unwrap_or("localhost")
+            .split(',')
+            .next()
+            .unwrap_or("localhost")
+            .trim()
+            .to_string();
+        let port: u16 = p
+            .get("port")
+            .unwrap_or("5432")
+            .split(',')
+            .next()
+            .unwrap_or("5432")
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("invalid port"))?;
+        let timeout = p.connect_timeout()?;
+        let sslmode = p.get("sslmode").unwrap_or("prefer");
+        let (stream, tcp): (Box<dyn Stream>, bool) = if host.starts_with('/') {
+            let path = format!("{host}/.s.PGSQL.{port}");
+            (
+                Box::new(
+                    UnixStream::connect(&path).with_context(|| format!("connecting to {path}"))?,
+                ),
+                false,
+            )
+        } else {
+            if matches!(sslmode, "require" | "verify-ca" | "verify-full") {
+                return Ok(None);
+            }
+            let addr = p
+                .get("hostaddr")
+                .map(str::to_string)
+                .unwrap_or(host.clone());
+            let s = match timeout {
+                Some(t) => {
+                    let sa = std::net::ToSocketAddrs::to_socket_addrs(&(addr.as_str(), port))?
+                        .next()
+                        .ok_or_else(|| anyhow!("cannot resolve {addr}"))?;
+                    TcpStream::connect_timeout(&sa, t)?
+                }
+                None => TcpStream::connect((addr.as_str(), port))?,
+            };
+            s.set_nodelay(true)?;
+            (Box::new(s), true)
+        };
+        let mut w = Wire {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK * 2),
+            wbuf: BytesMut::new(),
+        };
+        if tcp && sslmode != "disable" {
+            // libpq would use TLS if the server offers it: then so must we (through the other path).
+            frontend::ssl_request(&mut w.wbuf);
+            w.flush()?;
+            let mut answer = [0u8; 1];
+            w.stream.read_exact(&mut answer)?;
+            if answer[0] == b'S' {
+                return Ok(None);
+            }
+        }
+        let user = p.get("user").unwrap_or("postgres").to_string();
+        let mut startup: Vec<(&str, &str)> = vec![
+            ("user", user.as_str()),
+            ("database", p.get("dbname").unwrap_or(&user)),
+            (
+                "application_name",
+                p.get("application_name").unwrap_or("steep"),
+            ),
+            ("client_encoding", "UTF8"),
+        ];
+        if let Some(o) = p.get("options") {
+            startup.push(("options", o));
+        }
+        frontend::startup_message(startup.iter().copied(), &mut w.wbuf)?;
+        w.flush()?;
+        let password = p.get("password").unwrap_or("").as_bytes().to_vec();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            match w.next()? {
+                Message::AuthenticationOk => break,
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(&password, &mut w.wbuf)?;
+                    w.flush()?;
+                }
+                Message::AuthenticationMd5Password(b) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        user.as_bytes(),
+                        &password,
+                        b.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut w.wbuf)?;
+                    w.flush()?;
+                }
+                Message::AuthenticationSasl(b) => {
+                    let mut mechs = b.mechanisms();
+                    let mut ok = false;
+                    while let Some(m) = mechs.next()? {
+                        ok |= m == SCRAM_SHA_256;
+                    }
+                    if !ok {
+                        return Ok(None);
+                    }
+                    let s = ScramSha256::new(&password, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut w.wbuf)?;
+                    w.flush()?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| anyhow!("unexpected SASL message"))?;
+                    s.update(b.data())?;
+                    frontend::sasl_response(s.message(), &mut w.wbuf)?;
+                    w.flush()?;
+                }
+                Message::AuthenticationSaslFinal(b) => {
+                    scram
+                        .as_mut()
+                        .ok_or_else(|| anyhow!("unexpected SASL message"))?
+                        .finish(b.data())?;
+                }
+                Message::ErrorResponse(e) => bail!("{}", error_text(&e)),
+                Message::AuthenticationGss
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5 => return Ok(None),
+                _ => {}
+            }
+        }
+        loop {
+            match w.next()? {
+                Message::ReadyForQuery(_) => return Ok(Some(w)),
+                Message::ErrorResponse(e) => bail!("{}", error_text(&e)),
+                _ => {}
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.stream.write_all(&self.wbuf)?;
+        self.stream.flush()?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Message> {
+        loop {
+            if let Some(m) = Message::parse(&mut self.rbuf)? {
+                return Ok(m);
+            }
+            let start = self.rbuf.len();
+            self.rbuf.resize(start + READ_CHUNK, 0);
+            let n = self.stream.read(&mut self.rbuf[start..])?;
+            self.rbuf.truncate(start + n);
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+        }
+    }
+
+    /// Run SQL (one or more statements); rows are discarded.
+    pub fn simple(&mut self, sql: &str) -> Result<()> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush()?;
+        let mut err = None;
+        loop {
+            match self.next()? {
+                Message::ErrorResponse(e) => err = Some(error_text(&e)),
+                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run a `COPY ... TO STDOUT`, handing each piece of data to `sink` as it arrives. An error
+    /// from `sink` stops reading; the connection is then unusable and must be dropped.
+    pub fn copy_out(&mut self, sql: &str, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush()?;
+        let mut err = None;
+        loop {
+            match self.next()? {
+                Message::CopyData(d) => {
+                    if err.is_none() {
+                        sink(d.data())?;
+                    }
+                }
+                Message::ErrorResponse(e) => err = Some(error_text(&e)),
+                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A connection the engine reads through: the fast path when possible, else the `postgres` crate.
+pub enum Session {
+    Wire(Wire),
+    Pg(postgres::Client),
+}
+
+impl Session {
+    pub fn simple(&mut self, sql: &str) -> Result<()> {
+        match self {
+            Session::Wire(w) => w.simple(sql),
+            Session::Pg(c) => c.batch_execute(sql).map_err(|e| match e.as_db_error() {
+                Some(d) => anyhow!("{}", d.message()),
+                None => anyhow!(e),
+            }),
+        }
+    }
+
+    pub fn copy_out(&mut self, sql: &str, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        match self {
+            Session::Wire(w) => w.copy_out(sql, sink),
+            Session::Pg(c) => {
+                use std::io::BufRead;
+                let mut r = c.copy_out(sql).map_err(|e| match e.as_db_error() {
+                    Some(d) => anyhow!("{}", d.message()),
+                    None => anyhow!(e),
+                })?;
+                loop {
+                    let buf = r.fill_buf()?;
+                    if buf.is_empty() {
+                        return Ok(());
+                    }
+                    sink(buf)?;
+                    let n = buf.len();
+                    r.consume(n);
+                }
+            }
+        }
+    }
+}
