@@ -74,14 +74,17 @@ mib() { printf '%.0f' "$(echo "$1 / 1048576" | bc -l)"; }
 # Peak RSS of the steep job worker while a direct-mode command runs (KiB).
 worker_rss_file="$work/worker-rss"
 watch_worker() {
-  local conn="$1" max=0
+  # Find the job worker once (psql costs CPU on a small machine), then only read /proc.
+  local conn="$1" max=0 pid=""
   while [ -e "$work/watching" ]; do
-    for pid in $("$bin/psql" -X -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'steep_repl job'" "$conn" 2>/dev/null); do
-      local r; r=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-      [ "${r:-0}" -gt "$max" ] && max=$r
-    done
+    if [ -z "$pid" ] || [ ! -e "/proc/$pid" ]; then
+      pid=$("$bin/psql" -X -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'steep_repl job' LIMIT 1" "$conn" 2>/dev/null || true)
+      [ -z "$pid" ] && { sleep 0.05; continue; }
+    fi
+    local r; r=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${r:-0}" -gt "$max" ] && max=$r
     echo "$max" > "$worker_rss_file"
-    sleep 0.2
+    sleep 0.1
   done
 }
 # direct CONN COMMAND...: time a direct-mode command, watching the job worker on CONN.
