@@ -150,6 +150,7 @@ fn run_checks(ctx: &Ctx) -> Vec<Check> {
     extension_checks(&mut client, &state, &mut checks);
     settings_checks(&mut client, &state, &mut checks);
     worker_checks(&mut client, &state, &mut checks);
+    snapshot_dir_check(&mut client, &params, &mut checks);
     privilege_checks(&mut client, &state, &mut checks);
     table_checks(&mut client, &mut checks);
     checks
@@ -402,6 +403,57 @@ fn worker_checks(client: &mut postgres::Client, state: &ServerState, checks: &mu
     });
 }
 
+/// steep_repl.snapshot_dir: set, present, and with room (checked when the server is local).
+fn snapshot_dir_check(
+    client: &mut postgres::Client,
+    params: &steep::conn::ConnParams,
+    checks: &mut Vec<Check>,
+) {
+    let has_api = client
+        .query_one(
+            "SELECT to_regprocedure('steep_repl.start_snapshot(text,text,integer,boolean)') IS NOT NULL",
+            &[],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    if !has_api {
+        return;
+    }
+    // Superuser-only to read; CASE keeps others from an error.
+    let dir: Option<Option<String>> = client
+        .query_one(
+            "SELECT CASE WHEN pg_has_role('pg_read_all_settings', 'MEMBER')
+                         THEN coalesce(current_setting('steep_repl.snapshot_dir', true), '') END",
+            &[],
+        )
+        .ok()
+        .map(|r| r.get(0));
+    let fix = "ALTER SYSTEM SET steep_repl.snapshot_dir = '/path/owned/by/the/server'; SELECT pg_reload_conf()";
+    checks.push(match dir {
+        None | Some(None) => ok("snapshot dir", "not readable by this role (superuser-only setting)"),
+        Some(Some(d)) if d.is_empty() => warn(
+            "snapshot dir",
+            "steep_repl.snapshot_dir is not set: only superusers and pg_write_server_files members can take direct-mode snapshots",
+            fix,
+        ),
+        Some(Some(d)) if !lifecycle::is_local(params.get("host")) => {
+            ok("snapshot dir", format!("{d} (on the server; free space not checked from here)"))
+        }
+        Some(Some(d)) => match nix::sys::statvfs::statvfs(std::path::Path::new(&d)) {
+            Err(e) => fail("snapshot dir", format!("{d}: {e}"), "create it, owned by the server's OS user, or fix the setting"),
+            Ok(v) => {
+                let free = v.blocks_available() * v.fragment_size();
+                let gib = free as f64 / (1u64 << 30) as f64;
+                if free < (1 << 30) {
+                    warn("snapshot dir", format!("{d}: only {gib:.2} GiB free"), "free space there or point steep_repl.snapshot_dir elsewhere")
+                } else {
+                    ok("snapshot dir", format!("{d}: {gib:.1} GiB free"))
+                }
+            }
+        },
+    });
+}
+
 /// Run a short selftest job and report how fast it started and finished.
 fn worker_selftest(ctx: &Ctx) -> Check {
     let run = || -> anyhow::Result<String> {
@@ -480,18 +532,15 @@ fn privilege_checks(client: &mut postgres::Client, state: &ServerState, checks: 
 }
 
 fn table_checks(client: &mut postgres::Client, checks: &mut Vec<Check>) {
-    let rows = client.query(
+    let sql = format!(
         "SELECT format('%I.%I', n.nspname, c.relname)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
-           AND n.nspname !~ '^pg_(toast|temp_)'
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {}
            AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p')
-           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                             AND d.objid = c.oid AND d.deptype = 'e')
          ORDER BY 1",
-        &[],
+        steep::engine::catalog::USER_RELATION
     );
+    let rows = client.query(&sql, &[]);
     checks.push(match rows {
         Err(e) => fail(
             "primary keys",

@@ -335,8 +335,7 @@ pub struct GenerateArgs {
     /// Leave out the schema DDL (pg_dump pre-data and post-data).
     #[arg(long)]
     no_schema: bool,
-    /// Client mode: tables larger than this are read (and later loaded) in several pieces in
-    /// parallel.
+    /// Client mode: tables larger than this are read in several pieces in parallel.
     #[arg(long, value_name = "MB", default_value_t = 256)]
     chunk_size_mb: u64,
     /// Direct mode: queue it and return at once.

@@ -176,21 +176,6 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         Ordering::Relaxed,
     );
 
-    let in_fk: Vec<bool> = oids
-        .iter()
-        .map(|o| fks.iter().any(|f| f.child == *o || f.parent == *o))
-        .collect();
-    let mut split = vec![false; units.len()];
-    for (u, tables) in units.iter().enumerate() {
-        let t = tables[0];
-        if tables.len() == 1 && !in_fk[t] && m.tables[t].files.len() > 1 && !done[t] {
-            let q = format!(
-                "SELECT NOT EXISTS (SELECT FROM ONLY {})",
-                m.tables[t].qualified()
-            );
-            split[u] = coord.query_one(&q, &[])?.get(0);
-        }
-    }
     progress.set_phase("loading");
     let plan = Plan {
         m: &m,
@@ -199,7 +184,6 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         fks: &fks,
         units: &units,
         index_of: &index_of,
-        split,
     };
     let rows = plan.run(dst, parallel, &done, progress)?;
 
@@ -215,13 +199,9 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     if opts.schema == SchemaMode::Create {
         progress.set_phase("post-data");
         let s = m.schema.as_ref().expect("checked above");
-        run_ddl(
-            &mut coord,
-            &opts.input,
-            &s.post_data.name,
-            &s.post_data.sha256,
-        )
-        .context("adding indexes and constraints (post-data); the data is loaded")?;
+        let script = read_ddl(&opts.input, &s.post_data.name, &s.post_data.sha256)?;
+        crate::engine::ddl::run_post_data(dst, &script, parallel, opts.resume)
+            .context("adding indexes and constraints (post-data); the data is loaded")?;
     }
     progress.set_phase("complete");
     Ok(ApplySummary {
@@ -233,15 +213,22 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     })
 }
 
-/// Run a pg_dump DDL file in one transaction (psql meta-commands are not SQL and are dropped).
-fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Result<()> {
+/// A pg_dump DDL file of the snapshot, its checksum checked, without the statements about
+/// steep_repl itself (`steep init` manages it on every node; pg_dump before 17 cannot leave them
+/// out, and writes each of them on one line).
+fn read_ddl(dir: &Path, name: &str, sha256: &str) -> Result<String> {
     let path = dir.join(name);
     let (sum, _) = crate::engine::checksum::sha256_of(File::open(&path)?)?;
     if sum != sha256 {
         bail!("{name}: checksum mismatch, the file is damaged or was changed");
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {name}"))?;
-    let sql = ddl_statements(&text);
+    Ok(crate::engine::ddl::for_target(&text))
+}
+
+/// Run a pg_dump DDL file in one transaction (pre-data: nothing is half created).
+fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Result<()> {
+    let sql = read_ddl(dir, name, sha256)?;
     let mut tx = c.transaction()?;
     tx.batch_execute(&sql).map_err(|e| match e.as_db_error() {
         Some(d) => anyhow!("{}", d.message()),
@@ -249,20 +236,6 @@ fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Re
     })?;
     tx.commit()?;
     Ok(())
-}
-
-/// The SQL of a pg_dump DDL file without psql meta-commands (`\\restrict`, ...) and without the
-/// statements about steep_repl itself, which `steep init` manages on every node (pg_dump before 17
-/// cannot leave them out, and writes each of them on one line).
-fn ddl_statements(text: &str) -> String {
-    text.lines()
-        .filter(|l| {
-            !l.starts_with('\\')
-                && !l.starts_with("CREATE EXTENSION IF NOT EXISTS steep_repl ")
-                && !l.starts_with("COMMENT ON EXTENSION steep_repl ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Per-column differences between the snapshot's tables and the target's.
@@ -335,6 +308,19 @@ fn check_sequences(c: &mut postgres::Client, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// The worker's loading connection, opened (and prepared) on first use.
+fn loading_connection<'c>(
+    dst: &dyn Connect,
+    conn: &'c mut Option<postgres::Client>,
+) -> Result<&'c mut postgres::Client> {
+    if conn.is_none() {
+        let mut c = dst.connect().context("opening a loading connection")?;
+        prepare_session(&mut c)?;
+        *conn = Some(c);
+    }
+    Ok(conn.as_mut().expect("connected"))
+}
+
 struct Plan<'a> {
     m: &'a Manifest,
     dir: &'a Path,
@@ -342,26 +328,11 @@ struct Plan<'a> {
     fks: &'a [ForeignKey],
     units: &'a [Vec<usize>],
     index_of: &'a HashMap<i64, usize>,
-    /// Per unit: load its table's files in parallel, each file in its own transaction. Only for
-    /// a table alone in its unit, empty when the apply started, in no foreign key, with several
-    /// files: on failure it is emptied again, which is where it started.
-    split: Vec<bool>,
-}
-
-/// One piece of loading work.
-#[derive(Clone, Copy)]
-enum Task {
-    /// A whole unit in one transaction.
-    Unit(usize),
-    /// One file of a split unit's table.
-    File(usize, usize),
 }
 
 struct Sched {
-    ready: VecDeque<Task>,
+    ready: VecDeque<usize>,
     waiting_on: Vec<usize>,
-    /// Files still to load, per split unit.
-    files_left: Vec<usize>,
     running: usize,
     finished: usize,
     failed: Option<anyhow::Error>,
@@ -399,29 +370,11 @@ impl Plan<'_> {
                 waiting_on[uc] += 1;
             }
         }
-        let files_left: Vec<usize> = (0..self.units.len())
-            .map(|u| {
-                if self.split[u] {
-                    self.m.tables[self.units[u][0]].files.len()
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let tasks_of = |u: usize| -> Vec<Task> {
-            if self.split[u] {
-                (0..files_left[u]).map(|f| Task::File(u, f)).collect()
-            } else {
-                vec![Task::Unit(u)]
-            }
-        };
         let sched = Mutex::new(Sched {
             ready: (0..self.units.len())
                 .filter(|u| waiting_on[*u] == 0)
-                .flat_map(tasks_of)
                 .collect(),
             waiting_on,
-            files_left: files_left.clone(),
             running: 0,
             finished: 0,
             failed: None,
@@ -429,20 +382,20 @@ impl Plan<'_> {
         let wake = Condvar::new();
         let rows = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
-            for _ in 0..parallel.max(1) {
+            for _ in 0..parallel.min(self.units.len()).max(1) {
                 s.spawn(|| {
                     let mut conn: Option<postgres::Client> = None;
                     loop {
-                        let task = {
+                        let unit = {
                             let mut st = sched.lock().expect("scheduler");
                             loop {
                                 if st.failed.is_some() || st.finished == self.units.len() {
                                     wake.notify_all();
                                     return;
                                 }
-                                if let Some(t) = st.ready.pop_front() {
+                                if let Some(u) = st.ready.pop_front() {
                                     st.running += 1;
-                                    break t;
+                                    break u;
                                 }
                                 if st.running == 0 {
                                     // Nothing ready and nothing running: cannot happen with a DAG.
@@ -453,34 +406,21 @@ impl Plan<'_> {
                                 st = wake.wait(st).expect("scheduler");
                             }
                         };
-                        let result = match task {
-                            Task::Unit(u) if self.units[u].iter().all(|t| done[*t]) => Ok(0),
-                            Task::Unit(u) => self.load_unit(dst, &mut conn, u, progress),
-                            Task::File(u, f) => self.load_file(dst, &mut conn, u, f, progress),
+                        let result = if self.units[unit].iter().all(|t| done[*t]) {
+                            Ok(0)
+                        } else {
+                            self.load_unit(dst, &mut conn, unit, progress)
                         };
                         let mut st = sched.lock().expect("scheduler");
                         st.running -= 1;
                         match result {
                             Ok(n) => {
                                 rows.fetch_add(n, Ordering::Relaxed);
-                                let unit_done = match task {
-                                    Task::Unit(u) => Some(u),
-                                    Task::File(u, _) => {
-                                        st.files_left[u] -= 1;
-                                        (st.files_left[u] == 0).then_some(u)
-                                    }
-                                };
-                                if let Some(u) = unit_done {
-                                    st.finished += 1;
-                                    if let Task::File(..) = task {
-                                        progress.tables_done.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    for &d in &dependents[u] {
-                                        st.waiting_on[d] -= 1;
-                                        if st.waiting_on[d] == 0 {
-                                            let next = tasks_of(d);
-                                            st.ready.extend(next);
-                                        }
+                                st.finished += 1;
+                                for &d in &dependents[unit] {
+                                    st.waiting_on[d] -= 1;
+                                    if st.waiting_on[d] == 0 {
+                                        st.ready.push_back(d);
                                     }
                                 }
                             }
@@ -498,26 +438,6 @@ impl Plan<'_> {
         });
         let st = sched.into_inner().expect("scheduler");
         if let Some(e) = st.failed {
-            // Split tables that did not finish go back to empty, where they started.
-            let partial: Vec<String> = (0..self.units.len())
-                .filter(|u| {
-                    self.split[*u] && st.files_left[*u] > 0 && st.files_left[*u] < files_left[*u]
-                })
-                .map(|u| self.m.tables[self.units[u][0]].qualified())
-                .collect();
-            if !partial.is_empty() {
-                let emptied = dst.connect().and_then(|mut c| {
-                    c.batch_execute(&format!("TRUNCATE ONLY {}", partial.join(", ")))
-                        .map_err(anyhow::Error::from)
-                });
-                if let Err(te) = emptied {
-                    return Err(e.context(format!(
-                        "also, emptying the partly loaded {} again failed ({te:#}): --resume \
-                         reloads them",
-                        partial.join(", ")
-                    )));
-                }
-            }
             let loaded = st.finished;
             return Err(e.context(format!(
                 "{loaded} of {} table groups were loaded before this; every other table is \
@@ -528,33 +448,6 @@ impl Plan<'_> {
         Ok(rows.load(Ordering::Relaxed))
     }
 
-    /// One file of a split table, in its own transaction.
-    fn load_file(
-        &self,
-        dst: &dyn Connect,
-        conn: &mut Option<postgres::Client>,
-        unit: usize,
-        file: usize,
-        progress: &Progress,
-    ) -> Result<u64> {
-        if conn.is_none() {
-            let mut c = dst.connect().context("opening a loading connection")?;
-            prepare_session(&mut c)?;
-            *conn = Some(c);
-        }
-        let c = conn.as_mut().expect("connected");
-        let table = &self.m.tables[self.units[unit][0]];
-        progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
-        let mut tx = c.transaction()?;
-        let n = self
-            .copy_in(&mut tx, table, &table.files[file..=file], false, progress)
-            .with_context(|| {
-                format!("loading {} ({})", table.qualified(), table.files[file].name)
-            })?;
-        tx.commit()?;
-        Ok(n)
-    }
-
     /// One unit in one transaction: clear, COPY each table, check the counts, commit.
     fn load_unit(
         &self,
@@ -563,12 +456,7 @@ impl Plan<'_> {
         unit: usize,
         progress: &Progress,
     ) -> Result<u64> {
-        if conn.is_none() {
-            let mut c = dst.connect().context("opening a loading connection")?;
-            prepare_session(&mut c)?;
-            *conn = Some(c);
-        }
-        let c = conn.as_mut().expect("connected");
+        let c = loading_connection(dst, conn)?;
         let tables = &self.units[unit];
         let names: Vec<String> = tables
             .iter()
@@ -709,13 +597,6 @@ impl Plan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ddl_drops_meta_commands_and_steep_repl() {
-        let text = "\\restrict abc\nSET x = 1;\nCREATE EXTENSION IF NOT EXISTS steep_repl WITH SCHEMA steep_repl;\n\
-                    COMMENT ON EXTENSION steep_repl IS 'x';\nCREATE TABLE t (a int);\n\\unrestrict abc\n";
-        assert_eq!(ddl_statements(text), "SET x = 1;\nCREATE TABLE t (a int);");
-    }
 
     #[test]
     fn schema_modes_parse() {

@@ -47,6 +47,14 @@ impl TableInfo {
     }
 }
 
+/// The pg_class `c` / pg_namespace `n` rows that are the user's: not in a system schema, not
+/// steep_repl's, not an extension's.
+pub const USER_RELATION: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
+      AND n.nspname !~ '^pg_(toast|temp_)'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                        AND d.objid = c.oid AND d.deptype = 'e')";
+
 const USER_TABLES: &str = "
     SELECT c.oid::int8, n.nspname::text, c.relname::text, pg_relation_size(c.oid)::int8,
            (SELECT coalesce(json_agg(json_build_object(
@@ -62,15 +70,13 @@ const USER_TABLES: &str = "
             WHERE con.conrelid = c.oid AND con.contype = 'p')::text
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r'
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
-      AND n.nspname !~ '^pg_(toast|temp_)'
-      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                        AND d.objid = c.oid AND d.deptype = 'e')
+      AND {user}
     ORDER BY n.nspname, c.relname";
 
 /// Every user table with data, in name order.
 pub fn tables(c: &mut postgres::Client) -> Result<Vec<TableInfo>> {
-    let rows = c.query(USER_TABLES, &[]).context("listing tables")?;
+    let sql = USER_TABLES.replace("{user}", USER_RELATION);
+    let rows = c.query(&sql, &[]).context("listing tables")?;
     rows.iter()
         .map(|r| {
             Ok(TableInfo {
@@ -87,21 +93,17 @@ pub fn tables(c: &mut postgres::Client) -> Result<Vec<TableInfo>> {
 
 /// Sequences in user schemas (identity and serial ones included), as (schema, name).
 pub fn sequences(c: &mut postgres::Client) -> Result<Vec<(String, String)>> {
-    Ok(c.query(
+    let sql = format!(
         "SELECT n.nspname::text, c.relname::text
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'S'
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'steep_repl')
-           AND n.nspname !~ '^pg_(toast|temp_)'
-           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                             AND d.objid = c.oid AND d.deptype = 'e')
-         ORDER BY 1, 2",
-        &[],
-    )
-    .context("listing sequences")?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect())
+         WHERE c.relkind = 'S' AND {USER_RELATION}
+         ORDER BY 1, 2"
+    );
+    Ok(c.query(&sql, &[])
+        .context("listing sequences")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// A foreign key between two tables of interest (by oid).

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod catalog;
 pub mod checksum;
 pub mod compress;
+pub mod ddl;
 pub mod files;
 pub mod fkorder;
 pub mod generate;
@@ -27,7 +28,7 @@ pub trait Connect: Send + Sync {
     fn session(&self) -> anyhow::Result<wire::Session> {
         Ok(match self.connect_wire()? {
             Some(w) => wire::Session::Wire(w),
-            None => wire::Session::Pg(self.connect()?),
+            None => wire::Session::Pg(Box::new(self.connect()?)),
         })
     }
 }

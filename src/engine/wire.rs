@@ -247,11 +247,7 @@ impl Wire {
         let mut err = None;
         loop {
             match self.next()? {
-                Message::CopyData(d) => {
-                    if err.is_none() {
-                        sink(d.data())?;
-                    }
-                }
+                Message::CopyData(d) if err.is_none() => sink(d.data())?,
                 Message::ErrorResponse(e) => err = Some(error_text(&e)),
                 Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
                 _ => {}
@@ -263,7 +259,7 @@ impl Wire {
 /// A connection the engine reads through: the fast path when possible, else the `postgres` crate.
 pub enum Session {
     Wire(Wire),
-    Pg(postgres::Client),
+    Pg(Box<postgres::Client>),
 }
 
 impl Session {

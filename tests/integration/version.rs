@@ -46,11 +46,15 @@ fn version_with_an_unreachable_connection_fails_clearly() {
 }
 
 #[test]
-fn demo_runs_and_cleans_up() {
+fn demo_runs_the_main_job_end_to_end_and_cleans_up() {
     let home = temp_home();
-    let out = json(&ok(steep(home.path()).args(["demo", "--json"])));
-    assert_eq!(out["library_version"], out["installed_version"]);
-    assert_eq!(out["shared_preload_libraries"], "steep_repl");
+    let out = json(&ok(
+        steep(home.path()).args(["demo", "--scale", "1", "--json"])
+    ));
+    assert_eq!(out["compare_before"], 3, "{out}");
+    assert_eq!(out["compare_after"], 0, "{out}");
+    assert_eq!(out["accounts_a"], 100000);
+    assert_eq!(out["accounts_b"], 100000);
     let left = std::fs::read_dir(home.path().join("demo"))
         .map(|d| d.count())
         .unwrap_or(0);
