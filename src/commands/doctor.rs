@@ -474,8 +474,16 @@ fn worker_selftest(ctx: &Ctx) -> Check {
                 f.last.error.unwrap_or_default()
             );
         }
+        let result: Option<serde_json::Value> = client
+            .query_one("SELECT result FROM steep_repl.work_queue WHERE id = $1", &[&id])?
+            .get(0);
+        let role = result
+            .as_ref()
+            .and_then(|r| r["connection_role"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "-".into());
         Ok(format!(
-            "job {id} started in {} ms and completed ({} progress notifications)",
+            "job {id} started in {} ms and completed ({} progress notifications); its engine \
+             connection reached the server as {role}",
             f.start_latency_ms.unwrap_or(-1),
             f.notifications
         ))
@@ -485,7 +493,9 @@ fn worker_selftest(ctx: &Ctx) -> Check {
         Err(e) => fail(
             "worker selftest",
             format!("{e:#}"),
-            "see the background workers check and the server log",
+            "see the background workers check and the server log; workers connect through \
+             steep_repl.worker_conninfo (default: the Unix socket as the bootstrap superuser, which \
+             needs a `local all all peer` or `trust` line in pg_hba.conf)",
         ),
     }
 }

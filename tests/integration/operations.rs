@@ -423,6 +423,10 @@ fn jobs_run_with_the_privileges_of_the_role_that_queued_them() {
         result["role"], "job_owner",
         "the job did not run as its owner: {result}"
     );
+    assert_eq!(
+        result["connection_role"], "job_owner",
+        "the engine connection is not the owner's: {result}"
+    );
     // Another role neither sees nor cancels it.
     let mut o = connect(&other);
     let n: i64 = o
@@ -606,4 +610,35 @@ impl Drop for LogOnPanic {
             eprintln!("---- server log ----\n{log}");
         }
     }
+}
+
+#[test]
+fn ctrl_c_while_watching_without_a_terminal_detaches_and_the_job_goes_on() {
+    let (home, _node, conn) = initialized();
+    let mut c = connect(&conn);
+    let id = selftest(&mut c, 30.0, 300);
+    wait_for(&conn, id, &["running"], Duration::from_secs(10));
+    let bin = assert_cmd::cargo::cargo_bin("steep");
+    let child = std::process::Command::new(bin)
+        .env("STEEP_HOME", home.path())
+        .env("NO_COLOR", "1")
+        .args(["ops", "watch", &id.to_string(), "-c", &conn])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "watch did not stop on Ctrl-C");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("stopped watching") && err.contains("keeps running"), "{err}");
+    assert_eq!(status(&mut c, id).0, "running", "Ctrl-C without a terminal must not cancel");
+    assert!(c.query_one("SELECT steep_repl.cancel_operation($1)", &[&id]).unwrap().get::<_, bool>(0));
 }

@@ -1,7 +1,8 @@
 //! The selftest job: real, measurable, cancellable work for diagnostics (`steep doctor
-//! --worker-selftest`) and for testing the worker machinery before other jobs exist. Each step
-//! runs a catalog query in a transaction of its own as the role that queued the job, then waits
-//! out the rest of its time slice; progress is reported after every step.
+//! --worker-selftest`) and for testing the worker machinery. It first opens the connection a
+//! snapshot job would (steep_repl.worker_conninfo, then SET ROLE to the owner), so pg_hba.conf
+//! problems show here; then each step runs a catalog query in a transaction of its own as the
+//! role that queued the job and waits out the rest of its time slice, reporting progress.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use steep::sql::quote_ident;
 
 use crate::worker::job::{JobCtx, JobError};
 use crate::worker::tx;
+use steep::engine::Connect;
 
 pub fn run(ctx: &mut JobCtx) -> Result<Value, JobError> {
     let seconds = ctx.job.params["seconds"]
@@ -22,6 +24,11 @@ pub fn run(ctx: &mut JobCtx) -> Result<Value, JobError> {
         .unwrap_or(10)
         .clamp(1, 1_000_000);
     let slice = Duration::from_secs_f64(seconds / steps as f64);
+    ctx.event.phase = Some("connecting".into());
+    let connection_role: String = crate::worker::snapshot::worker_connect(ctx)?
+        .connect()
+        .and_then(|mut c| Ok(c.query_one("SELECT current_user::text", &[])?.get(0)))
+        .map_err(|e| JobError::Failed(format!("{e:#}")))?;
     ctx.event.phase = Some("running".into());
     let role = ctx.job.created_by.clone();
     let mut seen_role = String::new();
@@ -51,6 +58,7 @@ pub fn run(ctx: &mut JobCtx) -> Result<Value, JobError> {
     Ok(json!({
         "steps": steps,
         "role": seen_role,
+        "connection_role": connection_role,
         "relations_seen": relations,
         "elapsed_ms": ctx.elapsed().as_millis() as i64,
     }))

@@ -22,7 +22,7 @@ use crate::worker::tx;
 
 /// Connections to this server for the engine: steep_repl.worker_conninfo (default: our socket,
 /// port and bootstrap superuser), then SET ROLE to the job's owner at once.
-struct WorkerConnect {
+pub(crate) struct WorkerConnect {
     params: ConnParams,
     role: String,
     job: i64,
@@ -191,7 +191,7 @@ fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
     .map_err(|e| JobError::Failed(e.to_string()))
 }
 
-fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
+pub(crate) fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
     Ok(WorkerConnect {
         params: tx(worker_params)?.map_err(JobError::Failed)?,
         role: ctx.job.created_by.clone(),
