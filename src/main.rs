@@ -83,6 +83,21 @@ enum Command {
     Version(version::VersionArgs),
     /// Show steep end to end on local sandboxes.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    shell: clap_complete::Shell,
+}
+
+impl CompletionsArgs {
+    fn execute(&self, _ctx: &Ctx) -> anyhow::Result<()> {
+        use clap::CommandFactory;
+        clap_complete::generate(self.shell, &mut Cli::command(), "steep", &mut std::io::stdout());
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,6 +125,7 @@ fn main() -> ExitCode {
         Command::Local(a) => a.execute(&ctx),
         Command::Version(a) => a.execute(&ctx),
         Command::Demo(a) => a.execute(&ctx),
+        Command::Completions(a) => a.execute(&ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,3 +83,14 @@ fn version_with_c_sees_available_but_not_created_extension() {
         .args(["version", "--json"])));
     assert_eq!(v["server"]["installed_version"], embedded);
 }
+
+#[test]
+fn completions_for_bash_name_the_commands() {
+    let home = temp_home();
+    let out = ok(steep(home.path()).args(["completions", "bash"]));
+    for word in ["snapshot", "schema", "doctor", "ops", "local"] {
+        assert!(out.contains(word), "{word} missing from the bash completions");
+    }
+    let err = fails(steep(home.path()).args(["completions", "tcsh"]), 2);
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}
