@@ -95,7 +95,12 @@ struct CompletionsArgs {
 impl CompletionsArgs {
     fn execute(&self, _ctx: &Ctx) -> anyhow::Result<()> {
         use clap::CommandFactory;
-        clap_complete::generate(self.shell, &mut Cli::command(), "steep", &mut std::io::stdout());
+        clap_complete::generate(
+            self.shell,
+            &mut Cli::command(),
+            "steep",
+            &mut std::io::stdout(),
+        );
         Ok(())
     }
 }

@@ -475,7 +475,10 @@ fn worker_selftest(ctx: &Ctx) -> Check {
             );
         }
         let result: Option<serde_json::Value> = client
-            .query_one("SELECT result FROM steep_repl.work_queue WHERE id = $1", &[&id])?
+            .query_one(
+                "SELECT result FROM steep_repl.work_queue WHERE id = $1",
+                &[&id],
+            )?
             .get(0);
         let role = result
             .as_ref()

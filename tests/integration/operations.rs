@@ -635,10 +635,23 @@ fn ctrl_c_while_watching_without_a_terminal_detaches_and_the_job_goes_on() {
     .unwrap();
     let t0 = Instant::now();
     let out = child.wait_with_output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(3), "watch did not stop on Ctrl-C");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "watch did not stop on Ctrl-C"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("stopped watching") && err.contains("keeps running"), "{err}");
-    assert_eq!(status(&mut c, id).0, "running", "Ctrl-C without a terminal must not cancel");
-    assert!(c.query_one("SELECT steep_repl.cancel_operation($1)", &[&id]).unwrap().get::<_, bool>(0));
+    assert!(
+        err.contains("stopped watching") && err.contains("keeps running"),
+        "{err}"
+    );
+    assert_eq!(
+        status(&mut c, id).0,
+        "running",
+        "Ctrl-C without a terminal must not cancel"
+    );
+    assert!(c
+        .query_one("SELECT steep_repl.cancel_operation($1)", &[&id])
+        .unwrap()
+        .get::<_, bool>(0));
 }

@@ -89,7 +89,10 @@ fn completions_for_bash_name_the_commands() {
     let home = temp_home();
     let out = ok(steep(home.path()).args(["completions", "bash"]));
     for word in ["snapshot", "schema", "doctor", "ops", "local"] {
-        assert!(out.contains(word), "{word} missing from the bash completions");
+        assert!(
+            out.contains(word),
+            "{word} missing from the bash completions"
+        );
     }
     let err = fails(steep(home.path()).args(["completions", "tcsh"]), 2);
     assert!(err.contains("invalid value 'tcsh'"), "{err}");
