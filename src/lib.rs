@@ -5,6 +5,7 @@
 //! the `cli` feature may pull in terminal or process-management dependencies.
 
 pub mod conn;
+pub mod db_error;
 pub mod engine;
 pub mod progress_event;
 pub mod sql;

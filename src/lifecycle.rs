@@ -384,7 +384,7 @@ pub fn server_dirs(client: &mut postgres::Client) -> Result<(PathBuf, PathBuf)> 
         .map_err(|e| {
             anyhow!(
                 "cannot read the server's pg_config view ({}): installing files needs a superuser",
-                e.as_db_error().map(|d| d.message()).unwrap_or("error")
+                crate::db_error::describe(&e)
             )
         })?;
     let get = |name: &str| {

@@ -460,7 +460,7 @@ fn worker_selftest(ctx: &Ctx) -> Check {
         let mut client = ctx.connect()?;
         let id: i64 = client
             .query_one("SELECT id FROM steep_repl.start_selftest(0.5, 5)", &[])
-            .map_err(crate::commands::db_error)?
+            .map_err(steep::db_error::db_error)?
             .get(0);
         let quiet = steep::output::Output {
             quiet: true,

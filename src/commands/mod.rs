@@ -50,14 +50,3 @@ pub fn require_extension(client: &mut postgres::Client) -> Result<()> {
     }
     Ok(())
 }
-
-/// A database error as its message (and hint), without the driver's "db error:" prefix.
-pub fn db_error(e: postgres::Error) -> anyhow::Error {
-    match e.as_db_error() {
-        Some(db) => match db.hint() {
-            Some(h) => anyhow::anyhow!("{} ({h})", db.message()),
-            None => anyhow::anyhow!("{}", db.message()),
-        },
-        None => anyhow::Error::new(e),
-    }
-}

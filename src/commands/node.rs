@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::commands::{db_error, require_extension};
+use crate::commands::require_extension;
 use crate::context::Ctx;
+use steep::db_error::db_error;
 use steep::output::table;
 
 #[derive(Args)]

@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::commands::{db_error, require_extension};
+use crate::commands::require_extension;
 use crate::context::Ctx;
+use steep::db_error::db_error;
 use steep::output::table;
 use steep::progress::{describe, percentile, Ending, Followed, Follower};
 use steep::progress_event::{ProgressEvent, CHANNEL};

@@ -8,9 +8,10 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::commands::{db_error, require_extension, Blocking};
+use crate::commands::{require_extension, Blocking};
 use crate::context::Ctx;
 use steep::conn::ConnParams;
+use steep::db_error::db_error;
 use steep::output::table;
 use steep::sql::parse_qualified_name;
 

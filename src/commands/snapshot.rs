@@ -12,9 +12,10 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::commands::{db_error, require_extension, Blocking};
+use crate::commands::{require_extension, Blocking};
 use crate::context::Ctx;
 use steep::conn::ConnParams;
+use steep::db_error::db_error;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
 use steep::engine::generate::{self, GenerateOptions, PgDump};
@@ -214,7 +215,7 @@ impl Recorder {
             Err(e) => {
                 ctx.out.warn(format!(
                     "not recording the snapshot in steep_repl.snapshots: {}",
-                    e.as_db_error().map(|d| d.message()).unwrap_or("error")
+                    steep::db_error::describe(&e)
                 ));
                 None
             }

@@ -13,6 +13,7 @@ use std::sync::{Condvar, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
+use crate::db_error::db_error;
 use crate::engine::catalog::{self, prepare_session, ForeignKey, TableInfo};
 use crate::engine::files;
 use crate::engine::fkorder::load_units;
@@ -230,10 +231,7 @@ fn read_ddl(dir: &Path, name: &str, sha256: &str) -> Result<String> {
 fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Result<()> {
     let sql = read_ddl(dir, name, sha256)?;
     let mut tx = c.transaction()?;
-    tx.batch_execute(&sql).map_err(|e| match e.as_db_error() {
-        Some(d) => anyhow!("{}", d.message()),
-        None => anyhow!(e),
-    })?;
+    tx.batch_execute(&sql).map_err(db_error)?;
     tx.commit()?;
     Ok(())
 }
@@ -577,14 +575,7 @@ impl Plan<'_> {
                 );
             }
         }
-        let loaded = writer.finish().map_err(|e| match e.as_db_error() {
-            Some(d) => anyhow!(
-                "{}{}",
-                d.message(),
-                d.detail().map(|x| format!(" ({x})")).unwrap_or_default()
-            ),
-            None => anyhow!(e),
-        })?;
+        let loaded = writer.finish().map_err(db_error)?;
         let expected: u64 = files.iter().map(|f| f.rows).sum();
         if loaded != expected {
             bail!("loaded {loaded} rows, the snapshot has {expected}");

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
 
+use crate::db_error::describe;
 use crate::engine::Connect;
 
 /// A pg_dump DDL file as the target should run it: without psql meta-commands (`\\restrict`,
@@ -199,10 +200,7 @@ pub fn run_post_data(dst: &dyn Connect, script: &str, parallel: usize, resume: b
                                     continue;
                                 }
                                 let first = stmt.lines().next().unwrap_or("");
-                                return Err(match e.as_db_error() {
-                                    Some(d) => anyhow!("{} (in: {first} ...)", d.message()),
-                                    None => anyhow!(e),
-                                });
+                                return Err(anyhow!("{} (in: {first} ...)", describe(&e)));
                             }
                         }
                     };

@@ -19,6 +19,7 @@ use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 
 use crate::conn::ConnParams;
+use crate::db_error::db_error;
 
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
@@ -51,13 +52,7 @@ fn error_text(body: &ErrorResponseBody) -> String {
             _ => {}
         }
     }
-    if let Some(d) = detail {
-        msg.push_str(&format!(" ({d})"));
-    }
-    if let Some(h) = hint {
-        msg.push_str(&format!(" [{h}]"));
-    }
-    msg
+    crate::db_error::one_line(&msg, detail.as_deref(), hint.as_deref())
 }
 
 impl Wire {
@@ -266,10 +261,7 @@ impl Session {
     pub fn simple(&mut self, sql: &str) -> Result<()> {
         match self {
             Session::Wire(w) => w.simple(sql),
-            Session::Pg(c) => c.batch_execute(sql).map_err(|e| match e.as_db_error() {
-                Some(d) => anyhow!("{}", d.message()),
-                None => anyhow!(e),
-            }),
+            Session::Pg(c) => c.batch_execute(sql).map_err(db_error),
         }
     }
 
@@ -278,10 +270,7 @@ impl Session {
             Session::Wire(w) => w.copy_out(sql, sink),
             Session::Pg(c) => {
                 use std::io::BufRead;
-                let mut r = c.copy_out(sql).map_err(|e| match e.as_db_error() {
-                    Some(d) => anyhow!("{}", d.message()),
-                    None => anyhow!(e),
-                })?;
+                let mut r = c.copy_out(sql).map_err(db_error)?;
                 loop {
                     let buf = r.fill_buf()?;
                     if buf.is_empty() {

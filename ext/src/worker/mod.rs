@@ -46,14 +46,11 @@ pub fn error_message(e: &CaughtError) -> String {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
         CaughtError::RustPanic { ereport, .. } => ereport,
     };
-    let mut msg = report.message().to_string();
-    if let Some(d) = report.detail().filter(|d| !d.is_empty()) {
-        msg.push_str(&format!(" ({d})"));
-    }
-    if let Some(h) = report.hint().filter(|h| !h.is_empty()) {
-        msg.push_str(&format!(" [{h}]"));
-    }
-    msg
+    steep::db_error::one_line(
+        report.message(),
+        report.detail().filter(|d| !d.is_empty()),
+        report.hint().filter(|h| !h.is_empty()),
+    )
 }
 
 /// Register a dynamic worker whose main function takes a database OID.

@@ -30,18 +30,18 @@ pub(crate) struct WorkerConnect {
 
 impl Connect for WorkerConnect {
     fn connect(&self) -> anyhow::Result<postgres::Client> {
-        let mut c =
-            self.params
-                .to_config()?
-                .connect(postgres::NoTls)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                "the worker could not connect to its own server ({}): allow it in pg_hba.conf \
-                 (e.g. `local all all peer` for the server's OS user) or set \
-                 steep_repl.worker_conninfo",
-                e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
-            )
-                })?;
+        let mut c = self
+            .params
+            .to_config()?
+            .connect(postgres::NoTls)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the worker could not connect to its own server ({}): allow it in \
+                     pg_hba.conf (e.g. `local all all peer` for the server's OS user) or set \
+                     steep_repl.worker_conninfo",
+                    steep::db_error::describe(&e)
+                )
+            })?;
         c.batch_execute(&self.session_sql())?;
         Ok(c)
     }
