@@ -17,7 +17,7 @@ use crate::db_error::db_error;
 use crate::engine::catalog::{self, prepare_session, ForeignKey, TableInfo};
 use crate::engine::files;
 use crate::engine::fkorder::load_units;
-use crate::engine::manifest::{Manifest, Table};
+use crate::engine::manifest::{copy_list, Manifest, Table};
 use crate::engine::progress::Progress;
 use crate::engine::Connect;
 use crate::sql::{qualified, quote_ident};
@@ -506,7 +506,7 @@ impl Plan<'_> {
             let table = &self.m.tables[t];
             progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
             total += self
-                .copy_in(&mut tx, table, &table.files, frozen, progress)
+                .copy_in(&mut tx, table, frozen, progress)
                 .with_context(|| format!("loading {}", table.qualified()))?;
         }
         for f in &internal {
@@ -530,20 +530,18 @@ impl Plan<'_> {
         &self,
         tx: &mut postgres::Transaction,
         t: &Table,
-        files: &[crate::engine::manifest::DataFile],
         frozen: bool,
         progress: &Progress,
     ) -> Result<u64> {
-        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
-            "COPY {} ({}) FROM STDIN{}",
+            "COPY {}{} FROM STDIN{}",
             t.qualified(),
-            cols.join(", "),
+            copy_list(&t.columns),
             if frozen { " WITH (FREEZE)" } else { "" }
         );
         let mut writer = tx.copy_in(&sql)?;
         let mut buf = vec![0u8; 1 << 20];
-        for f in files {
+        for f in &t.files {
             let path = self.dir.join(&f.name);
             let file = File::open(&path).with_context(|| format!("opening {}", f.name))?;
             let mut dec = self
@@ -576,7 +574,7 @@ impl Plan<'_> {
             }
         }
         let loaded = writer.finish().map_err(db_error)?;
-        let expected: u64 = files.iter().map(|f| f.rows).sum();
+        let expected = t.rows;
         if loaded != expected {
             bail!("loaded {loaded} rows, the snapshot has {expected}");
         }

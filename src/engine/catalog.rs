@@ -35,16 +35,6 @@ impl TableInfo {
     pub fn qualified(&self) -> String {
         qualified(&self.schema, &self.name)
     }
-
-    /// `("a", "b")` for COPY.
-    pub fn column_list(&self) -> String {
-        let cols: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| crate::sql::quote_ident(&c.name))
-            .collect();
-        format!("({})", cols.join(", "))
-    }
 }
 
 /// The pg_class `c` / pg_namespace `n` rows that are the user's: not in a system schema, not

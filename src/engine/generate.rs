@@ -20,7 +20,7 @@ use crate::engine::manifest::{self, DataFile, Manifest, SchemaFiles, Sequence, S
 use crate::engine::progress::Progress;
 use crate::engine::wire::Session;
 use crate::engine::Connect;
-use crate::sql::{quote_ident, quote_literal};
+use crate::sql::quote_literal;
 
 /// How to run pg_dump for the schema DDL.
 #[derive(Debug, Clone)]
@@ -351,16 +351,15 @@ fn copy_out(
     progress: &Progress,
     abort: &AtomicBool,
 ) -> Result<DataFile> {
-    let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let sql = match item.range {
-        None => format!("COPY {} {} TO STDOUT", t.qualified(), t.column_list()),
+        None => format!(
+            "COPY {}{} TO STDOUT",
+            t.qualified(),
+            manifest::copy_list(&t.columns)
+        ),
         Some((start, end)) => format!(
             "COPY (SELECT {} FROM ONLY {} WHERE ctid >= '({start},0)'::tid{}) TO STDOUT",
-            if cols.is_empty() {
-                "".into()
-            } else {
-                cols.join(", ")
-            },
+            manifest::select_list(&t.columns),
             t.qualified(),
             end.map(|e| format!(" AND ctid < '({e},0)'::tid"))
                 .unwrap_or_default()

@@ -54,6 +54,25 @@ pub struct Column {
     pub not_null: bool,
 }
 
+/// The columns as a SELECT list: `"a", "b"` (empty is valid there).
+pub fn select_list(columns: &[Column]) -> String {
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| crate::sql::quote_ident(&c.name))
+        .collect();
+    names.join(", ")
+}
+
+/// The columns after a COPY table name: ` ("a", "b")`, or nothing when there are none (a table
+/// without columns, or with generated ones only, is copied as empty rows).
+pub fn copy_list(columns: &[Column]) -> String {
+    if columns.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", select_list(columns))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Table {
@@ -139,9 +158,6 @@ impl Manifest {
         }
         let mut names = std::collections::HashSet::new();
         for t in &self.tables {
-            if t.columns.is_empty() && t.rows > 0 {
-                bail!("table {} has rows but no columns", t.qualified());
-            }
             let rows: u64 = t.files.iter().map(|f| f.rows).sum();
             let raw: u64 = t.files.iter().map(|f| f.raw_bytes).sum();
             let stored: u64 = t.files.iter().map(|f| f.stored_bytes).sum();
