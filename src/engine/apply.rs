@@ -276,12 +276,7 @@ fn shape_diffs(m: &Manifest, target: &HashMap<(String, String), &TableInfo>) -> 
                 ));
             }
         }
-        let order_ok = t
-            .columns
-            .iter()
-            .map(|c| &c.name)
-            .eq(tt.columns.iter().map(|c| &c.name));
-        if order_ok && t.primary_key != tt.primary_key {
+        if t.primary_key != tt.primary_key {
             out.push(format!(
                 "{name}: primary key ({}) in the snapshot, ({}) on the target",
                 t.primary_key.join(", "),

@@ -568,7 +568,8 @@ fn a_wrong_schema_target_is_refused_with_the_diff() {
     sql(
         &conn,
         "CREATE TABLE t (id int PRIMARY KEY, name varchar(20) NOT NULL, note text);
-                INSERT INTO t SELECT g, 'n' || g, 'x' FROM generate_series(1, 100) g;",
+                INSERT INTO t SELECT g, 'n' || g, 'x' FROM generate_series(1, 100) g;
+         CREATE TABLE u (id int NOT NULL, code text PRIMARY KEY);",
     );
     let out = snapshot_dir_of(home.path()).join("shape");
     ok(steep(home.path()).args([
@@ -588,7 +589,9 @@ fn a_wrong_schema_target_is_refused_with_the_diff() {
     let dconn = dst.connection_string("postgres");
     sql(
         &dconn,
-        "CREATE TABLE t (id int PRIMARY KEY, name varchar(10), extra int);",
+        "CREATE TABLE t (id int PRIMARY KEY, name varchar(10), extra int);
+         -- The same columns in another order (COPY names them, so that is fine), another key.
+         CREATE TABLE u (code text NOT NULL, id int PRIMARY KEY);",
     );
     let err = fails(
         steep(home.path()).args([
@@ -616,6 +619,10 @@ fn a_wrong_schema_target_is_refused_with_the_diff() {
     assert!(err.contains("\"note\": column missing"), "{err}");
     assert!(
         err.contains("\"extra\": column only on the target"),
+        "{err}"
+    );
+    assert!(
+        err.contains("primary key (code) in the snapshot, (id) on the target"),
         "{err}"
     );
     let n: i64 = connect(&dconn)
