@@ -14,7 +14,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use serde::Serialize;
 
 use crate::output::Output;
-use crate::progress_event::{ProgressEvent, CHANNEL};
+use crate::progress_event::{now_ms, ProgressEvent, CHANNEL};
 
 /// Poll this often until notifications for the operation arrive.
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -338,11 +338,16 @@ pub fn poll(client: &mut postgres::Client, id: i64) -> Result<Option<ProgressEve
     }))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// After a cancel request: poll until the operation ends (a running job stops within a second) or
+/// 10 s pass. Its last status, "unknown" when it is not visible.
+pub fn wait_for_end(client: &mut postgres::Client, id: i64) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = poll(client, id)?;
+    while last.as_ref().is_some_and(|e| !e.is_terminal()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        last = poll(client, id)?;
+    }
+    Ok(last.map(|e| e.status).unwrap_or_else(|| "unknown".into()))
 }
 
 /// p-th percentile (0..=100) of `v`, nearest rank.

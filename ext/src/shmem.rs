@@ -1,8 +1,6 @@
 //! Shared memory: one fixed-size progress slot per running job, the per-database worker registry
 //! and the launcher's pid, behind one PostgreSQL LWLock. Only present when preloaded.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
@@ -164,12 +162,7 @@ pub fn init() {
     pg_shmem_init!(STATE = Shared::default());
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use steep::progress_event::now_ms;
 
 /// Whether a process exists (EPERM means it exists but is not ours to signal).
 pub fn pid_alive(pid: i32) -> bool {

@@ -1,6 +1,6 @@
 //! `steep ops list|cancel|watch|selftest`: the background operations of a database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -11,7 +11,7 @@ use crate::commands::require_extension;
 use crate::context::Ctx;
 use steep::db_error::db_error;
 use steep::output::table;
-use steep::progress::{describe, percentile, Ending, Followed, Follower};
+use steep::progress::{describe, percentile, wait_for_end, Ending, Followed, Follower};
 use steep::progress_event::{ProgressEvent, CHANNEL};
 
 #[derive(Args)]
@@ -133,14 +133,7 @@ impl CancelArgs {
                 self.id
             );
         }
-        // A running job stops within a second; wait a little for its final state.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut last = steep::progress::poll(client, self.id)?;
-        while last.as_ref().is_some_and(|e| !e.is_terminal()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            last = steep::progress::poll(client, self.id)?;
-        }
-        let status = last.map(|e| e.status).unwrap_or_else(|| "unknown".into());
+        let status = wait_for_end(client, self.id)?;
         ctx.out
             .status("Cancelled", format!("operation {} (now {status})", self.id));
         ctx.out

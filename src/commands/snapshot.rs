@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::commands::{require_extension, Blocking};
@@ -23,8 +23,8 @@ use steep::engine::manifest::Manifest;
 use steep::engine::progress::Progress;
 use steep::engine::{files, new_snapshot_id, Connect};
 use steep::output::table;
-use steep::progress::{human_bytes, Ending, Follower, Renderer};
-use steep::progress_event::ProgressEvent;
+use steep::progress::{human_bytes, wait_for_end, Ending, Follower, Renderer};
+use steep::progress_event::{snapshot_progress_update, ProgressEvent};
 
 #[derive(Args)]
 pub struct SnapshotArgs {
@@ -137,7 +137,9 @@ fn run_local<T: Send>(
     let started = Instant::now();
     let result = std::thread::scope(|s| {
         let handle = s.spawn(work);
-        let mut last_record = Instant::now();
+        // The row gets the first progress at once, then once a second; a failure is said once.
+        let mut last_record: Option<Instant> = None;
+        let mut record_failed = false;
         while !handle.is_finished() {
             if steep::progress::interrupted() {
                 ctx.out
@@ -154,9 +156,17 @@ fn run_local<T: Send>(
             progress.fill(&mut e);
             r.render(&e);
             if let Some(rec) = record.as_mut() {
-                if last_record.elapsed() >= Duration::from_secs(1) {
-                    rec.progress(&e);
-                    last_record = Instant::now();
+                if last_record.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    if let Err(err) = rec.progress(&e) {
+                        if !record_failed {
+                            ctx.out.warn(format!(
+                                "not recording progress in steep_repl.snapshots: {}",
+                                steep::db_error::describe(&err)
+                            ));
+                        }
+                        record_failed = true;
+                    }
+                    last_record = Some(Instant::now());
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -222,24 +232,11 @@ impl Recorder {
         }
     }
 
-    fn progress(&mut self, e: &ProgressEvent) {
-        let _ = self.client.execute(
-            "UPDATE steep_repl.snapshots SET phase = $2, overall_percent = $3, tables_completed = $4,
-                    table_count = $5, current_table = $6, bytes_processed = $7, rows_processed = $8,
-                    eta_seconds = $9
-             WHERE snapshot_id = $1",
-            &[
-                &self.id,
-                &e.phase,
-                &e.percent,
-                &(e.tables_completed as i32),
-                &(e.tables_total as i32),
-                &e.table,
-                &e.bytes,
-                &e.rows,
-                &e.eta_seconds.map(|v| v as i32),
-            ],
-        );
+    fn progress(&mut self, e: &ProgressEvent) -> Result<u64, postgres::Error> {
+        self.client.execute(
+            &snapshot_progress_update("$1", "$2::text::jsonb", ""),
+            &[&self.id, &e.to_payload()],
+        )
     }
 
     fn finish(mut self, status: &str, error: Option<&str>, m: Option<&Manifest>) {
@@ -287,26 +284,10 @@ fn find_pg_dump(server_version_num: i32, params: &ConnParams) -> Option<PgDump> 
     if let Ok(i) = steep::sandbox::PgInstall::locate(None) {
         candidates.push(i.bin("pg_dump"));
     }
-    let need = server_version_num / 10000;
-    let program = candidates.into_iter().find(|p| {
-        p.is_file()
-            && std::process::Command::new(p)
-                .arg("--version")
-                .output()
-                .ok()
-                .and_then(|o| {
-                    let v = String::from_utf8_lossy(&o.stdout).to_string();
-                    let num = v
-                        .split_whitespace()
-                        .last()?
-                        .split('.')
-                        .next()?
-                        .parse::<i32>()
-                        .ok()?;
-                    Some(num >= need)
-                })
-                .unwrap_or(false)
-    })?;
+    let need = (server_version_num / 10000) as u32;
+    let program = candidates
+        .into_iter()
+        .find(|p| p.is_file() && PgDump::version_of(p).is_some_and(|(_, major)| major >= need))?;
     let mut no_pw = params.clone();
     let password = no_pw.get("password").map(str::to_string);
     no_pw.remove("password");
@@ -441,21 +422,11 @@ impl GenerateArgs {
 }
 
 fn report_generated(ctx: &Ctx, m: &Manifest, path: &str, took: Duration) -> Result<()> {
-    let stored: u64 = m.tables.iter().map(|t| t.stored_bytes).sum();
-    let raw = m.raw_bytes();
-    ctx.out.json(&json!({
-        "snapshot_id": m.snapshot_id,
-        "path": path,
-        "mode": m.mode,
-        "tables": m.tables.len(),
-        "rows": m.rows(),
-        "raw_bytes": raw,
-        "stored_bytes": stored,
-        "sequences": m.sequences.len(),
-        "schema": m.schema.is_some(),
-        "lsn": m.lsn,
-        "seconds": took.as_secs_f64(),
-    }))?;
+    let (raw, stored) = (m.raw_bytes(), m.stored_bytes());
+    let mut summary = m.summary();
+    summary["path"] = json!(path);
+    summary["seconds"] = json!(took.as_secs_f64());
+    ctx.out.json(&summary)?;
     ctx.out.status(
         "Generated",
         format!(
@@ -481,10 +452,9 @@ pub struct ApplyArgs {
     /// Connections loading in parallel.
     #[arg(long, short = 'j', default_value_t = 4)]
     parallel: i32,
-    /// verify: the target's tables must match; create: create them from the snapshot's DDL;
-    /// skip: load without checking.
-    #[arg(long, value_enum, default_value_t = SchemaArg::Verify)]
-    schema: SchemaArg,
+    /// What to do about the target's tables.
+    #[arg(long, value_enum, default_value_t = SchemaMode::Verify)]
+    schema: SchemaMode,
     /// Skip the checksum pass before loading (row counts are still checked).
     #[arg(long)]
     no_verify: bool,
@@ -496,31 +466,6 @@ pub struct ApplyArgs {
     detach: bool,
     #[command(flatten)]
     mode: ModeArgs,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SchemaArg {
-    Verify,
-    Create,
-    Skip,
-}
-
-impl SchemaArg {
-    fn mode(self) -> SchemaMode {
-        match self {
-            SchemaArg::Verify => SchemaMode::Verify,
-            SchemaArg::Create => SchemaMode::Create,
-            SchemaArg::Skip => SchemaMode::Skip,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            SchemaArg::Verify => "verify",
-            SchemaArg::Create => "create",
-            SchemaArg::Skip => "skip",
-        }
-    }
 }
 
 impl ApplyArgs {
@@ -567,7 +512,7 @@ impl ApplyArgs {
                     input: input.clone(),
                     parallel: self.parallel as usize,
                     verify_checksums: !self.no_verify,
-                    schema: self.schema.mode(),
+                    schema: self.schema,
                     resume: self.resume,
                 };
                 ctx.out.status(
@@ -615,19 +560,21 @@ impl ApplyArgs {
     }
 }
 
+/// The work_queue operation that runs a direct-mode snapshot.
+fn snapshot_operation(c: &mut postgres::Client, snapshot_id: &str) -> Result<i64> {
+    Ok(c.query_opt(
+        "SELECT id FROM steep_repl.work_queue WHERE snapshot_id = $1 ORDER BY id DESC LIMIT 1",
+        &[&snapshot_id],
+    )?
+    .ok_or_else(|| {
+        anyhow!("no operation for snapshot {snapshot_id} (or not yours): see `steep snapshot list`")
+    })?
+    .get(0))
+}
+
 /// Follow a direct-mode snapshot (by its work_queue operation) and report how it ended.
 fn follow_snapshot(ctx: &Ctx, c: &mut postgres::Client, snapshot_id: &str) -> Result<()> {
-    let op: i64 = c
-        .query_opt(
-            "SELECT id FROM steep_repl.work_queue WHERE snapshot_id = $1 ORDER BY id DESC LIMIT 1",
-            &[&snapshot_id],
-        )?
-        .ok_or_else(|| {
-            anyhow!(
-                "no operation for snapshot {snapshot_id} (or not yours): see `steep snapshot list`"
-            )
-        })?
-        .get(0);
+    let op = snapshot_operation(c, snapshot_id)?;
     let f = Follower::new(&ctx.out, format!("snapshot {snapshot_id}")).follow(c, op)?;
     if f.ending == Ending::Detached {
         return Ok(());
@@ -778,20 +725,8 @@ impl CancelArgs {
                 self.snapshot_id
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut status = String::new();
-        while Instant::now() < deadline {
-            status = c
-                .query_one(
-                    "SELECT status FROM steep_repl.snapshots WHERE snapshot_id = $1",
-                    &[&self.snapshot_id],
-                )?
-                .get(0);
-            if steep::progress_event::TERMINAL.contains(&status.as_str()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let op = snapshot_operation(&mut c, &self.snapshot_id)?;
+        let status = wait_for_end(&mut c, op)?;
         ctx.out.status(
             "Cancelled",
             format!("snapshot {} (now {status})", self.snapshot_id),

@@ -23,6 +23,7 @@ use crate::engine::Connect;
 use crate::sql::{qualified, quote_ident};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaMode {
     /// The target's tables must have the snapshot's columns, types, nullability and keys.
@@ -33,15 +34,26 @@ pub enum SchemaMode {
     Skip,
 }
 
+impl SchemaMode {
+    const ALL: [SchemaMode; 3] = [Self::Verify, Self::Create, Self::Skip];
+
+    /// The name start_apply() and the job parameters use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Create => "create",
+            Self::Skip => "skip",
+        }
+    }
+}
+
 impl std::str::FromStr for SchemaMode {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "verify" => Ok(Self::Verify),
-            "create" => Ok(Self::Create),
-            "skip" => Ok(Self::Skip),
-            other => bail!("invalid schema mode {other:?}: use verify, create or skip"),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| anyhow!("invalid schema mode {s:?}: use verify, create or skip"))
     }
 }
 
@@ -585,6 +597,9 @@ mod tests {
     #[test]
     fn schema_modes_parse() {
         assert_eq!("create".parse::<SchemaMode>().unwrap(), SchemaMode::Create);
+        for m in SchemaMode::ALL {
+            assert_eq!(m.name().parse::<SchemaMode>().unwrap(), m);
+        }
         assert!("drop".parse::<SchemaMode>().is_err());
     }
 }

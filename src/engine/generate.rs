@@ -33,6 +33,22 @@ pub struct PgDump {
     pub role: Option<String>,
 }
 
+impl PgDump {
+    /// `pg_dump --version`'s line and its major version; None when it does not run.
+    pub fn version_of(program: &Path) -> Option<(String, u32)> {
+        let out = Command::new(program).arg("--version").output().ok()?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let major = line
+            .split_whitespace()
+            .last()?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((line, major))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     pub output: PathBuf,
@@ -404,17 +420,7 @@ fn copy_out(
 
 fn dump_schema(d: &PgDump, exported: &str, dir: &Path) -> Result<SchemaFiles> {
     fs::create_dir_all(dir.join("schema"))?;
-    let version = Command::new(&d.program)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let major: u32 = version
-        .split_whitespace()
-        .last()
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let (version, major) = PgDump::version_of(&d.program).unwrap_or_default();
     let mut files = Vec::new();
     for section in ["pre-data", "post-data"] {
         let name = format!("schema/{section}.sql");

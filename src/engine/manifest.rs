@@ -23,8 +23,10 @@ pub struct Manifest {
     pub created_at: String,
     pub source: Source,
     /// WAL position when the snapshot was taken (pg_current_wal_lsn in the exporting
-    /// transaction), or the slot's consistent point when taken at a slot.
+    /// transaction).
     pub lsn: String,
+    /// The logical replication slot whose consistent point the snapshot is at (SPEC's `--slot`;
+    /// not built yet, so always null).
     pub slot: Option<String>,
     pub compression: Compression,
     pub parallel: usize,
@@ -201,6 +203,25 @@ impl Manifest {
 
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.stored_bytes).sum()
+    }
+
+    /// What a finished generate reports (the job's result, the CLI's --json).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "snapshot_id": self.snapshot_id,
+            "mode": self.mode,
+            "tables": self.tables.len(),
+            "rows": self.rows(),
+            "raw_bytes": self.raw_bytes(),
+            "stored_bytes": self.stored_bytes(),
+            "sequences": self.sequences.len(),
+            "schema": self.schema.is_some(),
+            "lsn": self.lsn,
+        })
     }
 }
 

@@ -752,25 +752,55 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     assert_eq!(direct["status"], "complete", "{direct}");
     let ddir = src.snapshot_dir().join("same-direct");
     let cdir = snapshot_dir_of(home.path()).join("same-client");
-    ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        cdir.to_str().unwrap(),
-        "--compression",
-        "lz4",
-        "-j",
-        "2",
-        "-c",
-        &conn,
-    ]));
+    let client_run = steep(home.path())
+        .args([
+            "snapshot",
+            "generate",
+            "--client",
+            "-o",
+            cdir.to_str().unwrap(),
+            "--compression",
+            "lz4",
+            "-j",
+            "2",
+            "-c",
+            &conn,
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&client_run);
+    assert!(client_run.status.success(), "{err}");
+    // A client-mode run keeps its snapshots row, progress included, where the extension is.
+    assert!(!err.contains("not recording"), "{err}");
     let (md, mc) = (
         Manifest::read(&ddir).unwrap(),
         Manifest::read(&cdir).unwrap(),
     );
     assert_eq!(md.mode, "direct");
     assert_eq!(mc.mode, "client");
+    let row = connect(&conn)
+        .query_one(
+            "SELECT kind, mode, status, rows_processed, overall_percent
+             FROM steep_repl.snapshots WHERE snapshot_id = $1",
+            &[&mc.snapshot_id],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, f64>(4)
+        ),
+        (
+            "generate".into(),
+            "client".into(),
+            "complete".into(),
+            mc.rows() as i64,
+            100.0
+        )
+    );
     // Equal apart from ids, times and mode (and the WAL position they were taken at).
     let strip = |m: &Manifest| {
         let mut m = m.clone();

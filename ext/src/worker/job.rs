@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
-use steep::progress_event::{ProgressEvent, CHANNEL};
+use steep::progress_event::{snapshot_progress_update, ProgressEvent, CHANNEL};
 use steep::sql::quote_literal;
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
@@ -379,20 +379,12 @@ fn progress_sql(
     }
     let mut sql = format!("UPDATE steep_repl.work_queue SET {set} WHERE id = {id}; ");
     if let Some(sid) = snapshot_id {
-        sql.push_str(&format!(
-            "UPDATE steep_repl.snapshots s
-             SET phase = x.p ->> 'phase',
-                 overall_percent = least(100, greatest(0, coalesce((x.p ->> 'percent')::float8, 0))),
-                 tables_completed = coalesce((x.p ->> 'tables_completed')::int, 0),
-                 table_count = coalesce(nullif((x.p ->> 'tables_total')::int, 0), s.table_count),
-                 current_table = x.p ->> 'table',
-                 bytes_processed = coalesce((x.p ->> 'bytes')::bigint, 0),
-                 rows_processed = coalesce((x.p ->> 'rows')::bigint, 0),
-                 eta_seconds = (x.p ->> 'eta_seconds')::int{snap_end}
-             FROM (SELECT {p}::jsonb AS p) x
-             WHERE s.snapshot_id = {}; ",
-            quote_literal(sid)
+        sql.push_str(&snapshot_progress_update(
+            &quote_literal(sid),
+            &format!("{p}::jsonb"),
+            &snap_end,
         ));
+        sql.push_str("; ");
     }
     sql.push_str(&notify);
     sql

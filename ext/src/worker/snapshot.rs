@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgrx::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use steep::conn::ConnParams;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
@@ -237,16 +237,6 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
     let m = drive(ctx, &progress, move || {
         generate::generate(&connect, &opts, &pr)
     })?;
-    let stored: u64 = m.tables.iter().map(|t| t.stored_bytes).sum();
-    let summary = json!({
-        "tables": m.tables.len(),
-        "rows": m.rows(),
-        "raw_bytes": m.raw_bytes(),
-        "stored_bytes": stored,
-        "sequences": m.sequences.len(),
-        "schema": m.schema.is_some(),
-        "lsn": m.lsn,
-    });
     record(
         ctx,
         m.tables.len() as i32,
@@ -254,7 +244,7 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         m.raw_bytes() as i64,
         Some(m.lsn.clone()),
     )?;
-    Ok(summary)
+    Ok(m.summary())
 }
 
 pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
