@@ -113,6 +113,12 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'manifest_snapshot_id_wrapper';
 
+-- steep_repl::snapshots::_new_snapshot_id
+CREATE  FUNCTION "_new_snapshot_id"() RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'new_snapshot_id_wrapper';
+
 -- steep_repl::operations::_require_workers
 CREATE  FUNCTION "_require_workers"() RETURNS void
 STRICT VOLATILE 
@@ -248,17 +254,10 @@ COMMENT ON VIEW steep_repl.progress
 --   snapshot_path
 --   compression
 --   manifest_snapshot_id
+--   new_snapshot_id
 
 -- The snapshot API (0.2.0): queue generate and apply jobs for the background workers, follow and
 -- cancel them. Paths are confined by _snapshot_path (steep_repl.snapshot_dir).
-
-CREATE FUNCTION steep_repl._new_snapshot_id() RETURNS text
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT 'snap-' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD-HH24MISS') || '-'
-           || substr(md5(random()::text || clock_timestamp()::text), 1, 6);
-$fn$;
 
 CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
                                           parallel integer DEFAULT 4,

@@ -1,14 +1,6 @@
 -- The snapshot API (0.2.0): queue generate and apply jobs for the background workers, follow and
 -- cancel them. Paths are confined by _snapshot_path (steep_repl.snapshot_dir).
 
-CREATE FUNCTION steep_repl._new_snapshot_id() RETURNS text
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT 'snap-' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD-HH24MISS') || '-'
-           || substr(md5(random()::text || clock_timestamp()::text), 1, 6);
-$fn$;
-
 CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
                                           parallel integer DEFAULT 4,
                                           with_schema boolean DEFAULT true)

@@ -1,5 +1,5 @@
-//! The snapshot API's library helpers: path confinement, compression specs and manifest checks,
-//! each the shared engine's implementation. The SQL functions are in ../sql/snapshots.sql.
+//! The snapshot API's library helpers: path confinement, compression specs, manifest checks and
+//! snapshot ids, each the shared engine's implementation. The SQL functions are in ../sql/snapshots.sql.
 
 use pgrx::prelude::*;
 use steep::engine::compress::Compression;
@@ -12,7 +12,8 @@ pgrx::extension_sql_file!(
         "operations_api",
         snapshot_path,
         compression,
-        manifest_snapshot_id
+        manifest_snapshot_id,
+        new_snapshot_id
     ]
 );
 
@@ -64,6 +65,12 @@ fn compression(spec: &str) -> String {
         Ok(c) => format!("{}:{}", c.name(), c.level),
         Err(e) => error!("{e}"),
     }
+}
+
+/// A new snapshot id, the same form client mode gives its snapshots.
+#[pg_extern(volatile, name = "_new_snapshot_id")]
+fn new_snapshot_id() -> String {
+    steep::engine::new_snapshot_id()
 }
 
 /// The id of the snapshot at `path` (its manifest is read and checked).

@@ -307,6 +307,15 @@ fn list_operations_validates_the_status() {
 }
 
 #[pg_test]
+fn snapshot_ids_have_the_engine_form_and_differ() {
+    let ok: Option<bool> = one(
+        "SELECT a ~ '^snap-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$' AND a <> b
+         FROM (SELECT steep_repl._new_snapshot_id() a, steep_repl._new_snapshot_id() b) x",
+    );
+    assert_eq!(ok, Some(true));
+}
+
+#[pg_test]
 fn work_queue_constraints() {
     for sql in [
         "INSERT INTO steep_repl.work_queue (operation) VALUES ('defrag')",
