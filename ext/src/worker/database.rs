@@ -8,6 +8,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
+use steep::progress_event::CHANNEL;
 
 use crate::gucs;
 use crate::shmem::{now_ms, DbState, STATE};
@@ -190,13 +191,13 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                     FROM failed f
                     WHERE m.merge_id = f.merge_id AND m.status IN ('pending', 'running')
                  )
-                 SELECT count(pg_notify('steep_repl_progress', json_build_object(
+                 SELECT count(pg_notify($2, json_build_object(
                      'op', f.operation, 'id', f.id, 'status', 'failed', 'error', f.error_message,
                      'snapshot_id', f.snapshot_id,
                      'sent_at_ms', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text))
                  FROM failed f",
                 None,
-                &[orphans.into()],
+                &[orphans.into(), CHANNEL.into()],
             )?
             .first()
             .get::<i64>(1)?
