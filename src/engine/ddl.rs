@@ -1,8 +1,9 @@
 //! pg_dump DDL scripts: split into statements, and post-data run in parallel phases the way
-//! pg_restore -j does (indexes and keys, then foreign keys, then the rest in order).
+//! pg_restore -j does (indexes and keys, then foreign keys, then the rest in order), never two
+//! statements at once whose table locks conflict.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, Result};
 
@@ -128,57 +129,239 @@ enum Phase {
     Rest,
 }
 
-fn phase(stmt: &str) -> Phase {
-    let flat = stmt
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let up = flat.to_ascii_uppercase();
-    let up = up.trim_start();
-    if up.starts_with("SET ") || up.starts_with("SELECT PG_CATALOG.SET_CONFIG(") {
-        Phase::Preamble
-    } else if up.starts_with("CREATE INDEX ") || up.starts_with("CREATE UNIQUE INDEX ") {
-        Phase::Keys
-    } else if up.starts_with("ALTER TABLE ") && up.contains(" ADD CONSTRAINT ") {
-        if up.contains(" FOREIGN KEY ") {
-            Phase::ForeignKeys
-        } else if up.contains(" PRIMARY KEY ")
-            || up.contains(" UNIQUE ")
-            || up.contains(" EXCLUDE ")
-        {
-            Phase::Keys
+/// The tables a post-data statement locks. CREATE INDEX takes SHARE, which other index builds on
+/// the table share; ALTER TABLE ... ADD CONSTRAINT takes SHARE ROW EXCLUSIVE or stronger, on the
+/// referenced table too for a foreign key. Statements whose locks conflict never run at once (as
+/// in pg_restore -j): two foreign keys of a cycle would otherwise deadlock, and a lane would sit
+/// blocked behind another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Locks {
+    tables: Vec<String>,
+    exclusive: bool,
+}
+
+impl Locks {
+    fn conflicts(&self, other: &Locks) -> bool {
+        (self.exclusive || other.exclusive) && self.tables.iter().any(|t| other.tables.contains(t))
+    }
+}
+
+/// A token of a DDL statement, as far as classifying it needs: words, quoted identifiers (with
+/// their quotes), string literals, single punctuation characters. Comments are skipped.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Quoted(&'a str),
+    Literal,
+    Punct(char),
+}
+
+fn tokens(stmt: &str) -> Vec<Tok<'_>> {
+    let b = stmt.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = stmt[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+        } else if c == b'"' || c == b'\'' {
+            let start = i;
+            i += 1;
+            while i < b.len() {
+                if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            out.push(if c == b'"' {
+                Tok::Quoted(&stmt[start..i])
+            } else {
+                Tok::Literal
+            });
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            out.push(Tok::Word(&stmt[start..i]));
         } else {
-            Phase::Rest
+            // Multi-byte characters only occur inside words and quotes, handled above.
+            out.push(Tok::Punct(c as char));
+            i += 1;
         }
+    }
+    out
+}
+
+fn is_word(t: Option<&Tok>, kw: &str) -> bool {
+    matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+}
+
+/// A possibly qualified name at `*i` (`public.t`, `"Odd ""S"""."t"`), unquoted parts folded to
+/// lower case as PostgreSQL does; `*i` moves past it.
+fn name_at(toks: &[Tok], i: &mut usize) -> Option<String> {
+    let mut parts = Vec::new();
+    loop {
+        match toks.get(*i)? {
+            Tok::Word(w) => parts.push(w.to_lowercase()),
+            Tok::Quoted(q) => parts.push((*q).to_string()),
+            _ => return None,
+        }
+        *i += 1;
+        if toks.get(*i) != Some(&Tok::Punct('.')) {
+            return Some(parts.join("."));
+        }
+        *i += 1;
+    }
+}
+
+/// The statement's phase, and the tables it locks when it runs in a parallel phase.
+fn classify(stmt: &str) -> (Phase, Locks) {
+    let t = tokens(stmt);
+    let rest = (Phase::Rest, Locks::default());
+    if is_word(t.first(), "SET") {
+        return (Phase::Preamble, Locks::default());
+    }
+    if is_word(t.first(), "SELECT") {
+        let mut i = 1;
+        let is_set_config = name_at(&t, &mut i).as_deref() == Some("pg_catalog.set_config");
+        return if is_set_config {
+            (Phase::Preamble, Locks::default())
+        } else {
+            rest
+        };
+    }
+    if is_word(t.first(), "CREATE") {
+        let mut i = 1 + usize::from(is_word(t.get(1), "UNIQUE"));
+        if !is_word(t.get(i), "INDEX") {
+            return rest;
+        }
+        // CREATE INDEX [name] ON [ONLY] table: an index whatever follows; its table if readable.
+        i += 1;
+        if !is_word(t.get(i), "ON") {
+            name_at(&t, &mut i);
+        }
+        let table = is_word(t.get(i), "ON")
+            .then(|| {
+                i += 1 + usize::from(is_word(t.get(i + 1), "ONLY"));
+                name_at(&t, &mut i)
+            })
+            .flatten();
+        return (
+            Phase::Keys,
+            Locks {
+                tables: table.into_iter().collect(),
+                exclusive: false,
+            },
+        );
+    }
+    if !(is_word(t.first(), "ALTER") && is_word(t.get(1), "TABLE")) {
+        return rest;
+    }
+    let mut i = 2 + usize::from(is_word(t.get(2), "ONLY"));
+    let Some(table) = name_at(&t, &mut i) else {
+        return rest;
+    };
+    if !(is_word(t.get(i), "ADD") && is_word(t.get(i + 1), "CONSTRAINT")) {
+        return rest;
+    }
+    i += 2;
+    if name_at(&t, &mut i).is_none() {
+        return rest;
+    }
+    let mut locks = Locks {
+        tables: vec![table],
+        exclusive: true,
+    };
+    let kind = t.get(i);
+    let phase = if is_word(kind, "FOREIGN") {
+        let mut j = i;
+        while j < t.len() && !is_word(t.get(j), "REFERENCES") {
+            j += 1;
+        }
+        j += 1;
+        locks.tables.extend(name_at(&t, &mut j));
+        Phase::ForeignKeys
+    } else if is_word(kind, "PRIMARY") || is_word(kind, "UNIQUE") || is_word(kind, "EXCLUDE") {
+        Phase::Keys
     } else {
-        Phase::Rest
+        return rest;
+    };
+    (phase, locks)
+}
+
+/// Statements of one phase, and which run now.
+struct Board<'a> {
+    waiting: VecDeque<(&'a str, Locks)>,
+    running: Vec<Locks>,
+    failed: Option<anyhow::Error>,
+}
+
+impl<'a> Board<'a> {
+    /// The next statement whose locks conflict with nothing running, now marked running; None
+    /// when nothing waits or everything waiting conflicts (the caller waits for a change).
+    fn take(&mut self) -> Option<(&'a str, Locks)> {
+        let pos = self
+            .waiting
+            .iter()
+            .position(|(_, l)| !self.running.iter().any(|r| r.conflicts(l)))?;
+        let item = self.waiting.remove(pos)?;
+        self.running.push(item.1.clone());
+        Some(item)
     }
 }
 
 /// Run a post-data script: keys in parallel, then foreign keys in parallel, then the rest in
-/// order; each statement commits on its own (as with pg_restore). With `resume`, objects an
-/// earlier attempt already created ("already exists") are passed over.
+/// order; each statement commits on its own (as with pg_restore). Two statements that lock the
+/// same table in conflicting modes never run at once. With `resume`, objects an earlier attempt
+/// already created ("already exists") are passed over.
 pub fn run_post_data(dst: &dyn Connect, script: &str, parallel: usize, resume: bool) -> Result<()> {
-    let all = statements(script);
-    let preamble: Vec<&String> = all.iter().filter(|s| phase(s) == Phase::Preamble).collect();
-    let preamble = preamble
+    let all: Vec<(String, Phase, Locks)> = statements(script)
+        .into_iter()
+        .map(|s| {
+            let (phase, locks) = classify(&s);
+            (s, phase, locks)
+        })
+        .collect();
+    let preamble = all
         .iter()
-        .map(|s| s.as_str())
+        .filter(|(_, p, _)| *p == Phase::Preamble)
+        .map(|(s, _, _)| s.as_str())
         .collect::<Vec<_>>()
         .join("\n");
     for wanted in [Phase::Keys, Phase::ForeignKeys, Phase::Rest] {
-        let work: Vec<&String> = all.iter().filter(|s| phase(s) == wanted).collect();
-        if work.is_empty() {
+        let waiting: VecDeque<(&str, Locks)> = all
+            .iter()
+            .filter(|(_, p, _)| *p == wanted)
+            .map(|(s, _, l)| (s.as_str(), l.clone()))
+            .collect();
+        if waiting.is_empty() {
             continue;
         }
         let lanes = if wanted == Phase::Rest {
             1
         } else {
-            parallel.clamp(1, work.len())
+            parallel.clamp(1, waiting.len())
         };
-        let queue = Mutex::new(work.into_iter().collect::<VecDeque<_>>());
-        let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let board = Mutex::new(Board {
+            waiting,
+            running: Vec::new(),
+            failed: None,
+        });
+        let changed = Condvar::new();
         std::thread::scope(|s| {
             for _ in 0..lanes {
                 s.spawn(|| {
@@ -186,13 +369,27 @@ pub fn run_post_data(dst: &dyn Connect, script: &str, parallel: usize, resume: b
                         let mut c = dst.connect()?;
                         c.batch_execute(&preamble)?;
                         loop {
-                            if failed.lock().expect("failed").is_some() {
-                                return Ok(());
-                            }
-                            let Some(stmt) = queue.lock().expect("queue").pop_front() else {
-                                return Ok(());
+                            let (stmt, locks) = {
+                                let mut b = board.lock().expect("board");
+                                loop {
+                                    if b.failed.is_some() || b.waiting.is_empty() {
+                                        return Ok(());
+                                    }
+                                    if let Some(item) = b.take() {
+                                        break item;
+                                    }
+                                    b = changed.wait(b).expect("board");
+                                }
                             };
-                            if let Err(e) = c.batch_execute(stmt) {
+                            let result = c.batch_execute(stmt);
+                            {
+                                let mut b = board.lock().expect("board");
+                                if let Some(p) = b.running.iter().position(|r| *r == locks) {
+                                    b.running.remove(p);
+                                }
+                                changed.notify_all();
+                            }
+                            if let Err(e) = result {
                                 let exists = e
                                     .code()
                                     .is_some_and(|c| matches!(c.code(), "42P07" | "42710"));
@@ -205,12 +402,13 @@ pub fn run_post_data(dst: &dyn Connect, script: &str, parallel: usize, resume: b
                         }
                     };
                     if let Err(e) = run() {
-                        failed.lock().expect("failed").get_or_insert(e);
+                        board.lock().expect("board").failed.get_or_insert(e);
+                        changed.notify_all();
                     }
                 });
             }
         });
-        if let Some(e) = failed.into_inner().expect("failed") {
+        if let Some(e) = board.into_inner().expect("board").failed {
             return Err(e);
         }
     }
@@ -240,6 +438,64 @@ mod tests {
         assert!(s[3].ends_with("'it''s; here';"));
         assert!(s[4].contains("\"a;b\""));
         assert_eq!(s[5], "SELECT $tag$;$tag$");
+    }
+
+    fn phase(stmt: &str) -> Phase {
+        classify(stmt).0
+    }
+
+    fn locks(stmt: &str) -> Locks {
+        classify(stmt).1
+    }
+
+    #[test]
+    fn what_statements_lock() {
+        let fk = "ALTER TABLE ONLY \"Odd \"\"S\"\"\".\"T b\"\n    ADD CONSTRAINT \"fk; x\" FOREIGN KEY (\"p REFERENCES q\") REFERENCES Public.P(id) DEFERRABLE;";
+        assert_eq!(
+            locks(fk),
+            Locks {
+                tables: vec!["\"Odd \"\"S\"\"\".\"T b\"".into(), "public.p".into()],
+                exclusive: true
+            }
+        );
+        assert_eq!(
+            locks("CREATE UNIQUE INDEX \"i ON x\" ON ONLY public.t USING btree (a);"),
+            Locks {
+                tables: vec!["public.t".into()],
+                exclusive: false
+            }
+        );
+        assert_eq!(
+            locks("CREATE TRIGGER trg AFTER INSERT ON t EXECUTE FUNCTION f();"),
+            Locks::default()
+        );
+        // Index builds share a table; a key or foreign key has it to itself.
+        let (i1, i2) = (
+            locks("CREATE INDEX a ON public.t (x);"),
+            locks("CREATE INDEX b ON public.t (y);"),
+        );
+        let pk = locks("ALTER TABLE ONLY public.t ADD CONSTRAINT t_pkey PRIMARY KEY (id);");
+        assert!(!i1.conflicts(&i2));
+        assert!(i1.conflicts(&pk) && pk.conflicts(&i2));
+        assert!(!pk.conflicts(&locks("CREATE INDEX c ON public.u (y);")));
+    }
+
+    #[test]
+    fn the_two_foreign_keys_of_a_cycle_never_run_at_once() {
+        let a = "ALTER TABLE ONLY public.cyc_a ADD CONSTRAINT a_fk FOREIGN KEY (b_id) REFERENCES public.cyc_b(id);";
+        let b = "ALTER TABLE ONLY public.cyc_b ADD CONSTRAINT b_fk FOREIGN KEY (a_id) REFERENCES public.cyc_a(id);";
+        let other = "ALTER TABLE ONLY public.x ADD CONSTRAINT x_fk FOREIGN KEY (y) REFERENCES public.y(id);";
+        let mut board = Board {
+            waiting: [a, b, other].iter().map(|s| (*s, locks(s))).collect(),
+            running: Vec::new(),
+            failed: None,
+        };
+        assert_eq!(board.take().map(|x| x.0), Some(a));
+        // b waits for a; the unrelated one goes ahead of it.
+        assert_eq!(board.take().map(|x| x.0), Some(other));
+        assert_eq!(board.take(), None);
+        board.running.remove(0);
+        assert_eq!(board.take().map(|x| x.0), Some(b));
     }
 
     #[test]

@@ -49,6 +49,15 @@ const RICH: &str = r#"
     CREATE SEQUENCE untouched;
 "#;
 
+/// A target for client-mode applies: no extension needed, and no durability (faster to start).
+fn plain_node() -> TempCluster {
+    node_with(steep::sandbox::ClusterOptions {
+        preload: false,
+        durable: false,
+        ..Default::default()
+    })
+}
+
 fn rich_source(node: &TempCluster) -> String {
     let conn = node.connection_string("postgres");
     pgbench(node, 1);
@@ -183,11 +192,7 @@ fn round_trip_in_client_mode_with_schema_create_and_verify() {
     );
 
     // 1. An empty database: the snapshot creates the schema.
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dst_conn = dst.connection_string("postgres");
     let a = json(&ok(steep(home.path()).args([
         "snapshot",
@@ -300,11 +305,7 @@ fn tables_without_copied_columns_keep_their_rows() {
     );
     assert_eq!(empty.rows, 100000);
 
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dconn = dst.connection_string("postgres");
     ok(steep(home.path()).args([
         "snapshot",
@@ -329,6 +330,61 @@ fn tables_without_copied_columns_keep_their_rows() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(counts, (100000, 3, 21));
+}
+
+/// Foreign keys that lock the same tables are never added at once: the two keys of a cycle, run
+/// side by side, would deadlock (each locks its own table, then the other's).
+#[test]
+fn parallel_post_data_adds_the_keys_of_many_cycles_without_deadlock() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "DO $$ BEGIN FOR i IN 1..40 LOOP
+             EXECUTE format('CREATE TABLE p%1$s_a (id int PRIMARY KEY, b int);
+                             CREATE TABLE p%1$s_b (id int PRIMARY KEY, a int);
+                             INSERT INTO p%1$s_a SELECT g, g FROM generate_series(1, 50) g;
+                             INSERT INTO p%1$s_b SELECT g, g FROM generate_series(1, 50) g;
+                             ALTER TABLE p%1$s_a ADD CONSTRAINT p%1$s_a_fk FOREIGN KEY (b)
+                                 REFERENCES p%1$s_b (id);
+                             ALTER TABLE p%1$s_b ADD CONSTRAINT p%1$s_b_fk FOREIGN KEY (a)
+                                 REFERENCES p%1$s_a (id);', lpad(i::text, 3, '0'));
+         END LOOP; END $$;",
+    );
+    let out = snapshot_dir_of(home.path()).join("cycles");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        &conn,
+    ]));
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "apply",
+        "--client",
+        "-i",
+        out.to_str().unwrap(),
+        "--schema",
+        "create",
+        "-j",
+        "4",
+        "-c",
+        &dconn,
+    ]));
+    let fks: i64 = connect(&dconn)
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fks, 80, "every foreign key is there and validated");
 }
 
 #[test]
@@ -393,11 +449,7 @@ fn a_snapshot_is_consistent_under_concurrent_transfers() {
         moved.load(std::sync::atomic::Ordering::Relaxed) > 50,
         "the writer barely ran"
     );
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dconn = dst.connection_string("postgres");
     sql(
         &dconn,
@@ -471,11 +523,7 @@ fn damaged_or_incomplete_snapshots_are_refused_before_any_change() {
         "-c",
         &src_conn,
     ]));
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dst_conn = dst.connection_string("postgres");
     ok(steep(home.path()).args([
         "snapshot",
@@ -581,11 +629,7 @@ fn a_wrong_schema_target_is_refused_with_the_diff() {
         "-c",
         &conn,
     ]));
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dconn = dst.connection_string("postgres");
     sql(
         &dconn,
@@ -659,11 +703,7 @@ fn a_failure_mid_apply_leaves_tables_whole_and_resume_finishes() {
         "-c",
         &conn,
     ]));
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dconn = dst.connection_string("postgres");
     sql(&dconn, ddl);
     // A CHECK constraint the data violates (late in the table): the load of that table fails.
@@ -1061,11 +1101,7 @@ fn a_table_written_in_many_pieces_loads_in_one_transaction() {
     );
     assert_eq!(big.rows, 60000);
 
-    let dst = node_with(steep::sandbox::ClusterOptions {
-        preload: false,
-        durable: false,
-        ..Default::default()
-    });
+    let dst = plain_node();
     let dconn = dst.connection_string("postgres");
     sql(&dconn, ddl);
     // Rows late in the table break a CHECK on the target: the last pieces fail, the whole table
