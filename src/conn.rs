@@ -355,10 +355,10 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>> {
                 None => (userinfo, None),
             };
             if !user.is_empty() {
-                out.push(("user".to_string(), percent_decode(user)?));
+                out.push(("user".to_string(), percent_decode(user, "user name")?));
             }
             if let Some(pw) = pw {
-                out.push(("password".to_string(), percent_decode(pw)?));
+                out.push(("password".to_string(), percent_decode(pw, "password")?));
             }
             hosts
         }
@@ -374,8 +374,8 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>> {
             (h.to_string(), after.strip_prefix(':').map(str::to_string))
         } else {
             match spec.rsplit_once(':') {
-                Some((h, p)) => (percent_decode(h)?, Some(p.to_string())),
-                None => (percent_decode(spec)?, None),
+                Some((h, p)) => (percent_decode(h, "host")?, Some(p.to_string())),
+                None => (percent_decode(spec, "host")?, None),
             }
         };
         hosts.push(host);
@@ -392,26 +392,28 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>> {
         out.push(("port".to_string(), ports.join(",")));
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
-        out.push(("dbname".to_string(), percent_decode(db)?));
+        out.push(("dbname".to_string(), percent_decode(db, "database name")?));
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
                 anyhow!("malformed connection URI: parameter \"{pair}\" has no \"=\"")
             })?;
-            let k = percent_decode(k)?;
+            let k = percent_decode(k, "parameter name")?;
             // libpq accepts ssl=true as an alias of sslmode=require.
             if k == "ssl" && v == "true" {
                 out.push(("sslmode".into(), "require".into()));
             } else {
-                out.push((k, percent_decode(v)?));
+                let v = percent_decode(v, &format!("value of {k}"))?;
+                out.push((k, v));
             }
         }
     }
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String> {
+/// Decode %XX escapes. The error names the part (`what`), never its text: it may be a password.
+fn percent_decode(s: &str, what: &str) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -421,7 +423,7 @@ fn percent_decode(s: &str) -> Result<String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
-                    anyhow!("malformed connection URI: bad percent-encoding in {s:?}")
+                    anyhow!("malformed connection URI: bad percent-encoding in the {what}")
                 })?;
             out.push(hex);
             i += 3;

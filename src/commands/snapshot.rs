@@ -18,9 +18,10 @@ use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
-use steep::engine::generate::{self, GenerateOptions, PgDump};
+use steep::engine::generate::{self, GenerateOptions};
 use steep::engine::manifest::Manifest;
 use steep::engine::progress::Progress;
+use steep::engine::schema_archive::{tool_major, tool_version};
 use steep::engine::{files, new_snapshot_id, Connect};
 use steep::output::table;
 use steep::progress::{human_bytes, wait_for_end, Ending, Follower, Renderer};
@@ -121,6 +122,13 @@ impl Connect for CliConnect {
 
     fn connect_wire(&self) -> Result<Option<steep::engine::wire::Wire>> {
         steep::engine::wire::Wire::connect(&self.0)
+    }
+
+    fn tool_access(&self, _: steep::engine::Tool) -> Result<steep::engine::ToolAccess> {
+        Ok(steep::engine::ToolAccess::Params {
+            params: self.0.clone(),
+            role: None,
+        })
     }
 }
 
@@ -272,31 +280,22 @@ fn outcome_of<T>(r: &Result<T>) -> (&'static str, Option<String>) {
     }
 }
 
-/// A pg_dump that can dump this server (its major version at least the server's).
-fn find_pg_dump(server_version_num: i32, params: &ConnParams) -> Option<PgDump> {
+/// A pg_dump or pg_restore (`name`) of major version `need` or newer: `env` (STEEP_PG_DUMP,
+/// STEEP_PG_RESTORE), then PATH, then the PostgreSQL steep installed.
+fn find_pg_tool(name: &str, env: &str, need: u32) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("STEEP_PG_DUMP") {
+    if let Some(p) = std::env::var_os(env) {
         candidates.push(PathBuf::from(p));
     }
     if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("pg_dump")));
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     }
     if let Ok(i) = steep::sandbox::PgInstall::locate(None) {
-        candidates.push(i.bin("pg_dump"));
+        candidates.push(i.bin(name));
     }
-    let need = (server_version_num / 10000) as u32;
-    let program = candidates
+    candidates
         .into_iter()
-        .find(|p| p.is_file() && PgDump::version_of(p).is_some_and(|(_, major)| major >= need))?;
-    let mut no_pw = params.clone();
-    let password = no_pw.get("password").map(str::to_string);
-    no_pw.remove("password");
-    Some(PgDump {
-        program,
-        conninfo: no_pw.to_conninfo(),
-        password,
-        role: None,
-    })
+        .find(|p| p.is_file() && tool_version(p).is_some_and(|(_, major)| major >= need))
 }
 
 #[derive(Args)]
@@ -363,7 +362,8 @@ impl GenerateArgs {
                 let pg_dump = if self.no_schema {
                     None
                 } else {
-                    let d = find_pg_dump(info.server_version_num, &params);
+                    let need = (info.server_version_num / 10000) as u32;
+                    let d = find_pg_tool("pg_dump", "STEEP_PG_DUMP", need);
                     if d.is_none() {
                         ctx.out.warn(format!(
                             "no pg_dump {} or newer found (PATH, STEEP_PG_DUMP): the snapshot has no \
@@ -508,12 +508,20 @@ impl ApplyArgs {
                     m.compression.name(),
                     self.parallel,
                 );
+                // pg_restore as new as the pg_dump that wrote the schema archive.
+                let pg_restore = match (&m.schema, self.schema) {
+                    (Some(s), SchemaMode::Create) => {
+                        find_pg_tool("pg_restore", "STEEP_PG_RESTORE", tool_major(&s.pg_dump))
+                    }
+                    _ => None,
+                };
                 let opts = ApplyOptions {
                     input: input.clone(),
                     parallel: self.parallel as usize,
                     verify_checksums: !self.no_verify,
                     schema: self.schema,
                     resume: self.resume,
+                    pg_restore,
                 };
                 ctx.out.status(
                     "Applying",

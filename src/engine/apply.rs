@@ -4,7 +4,6 @@
 //! every table fully loaded or untouched, and `resume` skips the tables already loaded.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -19,6 +18,7 @@ use crate::engine::files;
 use crate::engine::fkorder::load_units;
 use crate::engine::manifest::{copy_list, Manifest, Table};
 use crate::engine::progress::Progress;
+use crate::engine::schema_archive::{self, Restore, Section};
 use crate::engine::Connect;
 use crate::sql::{qualified, quote_ident};
 
@@ -66,6 +66,8 @@ pub struct ApplyOptions {
     pub schema: SchemaMode,
     /// Skip tables whose row count already equals the snapshot's (after a failed apply).
     pub resume: bool,
+    /// The pg_restore that restores the schema archive (needed for `SchemaMode::Create`).
+    pub pg_restore: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,18 +119,31 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     let mut coord = dst.connect().context("connecting to the target")?;
     prepare_session(&mut coord)?;
 
-    if opts.schema == SchemaMode::Create {
-        progress.set_phase("schema");
-        let s = m.schema.as_ref().ok_or_else(|| {
-            anyhow!("the snapshot has no schema DDL (pg_dump was not available when it was made): apply with --schema verify into an existing schema")
-        })?;
-        run_ddl(
-            &mut coord,
-            &opts.input,
-            &s.pre_data.name,
-            &s.pre_data.sha256,
-        )
-        .context("creating the schema (pre-data); the target is unchanged")?;
+    let archive = if opts.schema == SchemaMode::Create {
+        Some(schema_archive_of(&m, opts)?)
+    } else {
+        None
+    };
+    if let Some((archive, pg_restore, pg_dump)) = &archive {
+        // After a failed apply whose pre-data went through (it is one transaction), the tables
+        // are all there: a resume goes on to the data.
+        let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
+        if !done_before {
+            progress.set_phase("schema");
+            schema_archive::restore(
+                dst,
+                Section::PreData,
+                Restore {
+                    pg_restore,
+                    archive,
+                    pg_dump,
+                    parallel: 1,
+                    skip_existing: None,
+                },
+                &|| progress.cancelled(),
+            )
+            .context("creating the schema (pre-data); the target is unchanged")?;
+        }
     }
     let target = catalog::tables(&mut coord)?;
     let by_name: HashMap<(String, String), &TableInfo> = target
@@ -209,12 +224,21 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
             )
             .with_context(|| format!("restoring sequence {}.{}", s.schema, s.name))?;
     }
-    if opts.schema == SchemaMode::Create {
+    if let Some((archive, pg_restore, pg_dump)) = &archive {
         progress.set_phase("post-data");
-        let s = m.schema.as_ref().expect("checked above");
-        let script = read_ddl(&opts.input, &s.post_data.name, &s.post_data.sha256)?;
-        crate::engine::ddl::run_post_data(dst, &script, parallel, opts.resume)
-            .context("adding indexes and constraints (post-data); the data is loaded")?;
+        schema_archive::restore(
+            dst,
+            Section::PostData,
+            Restore {
+                pg_restore,
+                archive,
+                pg_dump,
+                parallel,
+                skip_existing: opts.resume.then_some(&mut coord),
+            },
+            &|| progress.cancelled(),
+        )
+        .context("adding indexes and constraints (post-data); the data is loaded")?;
     }
     progress.set_phase("complete");
     Ok(ApplySummary {
@@ -226,26 +250,48 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     })
 }
 
-/// A pg_dump DDL file of the snapshot, its checksum checked, without the statements about
-/// steep_repl itself (`steep init` manages it on every node; pg_dump before 17 cannot leave them
-/// out, and writes each of them on one line).
-fn read_ddl(dir: &Path, name: &str, sha256: &str) -> Result<String> {
-    let path = dir.join(name);
-    let (sum, _) = crate::engine::checksum::sha256_of(File::open(&path)?)?;
-    if sum != sha256 {
-        bail!("{name}: checksum mismatch, the file is damaged or was changed");
+/// The snapshot's schema archive (checked against its checksum, no symbolic link), the
+/// pg_restore to restore it with, and the pg_dump version that wrote it.
+fn schema_archive_of(m: &Manifest, opts: &ApplyOptions) -> Result<(PathBuf, PathBuf, String)> {
+    let s = m.schema.as_ref().ok_or_else(|| {
+        anyhow!(
+            "the snapshot has no schema DDL (pg_dump was not available when it was made): apply \
+             with --schema verify into an existing schema"
+        )
+    })?;
+    let pg_restore = opts.pg_restore.clone().ok_or_else(|| {
+        anyhow!(
+            "--schema create needs pg_restore {} or newer: install it or set STEEP_PG_RESTORE",
+            s.pg_dump
+        )
+    })?;
+    let file = crate::engine::paths::open_inside(&opts.input, &s.archive.name)
+        .with_context(|| format!("opening {}", s.archive.name))?;
+    let (sum, _) = crate::engine::checksum::sha256_of(file)?;
+    if sum != s.archive.sha256 {
+        bail!(
+            "{}: checksum mismatch, the file is damaged or was changed",
+            s.archive.name
+        );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {name}"))?;
-    Ok(crate::engine::ddl::for_target(&text))
+    Ok((
+        opts.input.join(&s.archive.name),
+        pg_restore,
+        s.pg_dump.clone(),
+    ))
 }
 
-/// Run a pg_dump DDL file in one transaction (pre-data: nothing is half created).
-fn run_ddl(c: &mut postgres::Client, dir: &Path, name: &str, sha256: &str) -> Result<()> {
-    let sql = read_ddl(dir, name, sha256)?;
-    let mut tx = c.transaction()?;
-    tx.batch_execute(&sql).map_err(db_error)?;
-    tx.commit()?;
-    Ok(())
+/// Whether every table of the snapshot exists on the target.
+fn all_tables_exist(c: &mut postgres::Client, m: &Manifest) -> Result<bool> {
+    for t in &m.tables {
+        let found: bool = c
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.qualified()])?
+            .get(0);
+        if !found {
+            return Ok(false);
+        }
+    }
+    Ok(!m.tables.is_empty())
 }
 
 /// Per-column differences between the snapshot's tables and the target's.
@@ -549,8 +595,8 @@ impl Plan<'_> {
         let mut writer = tx.copy_in(&sql)?;
         let mut buf = vec![0u8; 1 << 20];
         for f in &t.files {
-            let path = self.dir.join(&f.name);
-            let file = File::open(&path).with_context(|| format!("opening {}", f.name))?;
+            let file = crate::engine::paths::open_inside(self.dir, &f.name)
+                .with_context(|| format!("opening {}", f.name))?;
             let mut dec = self
                 .m
                 .compression

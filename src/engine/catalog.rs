@@ -9,7 +9,8 @@ use crate::sql::qualified;
 /// Applied on every engine connection, so COPY text does not depend on the server's or the
 /// role's defaults (a snapshot made in either mode has the same bytes), and a table hidden
 /// behind row security fails loudly instead of being copied in part.
-pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8';
+pub const SESSION_SETTINGS: &str =
+    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on;
     SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC';
     SET extra_float_digits = 1; SET bytea_output = 'hex';
     SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;

@@ -2,13 +2,12 @@
 //! `deep` also the decompressed bytes and row count. Shared by apply (before it touches the
 //! target) and `steep snapshot verify`.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::engine::checksum::HashingReader;
 use crate::engine::manifest::{DataFile, Manifest};
@@ -46,8 +45,7 @@ pub fn check(
         }
     }
     if let Some(s) = &m.schema {
-        work.push((&s.pre_data, None, false));
-        work.push((&s.post_data, None, false));
+        work.push((&s.archive, None, false));
     }
     progress.bytes_total.store(
         work.iter()
@@ -104,8 +102,8 @@ fn check_one(
     deep: bool,
     progress: &Progress,
 ) -> Result<()> {
-    let path = dir.join(&f.name);
-    let file = File::open(&path).with_context(|| "missing or unreadable".to_string())?;
+    let file = crate::engine::paths::open_inside(dir, &f.name)
+        .map_err(|e| anyhow::anyhow!("missing or unreadable ({e})"))?;
     let len = file.metadata()?.len();
     if len != f.stored_bytes {
         anyhow::bail!("{len} bytes on disk, the manifest says {}", f.stored_bytes);

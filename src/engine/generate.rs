@@ -4,50 +4,24 @@
 //! and the manifest written last.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::engine::catalog::{self, prepare_session, TableInfo};
-use crate::engine::checksum::{sha256_of, HashingWriter};
+use crate::engine::checksum::HashingWriter;
 use crate::engine::compress::Compression;
-use crate::engine::manifest::{self, DataFile, Manifest, SchemaFiles, Sequence, Source, Table};
+use crate::engine::manifest::{self, DataFile, Manifest, Sequence, Source, Table};
 use crate::engine::progress::Progress;
+use crate::engine::schema_archive;
 use crate::engine::wire::Session;
 use crate::engine::Connect;
 use crate::sql::quote_literal;
-
-/// How to run pg_dump for the schema DDL.
-#[derive(Debug, Clone)]
-pub struct PgDump {
-    pub program: PathBuf,
-    /// libpq connection string without the password.
-    pub conninfo: String,
-    pub password: Option<String>,
-    /// SET ROLE to this role after connecting (the job's owner in direct mode).
-    pub role: Option<String>,
-}
-
-impl PgDump {
-    /// `pg_dump --version`'s line and its major version; None when it does not run.
-    pub fn version_of(program: &Path) -> Option<(String, u32)> {
-        let out = Command::new(program).arg("--version").output().ok()?;
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let major = line
-            .split_whitespace()
-            .last()?
-            .split('.')
-            .next()?
-            .parse()
-            .ok()?;
-        Some((line, major))
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -57,7 +31,8 @@ pub struct GenerateOptions {
     pub mode: String,
     pub compression: Compression,
     pub parallel: usize,
-    pub pg_dump: Option<PgDump>,
+    /// The pg_dump that writes the schema archive (None: the snapshot has no schema DDL).
+    pub pg_dump: Option<PathBuf>,
     /// Tables larger than this are read in several ctid ranges (in parallel).
     pub chunk_bytes: u64,
 }
@@ -113,7 +88,11 @@ fn prepare_output(dir: &Path) -> Result<OutputGuard> {
         }
         false
     } else {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         true
     };
     let guard = OutputGuard {
@@ -121,7 +100,10 @@ fn prepare_output(dir: &Path) -> Result<OutputGuard> {
         created_dir,
         armed: true,
     };
-    fs::create_dir(dir.join("data")).with_context(|| format!("creating {}/data", dir.display()))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.join("data"))
+        .with_context(|| format!("creating {}/data", dir.display()))?;
     Ok(guard)
 }
 
@@ -142,6 +124,7 @@ pub fn generate(
         .context("exporting a snapshot (is the source a standby? use its primary)")?
         .get(0);
     let info = catalog::server_info(&mut coord)?;
+    let owner: String = coord.query_one("SELECT current_user::text", &[])?.get(0);
     let tables = catalog::tables(&mut coord)?;
     let seq_names = catalog::sequences(&mut coord)?;
     let (block_size, created_at): (i32, String) = {
@@ -239,9 +222,13 @@ pub fn generate(
     progress.set_table(None);
 
     let schema = match &opts.pg_dump {
-        Some(d) => {
+        Some(pg_dump) => {
             progress.set_phase("schema");
-            Some(dump_schema(d, &exported, &opts.output)?)
+            let files = schema_archive::dump(src, pg_dump, &exported, &opts.output, &|| {
+                progress.cancelled()
+            })?;
+            private_file(&opts.output.join(&files.archive.name))?;
+            Some(files)
         }
         None => None,
     };
@@ -310,12 +297,20 @@ pub fn generate(
         sequences,
         schema,
         generator: format!("steep {}", env!("CARGO_PKG_VERSION")),
+        owner: Some(owner),
     };
     progress.set_phase("manifest");
     m.write(&opts.output)?;
     guard.armed = false;
     progress.set_phase("complete");
     Ok(m)
+}
+
+/// Only the snapshot's maker (its OS user) may read what it writes: pg_dump creates files with
+/// the process umask.
+fn private_file(path: &Path) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
 /// Split tables into COPY items: large tables into block ranges when reading in parallel.
@@ -382,7 +377,12 @@ fn copy_out(
         ),
     };
     let path = dir.join(&item.file);
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     let mut enc =
         compression.encoder(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)))?;
     let (mut rows, mut raw) = (0u64, 0u64);
@@ -415,64 +415,6 @@ fn copy_out(
         raw_bytes: raw,
         stored_bytes: stored,
         sha256,
-    })
-}
-
-fn dump_schema(d: &PgDump, exported: &str, dir: &Path) -> Result<SchemaFiles> {
-    fs::create_dir_all(dir.join("schema"))?;
-    let (version, major) = PgDump::version_of(&d.program).unwrap_or_default();
-    let mut files = Vec::new();
-    for section in ["pre-data", "post-data"] {
-        let name = format!("schema/{section}.sql");
-        let path = dir.join(&name);
-        let mut cmd = Command::new(&d.program);
-        cmd.arg(format!("--section={section}"))
-            .args([
-                "--no-owner",
-                "--no-privileges",
-                "--exclude-schema=steep_repl",
-            ])
-            // steep_repl on a target is `steep init`'s business, not the snapshot's.
-            .args((major >= 17).then_some("--exclude-extension=steep_repl"))
-            .arg(format!("--snapshot={exported}"))
-            .arg("--file")
-            .arg(&path)
-            .arg("--dbname")
-            .arg(&d.conninfo)
-            .env_remove("PGSERVICE")
-            .env_remove("PGOPTIONS");
-        if let Some(role) = &d.role {
-            cmd.arg(format!("--role={role}"));
-        }
-        match &d.password {
-            Some(p) => cmd.env("PGPASSWORD", p),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {}", d.program.display()))?;
-        if !out.status.success() {
-            bail!(
-                "pg_dump --section={section} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let (sha256, bytes) = sha256_of(File::open(&path)?)?;
-        File::open(&path)?.sync_all()?;
-        files.push(DataFile {
-            name,
-            rows: 0,
-            raw_bytes: bytes,
-            stored_bytes: bytes,
-            sha256,
-        });
-    }
-    let post = files.pop().expect("two sections");
-    let pre = files.pop().expect("two sections");
-    Ok(SchemaFiles {
-        pre_data: pre,
-        post_data: post,
-        pg_dump: version,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::compress::Compression;
 
 pub const FILE: &str = "manifest.json";
-pub const FORMAT: u32 = 1;
+/// 2: the schema is a pg_dump custom-format archive (1 held pre-data and post-data SQL text),
+/// and the manifest names the role that made the snapshot.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +38,10 @@ pub struct Manifest {
     /// Schema DDL written by pg_dump (None when it was not requested or not available).
     pub schema: Option<SchemaFiles>,
     pub generator: String,
+    /// The role that made the snapshot (current_user of its connections). On the server, only
+    /// that role, its members, superusers and pg_read_server_files may apply it.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,8 +122,9 @@ pub struct Sequence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaFiles {
-    pub pre_data: DataFile,
-    pub post_data: DataFile,
+    /// The pg_dump custom-format archive (schema only), restored with pg_restore.
+    pub archive: DataFile,
+    /// pg_dump's version line.
     pub pg_dump: String,
 }
 
@@ -133,7 +141,10 @@ impl Manifest {
         if !dir.is_dir() {
             bail!("{} is not a directory", dir.display());
         }
-        let text = match fs::read_to_string(&path) {
+        let text = match crate::engine::paths::open_inside(dir, FILE).and_then(|mut f| {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
+        }) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "{} has no {FILE}: the snapshot is incomplete (generate did not finish) or this is \
@@ -151,6 +162,12 @@ impl Manifest {
 
     /// Structural checks: version, file names confined to the directory, sums that add up.
     pub fn validate(&self) -> Result<()> {
+        if self.format == 1 {
+            bail!(
+                "format 1 was written by an older steep (its schema is SQL text, which this steep \
+                 no longer runs): generate the snapshot again with this steep"
+            );
+        }
         if self.format != FORMAT {
             bail!(
                 "format {} is not supported by this steep (it reads format {FORMAT}): use a \
@@ -174,8 +191,7 @@ impl Manifest {
             }
         }
         if let Some(s) = &self.schema {
-            check_file_name(&s.pre_data.name)?;
-            check_file_name(&s.post_data.name)?;
+            check_file_name(&s.archive.name)?;
         }
         Ok(())
     }
@@ -185,8 +201,13 @@ impl Manifest {
         let tmp = dir.join(format!("{FILE}.tmp"));
         let text = serde_json::to_string_pretty(self)?;
         {
-            let mut f =
-                fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
             f.write_all(text.as_bytes())?;
             f.write_all(b"\n")?;
             f.sync_all()?;
@@ -280,6 +301,7 @@ mod tests {
             sequences: vec![],
             schema: None,
             generator: "steep".into(),
+            owner: Some("alice".into()),
         }
     }
 

@@ -5,18 +5,49 @@ pub mod apply;
 pub mod catalog;
 pub mod checksum;
 pub mod compress;
-pub mod ddl;
 pub mod files;
 pub mod fkorder;
 pub mod generate;
 pub mod manifest;
 pub mod paths;
+pub mod private_dir;
 pub mod progress;
+pub mod schema_archive;
+pub mod session_proxy;
 pub mod wire;
 
-/// Opens connections to one server, each ready for the engine (the caller decides the role).
+/// Which libpq program is to reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// pg_dump: runs only its own catalog queries, never SQL the snapshot or a user supplies.
+    PgDump,
+    /// pg_restore: runs the archive's SQL, which whoever made the snapshot controls.
+    PgRestore,
+}
+
+/// How a libpq program (pg_dump, pg_restore) reaches the server with the rights of the role the
+/// work belongs to.
+pub enum ToolAccess {
+    /// With these parameters (the password is passed in the child's environment), and `--role`
+    /// when set.
+    Params {
+        params: crate::conn::ConnParams,
+        role: Option<String>,
+    },
+    /// Through the session proxy (direct mode): its sessions are the engine's own, restricted
+    /// to the job's owner. `user` is only what the program reports; the proxy decides who the
+    /// session is.
+    Proxy { dbname: String, user: String },
+}
+
+/// Opens connections to one server, each ready for the engine and acting with exactly the
+/// rights of the role the work belongs to (the implementation decides how: client mode connects
+/// as the user; direct mode restricts each session to the job's owner).
 pub trait Connect: Send + Sync {
     fn connect(&self) -> anyhow::Result<postgres::Client>;
+
+    /// How pg_dump or pg_restore reaches this server with the same rights.
+    fn tool_access(&self, tool: Tool) -> anyhow::Result<ToolAccess>;
 
     /// A connection on the fast COPY path (see `wire`), when this server and these settings allow
     /// one; None means use `connect`.

@@ -1,6 +1,8 @@
 //! Where direct-mode snapshots may live on the server: inside steep_repl.snapshot_dir (no `..`, no
 //! escape through a symlink), unless the role may already read/write server files.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Resolve `path` for a server-side snapshot. `base` is steep_repl.snapshot_dir (None when
@@ -50,6 +52,44 @@ pub fn confine(path: &str, base: Option<&str>, privileged: bool) -> Result<PathB
             base_real.display()
         ))
     }
+}
+
+/// Open DIR/NAME (a file of a snapshot) for reading without following a symbolic link anywhere
+/// below DIR: a link inside a snapshot could otherwise make a job read a file its owner may not.
+pub fn open_inside(dir: &Path, name: &str) -> std::io::Result<File> {
+    let mut at = dir.to_path_buf();
+    let parts: Vec<Component> = Path::new(name).components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let Component::Normal(part) = c else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name:?} leaves the snapshot directory"),
+            ));
+        };
+        at.push(part);
+        let last = i + 1 == parts.len();
+        let meta = std::fs::symlink_metadata(&at)?;
+        if meta.file_type().is_symlink() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link, which snapshots may not contain",
+                    at.display()
+                ),
+            ));
+        }
+        if !last && !meta.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", at.display()),
+            ));
+        }
+    }
+    // O_NOFOLLOW: a link swapped in after the check is refused too.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&at)
 }
 
 /// Canonicalize the longest existing prefix (following symlinks) and append the rest.

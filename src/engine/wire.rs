@@ -21,19 +21,116 @@ use postgres_protocol::message::frontend;
 use crate::conn::ConnParams;
 use crate::db_error::db_error;
 
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+/// The socket under a connection: Unix or TCP, either of which can be split into a reading and
+/// a writing half (the session proxy relays both directions at once).
+pub enum RawStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl RawStream {
+    pub fn try_clone(&self) -> std::io::Result<RawStream> {
+        Ok(match self {
+            RawStream::Unix(s) => RawStream::Unix(s.try_clone()?),
+            RawStream::Tcp(s) => RawStream::Tcp(s.try_clone()?),
+        })
+    }
+
+    pub fn shutdown(&self) {
+        let _ = match self {
+            RawStream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            RawStream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Unix(s) => s.read(buf),
+            RawStream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Unix(s) => s.write(buf),
+            RawStream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            RawStream::Unix(s) => s.flush(),
+            RawStream::Tcp(s) => s.flush(),
+        }
+    }
+}
 
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Wire {
-    stream: Box<dyn Stream>,
+    stream: RawStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// What the server reported at startup (ParameterStatus), in order.
+    pub server_params: Vec<(String, String)>,
+    /// The server's BackendKeyData (process id, secret key), for cancel requests.
+    pub backend_key: Option<(i32, i32)>,
+    /// Whether the role the session acts as is a superuser (is_superuser at startup; the
+    /// caller updates it when it changes who the session acts as).
+    pub acts_as_superuser: bool,
+    /// Where the server was reached, for cancel requests.
+    endpoint: Endpoint,
+    /// Handed on by `into_stream`: dropping this must not end the session.
+    relayed: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Unix(String),
+    Tcp(String, u16),
+}
+
+/// A cancel request for a connection's backend, sent on a connection of its own like libpq's
+/// PQcancel.
+#[derive(Clone, Debug)]
+pub struct CancelToken {
+    endpoint: Endpoint,
+    pid: i32,
+    key: i32,
+}
+
+impl CancelToken {
+    pub fn is(&self, pid: i32, key: i32) -> bool {
+        self.pid == pid && self.key == key
+    }
+
+    pub fn same(&self, other: &CancelToken) -> bool {
+        self.is(other.pid, other.key)
+    }
+
+    pub fn cancel(&self) -> Result<()> {
+        let mut b = BytesMut::new();
+        frontend::cancel_request(self.pid, self.key, &mut b);
+        let mut s = match &self.endpoint {
+            Endpoint::Unix(p) => RawStream::Unix(UnixStream::connect(p)?),
+            Endpoint::Tcp(h, port) => RawStream::Tcp(TcpStream::connect((h.as_str(), *port))?),
+        };
+        s.write_all(&b)?;
+        // The server closes the connection once it has read the request.
+        let _ = s.read(&mut [0u8; 1]);
+        Ok(())
+    }
 }
 
 impl Drop for Wire {
     fn drop(&mut self) {
+        if self.relayed {
+            return;
+        }
         let mut b = BytesMut::new();
         frontend::terminate(&mut b);
         let _ = self.stream.write_all(&b);
@@ -78,13 +175,13 @@ impl Wire {
             .map_err(|_| anyhow!("invalid port"))?;
         let timeout = p.connect_timeout()?;
         let sslmode = p.get("sslmode").unwrap_or("prefer");
-        let (stream, tcp): (Box<dyn Stream>, bool) = if host.starts_with('/') {
+        let (stream, endpoint) = if host.starts_with('/') {
             let path = format!("{host}/.s.PGSQL.{port}");
             (
-                Box::new(
+                RawStream::Unix(
                     UnixStream::connect(&path).with_context(|| format!("connecting to {path}"))?,
                 ),
-                false,
+                Endpoint::Unix(path),
             )
         } else {
             if matches!(sslmode, "require" | "verify-ca" | "verify-full") {
@@ -104,12 +201,18 @@ impl Wire {
                 None => TcpStream::connect((addr.as_str(), port))?,
             };
             s.set_nodelay(true)?;
-            (Box::new(s), true)
+            (RawStream::Tcp(s), Endpoint::Tcp(addr, port))
         };
+        let tcp = matches!(endpoint, Endpoint::Tcp(..));
         let mut w = Wire {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK * 2),
             wbuf: BytesMut::new(),
+            server_params: Vec::new(),
+            backend_key: None,
+            acts_as_superuser: false,
+            endpoint,
+            relayed: false,
         };
         if tcp && sslmode != "disable" {
             // libpq would use TLS if the server offers it: then so must we (through the other path).
@@ -193,9 +296,38 @@ impl Wire {
             match w.next()? {
                 Message::ReadyForQuery(_) => return Ok(Some(w)),
                 Message::ErrorResponse(e) => bail!("{}", error_text(&e)),
+                Message::ParameterStatus(p) => {
+                    if p.name()? == "is_superuser" {
+                        w.acts_as_superuser = p.value()? == "on";
+                    }
+                    w.server_params
+                        .push((p.name()?.to_string(), p.value()?.to_string()));
+                }
+                Message::BackendKeyData(k) => {
+                    w.backend_key = Some((k.process_id(), k.secret_key()));
+                }
                 _ => {}
             }
         }
+    }
+
+    /// How to cancel what this connection's backend is running.
+    pub fn cancel_token(&self) -> Option<CancelToken> {
+        self.backend_key.map(|(pid, key)| CancelToken {
+            endpoint: self.endpoint.clone(),
+            pid,
+            key,
+        })
+    }
+
+    /// The socket and the bytes already read from it but not parsed, for relaying the
+    /// connection as it stands (between statements). The connection is not terminated.
+    pub fn into_stream(mut self) -> Result<(RawStream, Vec<u8>)> {
+        let pending = self.rbuf.split().to_vec();
+        // A second descriptor of the same socket: dropping `self` closes only its own.
+        let stream = self.stream.try_clone()?;
+        self.relayed = true;
+        Ok((stream, pending))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -229,6 +361,28 @@ impl Wire {
             match self.next()? {
                 Message::ErrorResponse(e) => err = Some(error_text(&e)),
                 Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run one query and return the first column of its first row (None for no row or NULL).
+    pub fn query_value(&mut self, sql: &str) -> Result<Option<String>> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush()?;
+        let (mut err, mut value) = (None, None);
+        loop {
+            match self.next()? {
+                Message::DataRow(r) if value.is_none() => {
+                    let buf = r.buffer();
+                    if let Some(Some(range)) = r.ranges().next()? {
+                        value = Some(String::from_utf8_lossy(&buf[range]).into_owned());
+                    }
+                }
+                Message::ErrorResponse(e) => err = Some(error_text(&e)),
+                Message::ReadyForQuery(_) => {
+                    return err.map_or(Ok(value), |e| Err(anyhow!(e)));
+                }
                 _ => {}
             }
         }

@@ -1,0 +1,374 @@
+//! The snapshot's schema: a pg_dump custom-format archive (schema only) taken at the snapshot's
+//! exported snapshot, and restored by pg_restore — pre-data before the data in one transaction,
+//! post-data after it in parallel (`pg_restore -j`, which orders entries by their dependencies and
+//! locks). steep never edits pg_dump's SQL: what is left out (steep_repl itself, entries a resumed
+//! apply already restored) is left out through pg_restore's table of contents (`-l` / `-L`).
+//!
+//! Both programs reach the server with the rights of the role the work belongs to
+//! (`Connect::tool_access`): in client mode with the CLI's connection parameters (the password in
+//! the child's environment, never on its command line). In direct mode pg_restore, which runs the
+//! archive's SQL, goes through the session proxy, so that SQL runs in sessions restricted to the
+//! job's owner; pg_dump, which runs only its own catalog queries (and needs PREPARE, which a
+//! restricted session refuses), logs in as the workers do and reads as the owner (`--role`).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::conn::ConnParams;
+use crate::engine::checksum::sha256_of;
+use crate::engine::manifest::{DataFile, SchemaFiles};
+use crate::engine::private_dir::PrivateDir;
+use crate::engine::{session_proxy, Connect, Tool, ToolAccess};
+
+/// The archive's name inside a snapshot.
+pub const ARCHIVE: &str = "schema/schema.dump";
+
+/// `PROGRAM --version`'s line and its major version; None when it does not run.
+pub fn tool_version(program: &Path) -> Option<(String, u32)> {
+    let out = Command::new(program).arg("--version").output().ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = tool_major(&line);
+    (major > 0).then_some((line, major))
+}
+
+/// Dump the schema of `src` at the exported snapshot into DIR/schema/schema.dump.
+pub fn dump(
+    src: &dyn Connect,
+    pg_dump: &Path,
+    exported: &str,
+    dir: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<SchemaFiles> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.join("schema"))
+        .with_context(|| format!("creating {}/schema", dir.display()))?;
+    let (version, major) = tool_version(pg_dump).unwrap_or_default();
+    let path = dir.join(ARCHIVE);
+    let mut args: Vec<OsString> = vec![
+        "--format=custom".into(),
+        "--schema-only".into(),
+        // steep_repl on a target is `steep init`'s business, not the snapshot's.
+        "--exclude-schema=steep_repl".into(),
+        format!("--snapshot={exported}").into(),
+    ];
+    if major >= 17 {
+        args.push("--exclude-extension=steep_repl".into());
+    }
+    let mut file_arg = OsString::from("--file=");
+    file_arg.push(&path);
+    args.push(file_arg);
+    run_tool(src, Tool::PgDump, pg_dump, &args, cancelled).context("pg_dump (the schema)")?;
+    let (sha256, bytes) = sha256_of(File::open(&path)?)?;
+    File::open(&path)?.sync_all()?;
+    Ok(SchemaFiles {
+        archive: DataFile {
+            name: ARCHIVE.into(),
+            rows: 0,
+            raw_bytes: bytes,
+            stored_bytes: bytes,
+            sha256,
+        },
+        pg_dump: version,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    PreData,
+    PostData,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::PreData => "pre-data",
+            Section::PostData => "post-data",
+        }
+    }
+}
+
+/// What pg_restore needs to restore one section of a snapshot's archive.
+pub struct Restore<'a> {
+    pub pg_restore: &'a Path,
+    pub archive: &'a Path,
+    /// The pg_dump version line the archive was written with (from the manifest).
+    pub pg_dump: &'a str,
+    pub parallel: usize,
+    /// Entries whose object the target already has are left out (a resumed apply).
+    pub skip_existing: Option<&'a mut postgres::Client>,
+}
+
+/// Restore one section into `dst`: pre-data in one transaction, post-data `parallel` at a time.
+pub fn restore(
+    dst: &dyn Connect,
+    section: Section,
+    r: Restore<'_>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    let (have, major) = tool_version(r.pg_restore).unwrap_or_default();
+    let need = tool_major(r.pg_dump);
+    if major < need {
+        bail!(
+            "{} is {have}, older than the pg_dump that wrote the snapshot's schema ({}): use \
+             pg_restore {need} or newer (STEEP_PG_RESTORE)",
+            r.pg_restore.display(),
+            r.pg_dump
+        );
+    }
+    let toc = Command::new(r.pg_restore)
+        .arg("--list")
+        .arg(r.archive)
+        .output()
+        .with_context(|| format!("running {}", r.pg_restore.display()))?;
+    if !toc.status.success() {
+        bail!(
+            "pg_restore --list {}: {}",
+            r.archive.display(),
+            String::from_utf8_lossy(&toc.stderr).trim()
+        );
+    }
+    let existing = match r.skip_existing {
+        Some(c) => existing_objects(c)?,
+        None => Vec::new(),
+    };
+    let list = filter_toc(&String::from_utf8_lossy(&toc.stdout), &existing);
+    let tmp = PrivateDir::new("steep-toc")?;
+    let list_path = tmp.path().join("toc.list");
+    std::fs::write(&list_path, list)?;
+    let mut args: Vec<OsString> = vec![
+        format!("--section={}", section.name()).into(),
+        "--no-owner".into(),
+        "--no-privileges".into(),
+        "--exit-on-error".into(),
+    ];
+    match section {
+        Section::PreData => args.push("--single-transaction".into()),
+        Section::PostData => args.push(format!("--jobs={}", r.parallel.clamp(1, 64)).into()),
+    }
+    let mut l = OsString::from("--use-list=");
+    l.push(&list_path);
+    args.push(l);
+    args.push(r.archive.into());
+    run_tool(dst, Tool::PgRestore, r.pg_restore, &args, cancelled)
+        .with_context(|| format!("pg_restore --section={}", section.name()))
+}
+
+/// The major version in a `pg_dump (PostgreSQL) 18.6` line (0 when there is none). Debian
+/// appends its own version after the number.
+pub fn tool_major(version_line: &str) -> u32 {
+    version_line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `pg_restore -l` entry line without its dump id and catalog ids: "DESC SCHEMA TAG OWNER".
+fn entry(line: &str) -> Option<&str> {
+    if line.starts_with(';') {
+        return None;
+    }
+    let (_, rest) = line.split_once("; ")?;
+    let mut it = rest.splitn(3, ' ');
+    it.next()?;
+    it.next()?;
+    it.next()
+}
+
+/// The table of contents with steep_repl's own entries (pg_dump before 17 cannot leave the
+/// extension out) and the already existing objects commented out, as pg_restore's `-L` reads it.
+pub fn filter_toc(toc: &str, existing: &[String]) -> String {
+    let mut out = String::with_capacity(toc.len());
+    for line in toc.lines() {
+        let drop = entry(line).is_some_and(|e| {
+            e.starts_with("EXTENSION - steep_repl ")
+                || e.starts_with("COMMENT - EXTENSION steep_repl ")
+                || existing.iter().any(|x| e.starts_with(x.as_str()))
+        });
+        if drop {
+            out.push(';');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The target's indexes, constraints, triggers, policies and rules, each as the start of the
+/// table-of-contents entry that would create it ("DESC SCHEMA TAG ").
+fn existing_objects(c: &mut postgres::Client) -> Result<Vec<String>> {
+    let rows = c.query(
+        "SELECT 'INDEX ' || n.nspname || ' ' || i.relname || ' '
+           FROM pg_catalog.pg_class i JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+          WHERE i.relkind IN ('i', 'I')
+         UNION ALL
+         SELECT CASE co.contype WHEN 'f' THEN 'FK CONSTRAINT ' ELSE 'CONSTRAINT ' END
+                || n.nspname || ' ' || t.relname || ' ' || co.conname || ' '
+           FROM pg_catalog.pg_constraint co JOIN pg_catalog.pg_class t ON t.oid = co.conrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+         UNION ALL
+         SELECT 'TRIGGER ' || n.nspname || ' ' || t.relname || ' ' || tg.tgname || ' '
+           FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_class t ON t.oid = tg.tgrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+          WHERE NOT tg.tgisinternal
+         UNION ALL
+         SELECT 'POLICY ' || n.nspname || ' ' || t.relname || ' ' || p.polname || ' '
+           FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class t ON t.oid = p.polrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+         UNION ALL
+         SELECT 'RULE ' || n.nspname || ' ' || t.relname || ' ' || r.rulename || ' '
+           FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class t ON t.oid = r.ev_class
+           JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+          WHERE r.rulename <> '_RETURN'",
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Run a libpq program (pg_dump, pg_restore) against the server `c` reaches, as `c`'s own
+/// connections would: the password only in the child's environment, none of the caller's PG*
+/// variables (the connection string says everything). `cancelled` stops it within a second.
+fn run_tool(
+    c: &dyn Connect,
+    tool: Tool,
+    program: &Path,
+    args: &[OsString],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    match c.tool_access(tool)? {
+        ToolAccess::Params { mut params, role } => {
+            let password = params.get("password").map(str::to_string);
+            params.remove("password");
+            let mut args = args.to_vec();
+            if let Some(role) = role {
+                args.push(format!("--role={role}").into());
+            }
+            spawn(
+                program,
+                &args,
+                &params.to_conninfo(),
+                password.as_deref(),
+                cancelled,
+            )
+        }
+        ToolAccess::Proxy { dbname, user } => session_proxy::with_proxy(c, |dir| {
+            let mut p = ConnParams::default();
+            p.set("host", dir.to_string_lossy())?;
+            p.set("port", session_proxy::PORT.to_string())?;
+            p.set("dbname", dbname)?;
+            p.set("user", user)?;
+            spawn(program, args, &p.to_conninfo(), None, cancelled)
+        }),
+    }
+}
+
+fn spawn(
+    program: &Path,
+    args: &[OsString],
+    conninfo: &str,
+    password: Option<&str>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .arg(format!("--dbname={conninfo}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(pw) = password {
+        cmd.env("PGPASSWORD", pw);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stopping: Option<Instant> = None;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if cancelled() {
+            match stopping {
+                // SIGTERM first: pg_restore and pg_dump then cancel their own queries.
+                None => {
+                    // SAFETY: signalling our own child process.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    stopping = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_millis(500) => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap_or_default();
+    if stopping.is_some() {
+        bail!("cancelled");
+    }
+    if !status.success() {
+        bail!("{}", err.trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_toc_leaves_out_steep_repl_and_existing_objects() {
+        let toc = ";\n; Archive created at 2026-11-26\n\
+                   5; 2615 2200 SCHEMA - public pg_database_owner\n\
+                   2; 3079 16385 EXTENSION - steep_repl \n\
+                   3; 0 0 COMMENT - EXTENSION steep_repl \n\
+                   210; 1259 16390 TABLE public t bob\n\
+                   3300; 2606 16395 CONSTRAINT public t t_pkey bob\n\
+                   3301; 1259 16396 INDEX public t_v_idx bob\n\
+                   3302; 2606 16397 FK CONSTRAINT public c c_pid_fkey bob\n";
+        let out = filter_toc(toc, &["CONSTRAINT public t t_pkey ".to_string()]);
+        let dropped: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(";2") || l.starts_with(";3"))
+            .collect();
+        assert_eq!(dropped.len(), 3, "{out}");
+        assert!(out.contains(";2; 3079 16385 EXTENSION - steep_repl"));
+        assert!(out.contains(";3300; 2606"));
+        assert!(out.contains("\n3301; 1259 16396 INDEX"));
+        assert!(
+            out.contains("\n3302; 2606"),
+            "an FK is not a CONSTRAINT entry: {out}"
+        );
+        assert!(out.contains("\n210; 1259 16390 TABLE public t bob"));
+    }
+
+    #[test]
+    fn majors_of_version_lines() {
+        assert_eq!(tool_major("pg_dump (PostgreSQL) 18.6"), 18);
+        assert_eq!(
+            tool_major("pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"),
+            15
+        );
+        assert_eq!(tool_major(""), 0);
+    }
+}
