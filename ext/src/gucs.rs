@@ -33,7 +33,9 @@ pub fn register(preloaded: bool) {
         c"steep_repl.worker_conninfo",
         c"Connection string steep_repl workers use to reach this server",
         c"Empty: the first unix_socket_directories entry, this port, the bootstrap superuser. \
-          Workers SET ROLE to the job's owner at once.",
+          It must log in as a superuser: each session is put at once under security-restricted \
+          operation as the job's owner and keeps exactly that role's rights. Use a passfile, \
+          not a password here.",
         &WORKER_CONNINFO,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,

@@ -10,6 +10,7 @@ mod gucs;
 mod health;
 mod nodes;
 mod operations;
+mod security;
 mod shmem;
 mod snapshots;
 mod tables;

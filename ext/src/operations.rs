@@ -107,21 +107,21 @@ fn cancel_operation(id: i64) -> bool {
     let cancelled_pending = Spi::get_one_with_args::<i64>(
         "WITH c AS (
             UPDATE steep_repl.work_queue
-            SET status = 'cancelled', completed_at = clock_timestamp(),
+            SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp(),
                 error_message = 'cancelled before it started'
             WHERE id = $1 AND status = 'pending'
             RETURNING id, operation, snapshot_id, merge_id
          ), s AS (
-            UPDATE steep_repl.snapshots sn SET status = 'cancelled', completed_at = clock_timestamp()
+            UPDATE steep_repl.snapshots sn SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp()
             FROM c WHERE sn.snapshot_id = c.snapshot_id AND sn.status = 'pending'
          ), m AS (
-            UPDATE steep_repl.merges mg SET status = 'cancelled', completed_at = clock_timestamp()
+            UPDATE steep_repl.merges mg SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp()
             FROM c WHERE mg.merge_id = c.merge_id AND mg.status = 'pending'
          )
-         SELECT count(pg_notify($2, json_build_object('op', operation, 'id', id,
+         SELECT pg_catalog.count(pg_catalog.pg_notify($2, pg_catalog.json_build_object('op', operation, 'id', id,
                 'status', 'cancelled', 'error', 'cancelled before it started',
                 'snapshot_id', snapshot_id,
-                'sent_at_ms', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text))
+                'sent_at_ms', (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint)::text))
          FROM c",
         &[id.into(), CHANNEL.into()],
     )
@@ -195,7 +195,21 @@ fn operation_progress(
             let s = STATE.share();
             s.slots.iter().filter(|sl| sl.in_use()).copied().collect()
         };
+        // As in work_queue's row security: a role sees the jobs of roles whose privileges it
+        // has, in any database.
+        let mut visible: Vec<(u32, bool)> = Vec::new();
         for sl in slots {
+            let may = match visible.iter().find(|(o, _)| *o == sl.owner_oid) {
+                Some((_, v)) => *v,
+                None => {
+                    let v = acts_as(sl.owner_oid);
+                    visible.push((sl.owner_oid, v));
+                    v
+                }
+            };
+            if !may {
+                continue;
+            }
             if id.is_some_and(|i| i != sl.job_id || sl.db_oid != this_db) {
                 continue;
             }
@@ -259,6 +273,18 @@ fn operation_progress(
     })
     .unwrap_or_else(|e| error!("reading operation progress: {e}"));
     TableIterator::new(rows)
+}
+
+/// Whether the current role has the privileges of role `oid` (a member, or a superuser).
+fn acts_as(oid: u32) -> bool {
+    oid != 0
+        && Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_has_role(current_user, $1, 'USAGE')",
+            &[pg_sys::Oid::from(oid).into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 fn database_name(oid: u32) -> Option<String> {

@@ -82,6 +82,8 @@ pub struct Slot {
     /// work_queue id; 0 when the slot is free.
     pub job_id: i64,
     pub db_oid: u32,
+    /// The role the job runs as: who may see this slot (as in work_queue's row security).
+    pub owner_oid: u32,
     pub pid: i32,
     pub cancel_requested: bool,
     pub op: FixedStr<32>,
@@ -106,6 +108,7 @@ impl Slot {
     pub const EMPTY: Self = Self {
         job_id: 0,
         db_oid: 0,
+        owner_oid: 0,
         pid: 0,
         cancel_requested: false,
         op: FixedStr::EMPTY,
@@ -189,7 +192,8 @@ pub fn wake(pid: i32) {
     }
 }
 
-/// Record an error for health() (last_error).
+/// Record an error of the workers themselves (not of a job: those stay in their rows, under row
+/// security) for health(), which shows it to superusers.
 pub fn record_error(message: &str) {
     if !crate::preloaded() {
         return;

@@ -35,27 +35,68 @@ pub fn may_use_server_files(role: &str, for_write: bool) -> bool {
     .unwrap_or(false)
 }
 
+/// Whether `role` may apply (read) the server-side snapshot at `path`: a snapshot belongs to the
+/// role that made it (its manifest's owner); that role, its members, superusers and
+/// pg_read_server_files may read it. Err says why not.
+pub fn may_read_snapshot(role: &str, path: &std::path::Path) -> Result<(), String> {
+    let m = Manifest::read(path).map_err(|e| format!("{e:#}"))?;
+    let ok = Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT r.rolsuper
+                                 OR pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE')
+                                 OR (o.oid IS NOT NULL
+                                     AND pg_catalog.pg_has_role(r.oid, o.oid, 'USAGE'))
+                          FROM pg_catalog.pg_roles r
+                          LEFT JOIN pg_catalog.pg_roles o ON o.rolname = $2
+                          WHERE r.rolname = $1), false)",
+        &[role.into(), m.owner.clone().into()],
+    )
+    .map_err(|e| e.to_string())?
+    .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "snapshot {} at {} belongs to {}: only that role, its members, superusers and \
+             pg_read_server_files may apply it",
+            m.snapshot_id,
+            path.display(),
+            m.owner
+                .as_deref()
+                .map(|o| format!("role {o:?}"))
+                .unwrap_or_else(|| "no recorded role".into())
+        ))
+    }
+}
+
 pub fn snapshot_dir() -> Option<String> {
     crate::gucs::SNAPSHOT_DIR
         .get()
         .map(|c| c.to_string_lossy().into_owned())
 }
 
-/// The absolute path for a server-side snapshot, or an error saying why it is refused.
-#[pg_extern(volatile, name = "_snapshot_path")]
-fn snapshot_path(path: &str, for_write: bool) -> String {
-    let me = Spi::get_one::<String>("SELECT current_user::text")
+fn current_role() -> String {
+    Spi::get_one::<String>("SELECT current_user::text")
         .ok()
         .flatten()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn confined(path: &str, for_write: bool) -> std::path::PathBuf {
+    let me = current_role();
     match steep::engine::paths::confine(
         path,
         snapshot_dir().as_deref(),
         may_use_server_files(&me, for_write),
     ) {
-        Ok(p) => p.to_string_lossy().into_owned(),
+        Ok(p) => p,
         Err(e) => error!("{e}"),
     }
+}
+
+/// The absolute path for a server-side snapshot, or an error saying why it is refused.
+#[pg_extern(volatile, name = "_snapshot_path")]
+fn snapshot_path(path: &str, for_write: bool) -> String {
+    confined(path, for_write).to_string_lossy().into_owned()
 }
 
 /// A compression spec in canonical form (`zstd:3`), or an error naming the choices.
@@ -73,10 +114,15 @@ fn new_snapshot_id() -> String {
     steep::engine::new_snapshot_id()
 }
 
-/// The id of the snapshot at `path` (its manifest is read and checked).
+/// The id of the snapshot at `path` (its manifest is read and checked), for a path the caller
+/// may name and a snapshot the caller may read: never an oracle for other paths.
 #[pg_extern(volatile, name = "_manifest_snapshot_id")]
 fn manifest_snapshot_id(path: &str) -> String {
-    match Manifest::read(std::path::Path::new(path)) {
+    let p = confined(path, false);
+    if let Err(e) = may_read_snapshot(&current_role(), &p) {
+        error!("{e}");
+    }
+    match Manifest::read(&p) {
         Ok(m) => m.snapshot_id,
         Err(e) => error!("{e:#}"),
     }

@@ -21,7 +21,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = db_oid_arg(arg);
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    crate::worker::connect(Some(db));
     // steep_repl at a version with a work queue (0.1.0 has none: nothing to do there).
     let present =
         tx(|| Spi::get_one::<bool>("SELECT to_regclass('steep_repl.work_queue') IS NOT NULL"));

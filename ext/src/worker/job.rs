@@ -8,7 +8,6 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
 use steep::progress_event::{snapshot_progress_update, ProgressEvent, CHANNEL};
-use steep::sql::quote_literal;
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
 use crate::worker::{db_oid_arg, selftest, tx};
@@ -50,6 +49,8 @@ pub struct Claimed {
     pub op: String,
     pub params: Value,
     pub created_by: String,
+    /// created_by's oid (InvalidOid when the role no longer exists).
+    pub owner: pg_sys::Oid,
     pub snapshot_id: Option<String>,
     slot: usize,
 }
@@ -70,7 +71,7 @@ pub struct JobCtx {
 pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = db_oid_arg(arg);
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    crate::worker::connect(Some(db));
     let job = match tx(|| claim(db)) {
         Ok(Some(job)) => job,
         Ok(None) => return, // another worker took it, or it was cancelled
@@ -98,6 +99,12 @@ pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
 }
 
 fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
+    if ctx.job.owner == pg_sys::InvalidOid {
+        return Err(JobError::Failed(format!(
+            "role {:?}, which queued the job, no longer exists",
+            ctx.job.created_by
+        )));
+    }
     match ctx.job.op.as_str() {
         "selftest" => selftest::run(ctx),
         "snapshot_generate" => super::snapshot::generate(ctx),
@@ -118,7 +125,8 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
              SET status = 'running', started_at = clock_timestamp(), worker_pid = pg_backend_pid()
              WHERE w.id = (SELECT id FROM steep_repl.work_queue WHERE status = 'pending'
                            ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
-             RETURNING w.id, w.operation, w.params::text, w.created_by::text, w.snapshot_id",
+             RETURNING w.id, w.operation, w.params::text, w.created_by::text, w.snapshot_id,
+                       (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = w.created_by)",
             None,
             &[],
         )?;
@@ -132,10 +140,13 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
             t.get::<String>(3)?.unwrap_or_default(),
             t.get::<String>(4)?.unwrap_or_default(),
             t.get::<String>(5)?,
+            t.get::<pg_sys::Oid>(6)?,
         )))
     })
     .unwrap_or_else(|e| error!("claiming a job: {e}"))?;
-    let (id, op, params, created_by, snapshot_id) = row;
+    let (id, op, params, created_by, snapshot_id, owner) = row;
+    // A role dropped after queueing: its job cannot run as anyone else.
+    let owner = owner.unwrap_or(pg_sys::InvalidOid);
     // SAFETY: reading our own pid.
     let me = unsafe { pg_sys::MyProcPid };
     let slot = {
@@ -151,6 +162,7 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
         *sl = Slot {
             job_id: id,
             db_oid: db.to_u32(),
+            owner_oid: owner.to_u32(),
             pid: me,
             ..Slot::EMPTY
         };
@@ -166,6 +178,7 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
         op,
         params: serde_json::from_str(&params).unwrap_or(Value::Null),
         created_by,
+        owner,
         snapshot_id,
         slot,
     })
@@ -269,14 +282,10 @@ impl JobCtx {
         event.sent_at_ms = now_ms();
         let payload = event.to_payload();
         let id = self.job.id;
-        let sql = progress_sql(
-            id,
-            self.job.snapshot_id.as_deref(),
-            &payload,
-            refresh_row,
-            None,
-        );
-        if let Err(e) = tx(move || Spi::run(&sql)) {
+        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
+        let write =
+            move || record_progress(id, snapshot.as_deref(), &owner, &payload, refresh_row, None);
+        if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
             warning!("steep_repl job {id}: publishing progress failed: {e}");
         }
         self.last_notify = Instant::now();
@@ -300,11 +309,6 @@ impl JobCtx {
             ),
             Err(JobError::Failed(m)) => ("failed", Some(m), None),
         };
-        if let Some(e) = &error {
-            if status == "failed" {
-                crate::shmem::record_error(&format!("job {}: {e}", self.job.id));
-            }
-        }
         if status == "complete" {
             self.event.percent = 100.0;
             self.event.eta_seconds = Some(0);
@@ -314,19 +318,18 @@ impl JobCtx {
         self.write_slot();
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
-        let final_state = FinalState {
-            status,
-            error: error.as_deref(),
-            result: result.as_ref(),
+        let id = self.job.id;
+        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
+        let payload = event.to_payload();
+        let write = move || {
+            let end = FinalState {
+                status,
+                error: error.as_deref(),
+                result: result.as_ref(),
+            };
+            record_progress(id, snapshot.as_deref(), &owner, &payload, true, Some(&end))
         };
-        let sql = progress_sql(
-            self.job.id,
-            self.job.snapshot_id.as_deref(),
-            &event.to_payload(),
-            true,
-            Some(&final_state),
-        );
-        if let Err(e) = tx(move || Spi::run(&sql)) {
+        if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
             // The database worker's sweep fails the job once this process is gone.
             warning!(
                 "steep_repl job {}: recording its end failed: {e}",
@@ -344,48 +347,69 @@ struct FinalState<'a> {
     result: Option<&'a Value>,
 }
 
-/// One statement: NOTIFY, and (when asked) the progress and end state into the rows: the job's,
-/// and its snapshot's when it has one.
-fn progress_sql(
+/// NOTIFY, and (when asked) the progress and end state into the rows: the job's, and its
+/// snapshot's when it has one — only a snapshot of the job's own owner. Parameterised: nothing
+/// here is SQL text built from values.
+fn record_progress(
     id: i64,
     snapshot_id: Option<&str>,
+    owner: &str,
     payload: &str,
     refresh_row: bool,
     end: Option<&FinalState>,
-) -> String {
-    let p = quote_literal(payload);
-    let notify = format!("SELECT pg_notify({}, {p})", quote_literal(CHANNEL));
-    if !refresh_row {
-        return notify;
+) -> Result<(), pgrx::spi::Error> {
+    if refresh_row {
+        let (status, error, result) = match end {
+            Some(e) => (
+                Some(e.status.to_string()),
+                e.error.map(str::to_string),
+                e.result.map(|r| r.to_string()),
+            ),
+            None => (None, None, None),
+        };
+        Spi::run_with_args(
+            "UPDATE steep_repl.work_queue
+             SET progress = $2::jsonb,
+                 status = coalesce($3, status),
+                 completed_at = CASE WHEN $3 IS NULL THEN completed_at
+                                     ELSE pg_catalog.clock_timestamp() END,
+                 error_message = CASE WHEN $3 IS NULL THEN error_message ELSE $4 END,
+                 result = CASE WHEN $3 IS NULL THEN result ELSE $5::jsonb END
+             WHERE id = $1",
+            &[
+                id.into(),
+                payload.into(),
+                status.clone().into(),
+                error.clone().into(),
+                result.into(),
+            ],
+        )?;
+        if let Some(sid) = snapshot_id {
+            let sql = format!(
+                "{} AND s.created_by = $3",
+                snapshot_progress_update(
+                    "$1",
+                    "$2::jsonb",
+                    ", status = coalesce($4, s.status), \
+                     completed_at = CASE WHEN $4 IS NULL THEN s.completed_at \
+                                         ELSE pg_catalog.clock_timestamp() END, \
+                     error_message = CASE WHEN $4 IS NULL THEN s.error_message ELSE $5 END",
+                )
+            );
+            Spi::run_with_args(
+                &sql,
+                &[
+                    sid.into(),
+                    payload.into(),
+                    owner.into(),
+                    status.into(),
+                    error.into(),
+                ],
+            )?;
+        }
     }
-    let mut set = format!("progress = {p}::jsonb");
-    let mut snap_end = String::new();
-    if let Some(end) = end {
-        let error = end
-            .error
-            .map(quote_literal)
-            .unwrap_or_else(|| "NULL".into());
-        set.push_str(&format!(
-            ", status = {}, completed_at = clock_timestamp(), error_message = {error}, result = {}",
-            quote_literal(end.status),
-            end.result
-                .map(|r| format!("{}::jsonb", quote_literal(&r.to_string())))
-                .unwrap_or_else(|| "NULL".into()),
-        ));
-        snap_end = format!(
-            ", status = {}, completed_at = clock_timestamp(), error_message = {error}",
-            quote_literal(end.status)
-        );
-    }
-    let mut sql = format!("UPDATE steep_repl.work_queue SET {set} WHERE id = {id}; ");
-    if let Some(sid) = snapshot_id {
-        sql.push_str(&snapshot_progress_update(
-            &quote_literal(sid),
-            &format!("{p}::jsonb"),
-            &snap_end,
-        ));
-        sql.push_str("; ");
-    }
-    sql.push_str(&notify);
-    sql
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_notify($1, $2)",
+        &[CHANNEL.into(), payload.into()],
+    )
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::gucs;
 use crate::shmem::{now_ms, pid_alive, DbEntry, DbState, STATE};
 use crate::worker::{reload_config, start_database_worker, tx};
 
@@ -30,7 +29,7 @@ pub fn register() {
 #[no_mangle]
 pub extern "C-unwind" fn steep_repl_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(&gucs::launcher_database()), None);
+    crate::worker::connect(None);
     // SAFETY: reading our own pid.
     STATE.exclusive().launcher_pid = unsafe { pg_sys::MyProcPid };
     log!("steep_repl launcher started");

@@ -4,7 +4,7 @@
 
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
-use pgrx::bgworkers::{BackgroundWorkerBuilder, DynamicBackgroundWorker};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -51,6 +51,18 @@ pub fn error_message(e: &CaughtError) -> String {
         report.detail().filter(|d| !d.is_empty()),
         report.hint().filter(|h| !h.is_empty()),
     )
+}
+
+/// Connect this worker to database `db` (by oid; None: the launcher's database by name) as the
+/// bootstrap superuser, with search_path pinned for all the SQL it runs.
+pub fn connect(db: Option<pg_sys::Oid>) {
+    match db {
+        Some(oid) => BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None),
+        None => {
+            BackgroundWorker::connect_worker_to_spi(Some(&crate::gucs::launcher_database()), None)
+        }
+    }
+    crate::security::pin_search_path();
 }
 
 /// Register a dynamic worker whose main function takes a database OID.

@@ -1,14 +1,14 @@
 //! The selftest job: real, measurable, cancellable work for diagnostics (`steep doctor
 //! --worker-selftest`) and for testing the worker machinery. It first opens the connection a
-//! snapshot job would (steep_repl.worker_conninfo, then SET ROLE to the owner), so pg_hba.conf
+//! snapshot job would (steep_repl.worker_conninfo, then restricted to the owner), so pg_hba.conf
 //! problems show here; then each step runs a catalog query in a transaction of its own as the
-//! role that queued the job and waits out the rest of its time slice, reporting progress.
+//! role that queued the job (security-restricted operation) and waits out the rest of its time
+//! slice, reporting progress.
 
 use std::time::Duration;
 
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-use steep::sql::quote_ident;
 
 use crate::worker::job::{JobCtx, JobError};
 use crate::worker::tx;
@@ -30,17 +30,17 @@ pub fn run(ctx: &mut JobCtx) -> Result<Value, JobError> {
         .and_then(|mut c| Ok(c.query_one("SELECT current_user::text", &[])?.get(0)))
         .map_err(|e| JobError::Failed(format!("{e:#}")))?;
     ctx.event.phase = Some("running".into());
-    let role = ctx.job.created_by.clone();
+    let owner = ctx.job.owner;
     let mut seen_role = String::new();
     let mut relations = 0i64;
     for step in 1..=steps {
         let step_end = ctx.elapsed() + slice;
-        let set_role = format!("SET LOCAL ROLE {}", quote_ident(&role));
         let (who, n) = tx(move || {
-            Spi::run(&set_role)?;
-            Spi::get_two::<String, i64>(
-                "SELECT current_user::text, count(*) FROM pg_catalog.pg_class",
-            )
+            crate::security::as_owner(owner, || {
+                Spi::get_two::<String, i64>(
+                    "SELECT current_user::text, pg_catalog.count(*) FROM pg_catalog.pg_class",
+                )
+            })
         })?
         .map_err(|e| JobError::Failed(format!("selftest step {step}: {e}")))?;
         seen_role = who.unwrap_or_default();

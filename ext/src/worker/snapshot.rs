@@ -11,21 +11,23 @@ use serde_json::Value;
 use steep::conn::ConnParams;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
-use steep::engine::generate::{self, GenerateOptions, PgDump};
+use steep::engine::generate::{self, GenerateOptions};
 use steep::engine::progress::Progress;
-use steep::engine::Connect;
-use steep::sql::quote_ident;
+use steep::engine::{Connect, Tool, ToolAccess};
+use steep::sql::quote_literal;
 
-use crate::snapshots::{may_use_server_files, snapshot_dir};
+use crate::snapshots::{may_read_snapshot, may_use_server_files, snapshot_dir};
 use crate::worker::job::{JobCtx, JobError};
 use crate::worker::tx;
 
 /// Connections to this server for the engine: steep_repl.worker_conninfo (default: our socket,
-/// port and bootstrap superuser), then SET ROLE to the job's owner at once.
+/// port and bootstrap superuser), each put at once under security-restricted operation as the
+/// job's owner (`steep_repl._restrict_session`), before it runs anything else.
 pub(crate) struct WorkerConnect {
     params: ConnParams,
     role: String,
     job: i64,
+    dbname: String,
 }
 
 impl Connect for WorkerConnect {
@@ -42,7 +44,11 @@ impl Connect for WorkerConnect {
                     steep::db_error::describe(&e)
                 )
             })?;
-        c.batch_execute(&self.session_sql())?;
+        // Literals are read as written whatever the database's default says.
+        c.batch_execute("SET standard_conforming_strings = on")?;
+        c.batch_execute(&self.application_name())?;
+        c.query_one("SELECT steep_repl._restrict_session($1)", &[&self.role])
+            .map_err(steep::db_error::db_error)?;
         Ok(c)
     }
 
@@ -50,19 +56,35 @@ impl Connect for WorkerConnect {
         let Some(mut w) = steep::engine::wire::Wire::connect(&self.params)? else {
             return Ok(None);
         };
-        w.simple(&self.session_sql())?;
+        w.simple("SET standard_conforming_strings = on")?;
+        w.simple(&self.application_name())?;
+        let is_super = w.query_value(&format!(
+            "SELECT steep_repl._restrict_session({})",
+            quote_literal(&self.role)
+        ))?;
+        w.acts_as_superuser = is_super.as_deref() == Some("t");
         Ok(Some(w))
+    }
+
+    fn tool_access(&self, tool: Tool) -> anyhow::Result<ToolAccess> {
+        Ok(match tool {
+            // Only pg_dump's own catalog queries run there, reading as the owner.
+            Tool::PgDump => ToolAccess::Params {
+                params: self.params.clone(),
+                role: Some(self.role.clone()),
+            },
+            // The archive's SQL: only in sessions restricted to the owner.
+            Tool::PgRestore => ToolAccess::Proxy {
+                dbname: self.dbname.clone(),
+                user: self.role.clone(),
+            },
+        })
     }
 }
 
 impl WorkerConnect {
-    /// Every engine connection becomes the job's owner at once.
-    fn session_sql(&self) -> String {
-        format!(
-            "SET ROLE {}; SET application_name = 'steep_repl job {}'",
-            quote_ident(&self.role),
-            self.job
-        )
+    fn application_name(&self) -> String {
+        format!("SET application_name = 'steep_repl job {}'", self.job)
     }
 }
 
@@ -114,13 +136,13 @@ fn worker_params() -> Result<ConnParams, String> {
     Ok(p)
 }
 
-/// pg_dump next to this server's postgres binary.
-fn server_pg_dump() -> Option<PathBuf> {
+/// A program (pg_dump, pg_restore) next to this server's postgres binary.
+fn server_program(name: &str) -> Option<PathBuf> {
     // SAFETY: my_exec_path is set once at backend start.
     let exec = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::my_exec_path).cast()) };
     let p = PathBuf::from(exec.to_string_lossy().into_owned())
         .parent()?
-        .join("pg_dump");
+        .join(name);
     p.is_file().then_some(p)
 }
 
@@ -136,8 +158,15 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
     let path = param_str(&ctx.job.params, "path")?;
     let owner = ctx.job.created_by.clone();
     let privileged = tx(move || may_use_server_files(&owner, for_write))?;
-    steep::engine::paths::confine(&path, snapshot_dir().as_deref(), privileged)
-        .map_err(JobError::Failed)
+    let path = steep::engine::paths::confine(&path, snapshot_dir().as_deref(), privileged)
+        .map_err(JobError::Failed)?;
+    if !for_write {
+        // A snapshot on the server is its maker's: checked again here, as the owner.
+        let owner = ctx.job.created_by.clone();
+        let p = path.clone();
+        tx(move || may_read_snapshot(&owner, &p))?.map_err(JobError::Failed)?;
+    }
+    Ok(path)
 }
 
 /// Run `work` on a thread with every signal blocked (PostgreSQL's handlers stay on this thread),
@@ -192,8 +221,10 @@ fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
 }
 
 pub(crate) fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
+    let params = tx(worker_params)?.map_err(JobError::Failed)?;
     Ok(WorkerConnect {
-        params: tx(worker_params)?.map_err(JobError::Failed)?,
+        dbname: params.get("dbname").unwrap_or_default().to_string(),
+        params,
         role: ctx.job.created_by.clone(),
         job: ctx.job.id,
     })
@@ -206,19 +237,14 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         .map_err(|e| JobError::Failed(format!("{e:#}")))?;
     let connect = worker_connect(ctx)?;
     let pg_dump = if p["schema"].as_bool().unwrap_or(true) {
-        let program = server_pg_dump();
+        let program = server_program("pg_dump");
         if program.is_none() {
             warning!(
                 "steep_repl job {}: no pg_dump next to postgres; the snapshot has no schema DDL",
                 ctx.job.id
             );
         }
-        program.map(|program| PgDump {
-            program,
-            conninfo: connect.params.to_conninfo(),
-            password: None,
-            role: Some(connect.role.clone()),
-        })
+        program
     } else {
         None
     };
@@ -262,6 +288,7 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
         verify_checksums: p["verify"].as_bool().unwrap_or(true),
         schema,
         resume: p["resume"].as_bool().unwrap_or(false),
+        pg_restore: server_program("pg_restore"),
     };
     mark_running(ctx)?;
     let progress = Arc::new(Progress::default());

@@ -1,0 +1,49 @@
+-- Jobs act as their owner (0.3.0). Row security that needs no helper function (so no role needs
+-- EXECUTE on an internal function to see its own rows), a job row may name only a snapshot or
+-- merge of the same role, and internal functions are not executable by PUBLIC: `steep init
+-- --grant ROLE` grants those the SQL API calls on a role's behalf.
+
+DROP POLICY work_queue_owner ON steep_repl.work_queue;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (pg_catalog.pg_has_role(current_user,
+               (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
+               'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role(current_user,
+                    (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
+                    'USAGE')
+                AND (work_queue.snapshot_id IS NULL
+                     OR EXISTS (SELECT FROM steep_repl.snapshots s
+                                WHERE s.snapshot_id = work_queue.snapshot_id
+                                  AND s.created_by = work_queue.created_by))
+                AND (work_queue.merge_id IS NULL
+                     OR EXISTS (SELECT FROM steep_repl.merges m
+                                WHERE m.merge_id = work_queue.merge_id
+                                  AND m.created_by = work_queue.created_by)));
+
+DROP POLICY snapshots_owner ON steep_repl.snapshots;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (pg_catalog.pg_has_role(current_user,
+               (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = snapshots.created_by),
+               'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role(current_user,
+                    (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = snapshots.created_by),
+                    'USAGE'));
+
+DROP POLICY merges_owner ON steep_repl.merges;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (pg_catalog.pg_has_role(current_user,
+               (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = merges.created_by),
+               'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role(current_user,
+                    (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = merges.created_by),
+                    'USAGE'));
+
+REVOKE ALL ON FUNCTION steep_repl._acts_as(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._work_queue_wake() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._compression(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._manifest_snapshot_id(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._new_snapshot_id() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._require_workers() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._snapshot_path(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._wake_on_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION steep_repl._restrict_session(text) FROM PUBLIC;
