@@ -11,5 +11,6 @@ mod node;
 mod operations;
 mod privileges;
 mod schema;
+mod security;
 mod snapshot;
 mod version;

@@ -891,6 +891,16 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     let dst2 = node();
     let d2 = dst2.connection_string("postgres");
     init(home.path(), &d2, &[]);
+    // Client-mode files are private to the OS user that wrote them: hand them to the server's.
+    let st = std::process::Command::new("chown")
+        .args([
+            "-R",
+            &std::env::var("STEEP_RUN_AS").unwrap_or("postgres".into()),
+        ])
+        .arg(&cdir)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let a = json(&ok(steep(home.path()).args([
         "snapshot",
         "apply",
