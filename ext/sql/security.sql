@@ -47,3 +47,24 @@ REVOKE ALL ON FUNCTION steep_repl._require_workers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._snapshot_path(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._wake_on_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._restrict_session(text) FROM PUBLIC;
+
+-- Roles that were granted steep before 0.3.0 (USAGE on the schema) called these through PUBLIC:
+-- an upgrade keeps what worked for them. (A fresh install has no such role: a no-op.)
+DO $grant$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.rolname FROM pg_catalog.pg_roles a
+             WHERE NOT a.rolsuper
+               AND pg_catalog.has_schema_privilege(a.oid, 'steep_repl', 'USAGE')
+               AND a.oid <> (SELECT n.nspowner FROM pg_catalog.pg_namespace n
+                             WHERE n.nspname = 'steep_repl')
+    LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION steep_repl._snapshot_path(text, boolean),
+                 steep_repl._compression(text), steep_repl._new_snapshot_id(),
+                 steep_repl._manifest_snapshot_id(text), steep_repl._require_workers(),
+                 steep_repl._wake_on_commit() TO %I', r.rolname);
+    END LOOP;
+END
+$grant$;

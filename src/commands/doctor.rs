@@ -498,7 +498,8 @@ fn worker_selftest(ctx: &Ctx) -> Check {
             format!("{e:#}"),
             "see the background workers check and the server log; workers connect through \
              steep_repl.worker_conninfo (default: the Unix socket as the bootstrap superuser, which \
-             needs a `local all all peer` or `trust` line in pg_hba.conf)",
+             needs a `local all all peer` or `trust` line in pg_hba.conf; each session then acts as \
+             the job's owner under security-restricted operation)",
         ),
     }
 }

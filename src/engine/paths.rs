@@ -21,7 +21,9 @@ pub fn confine(path: &str, base: Option<&str>, privileged: bool) -> Result<PathB
             return Err(
                 "steep_repl.snapshot_dir is not set, so only roles that may write server \
                         files can name a path: ask a superuser to set it (ALTER SYSTEM SET \
-                        steep_repl.snapshot_dir = '/path'; SELECT pg_reload_conf())"
+                        steep_repl.snapshot_dir = '/path'; SELECT pg_reload_conf()), or use \
+                        client mode (steep snapshot ... --client), which runs as you with files \
+                        where steep runs"
                     .into(),
             );
         }
@@ -48,7 +50,8 @@ pub fn confine(path: &str, base: Option<&str>, privileged: bool) -> Result<PathB
         Ok(real)
     } else {
         Err(format!(
-            "snapshot path {path:?} is outside steep_repl.snapshot_dir ({}): use a path inside it",
+            "snapshot path {path:?} is outside steep_repl.snapshot_dir ({}): use a path inside \
+             it, or client mode (--client) for files elsewhere",
             base_real.display()
         ))
     }

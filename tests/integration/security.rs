@@ -98,6 +98,13 @@ CREATE TABLE public.t_gen (id int PRIMARY KEY, v int,
   g boolean GENERATED ALWAYS AS (public.probe_int('generated', v)) STORED);
 CREATE TABLE public.t_default (id int PRIMARY KEY, v boolean DEFAULT public.probe('default'));
 CREATE TABLE public.t_index (id int PRIMARY KEY, v int);
+-- Pre-data DDL that calls user code when it runs: CREATE AGGREGATE checks its INITCOND with the
+-- state type's input function, and a domain's input runs the domain's CHECK.
+CREATE DOMAIN public.probed_state AS int CHECK (public.probe_int('pre-data', VALUE));
+CREATE FUNCTION public.probe_sfunc(public.probed_state, int) RETURNS public.probed_state
+  LANGUAGE sql AS 'SELECT $1';
+CREATE AGGREGATE public.probe_agg(int) (SFUNC = public.probe_sfunc, STYPE = public.probed_state,
+  INITCOND = '0');
 CREATE INDEX t_index_probe ON public.t_index ((public.probe_int('index', v)));
 INSERT INTO public.t_trig VALUES (1, 'a'), (2, 'b');
 INSERT INTO public.t_check VALUES (1, 1), (2, 2);
@@ -234,6 +241,7 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
         "domain",
         "generated",
         "index",
+        "pre-data",
     ] {
         assert!(seen.contains(&k.to_string()), "{k} never ran: {seen:?}");
     }
@@ -278,7 +286,12 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
         client.iter().all(|p| p.session_user == "bob"),
         "client mode ran user code in another session"
     );
-    assert!(kinds(&client).contains(&"before-row".to_string()));
+    for k in ["before-row", "pre-data", "index"] {
+        assert!(
+            kinds(&client).contains(&k.to_string()),
+            "{k} never ran in client mode"
+        );
+    }
     assert_contained(&client, &admin, "bob");
 }
 
@@ -809,4 +822,50 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn internal_functions_are_not_public_and_an_upgrade_keeps_granted_roles_working() {
+    let n = node();
+    let admin = n.connection_string("postgres");
+    sql(
+        &admin,
+        "CREATE ROLE granted LOGIN; CREATE ROLE stranger LOGIN;
+         CREATE EXTENSION steep_repl VERSION '0.2.0';
+         GRANT USAGE ON SCHEMA steep_repl TO granted;
+         ALTER EXTENSION steep_repl UPDATE;",
+    );
+    let mut c = connect(&admin);
+    for (role, f, want) in [
+        ("granted", "steep_repl._compression(text)", true),
+        ("granted", "steep_repl._snapshot_path(text, boolean)", true),
+        ("granted", "steep_repl._restrict_session(text)", false),
+        ("stranger", "steep_repl._compression(text)", false),
+        ("stranger", "steep_repl._manifest_snapshot_id(text)", false),
+        ("stranger", "steep_repl._acts_as(name)", false),
+    ] {
+        let has: bool = c
+            .query_one(
+                "SELECT has_function_privilege($1, $2::text::regprocedure, 'EXECUTE')",
+                &[&role, &f],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(has, want, "{role} on {f}");
+    }
+    // A session that is not a superuser's cannot restrict itself (nor anyone else).
+    sql(
+        &admin,
+        "GRANT EXECUTE ON FUNCTION steep_repl._restrict_session(text) TO granted",
+    );
+    let e = connect(&as_role(&n, "granted", "postgres"))
+        .query_one("SELECT steep_repl._restrict_session('stranger')", &[])
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("must log in as a superuser"),
+        "{e}"
+    );
 }
