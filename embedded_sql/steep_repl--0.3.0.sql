@@ -205,6 +205,104 @@ COMMENT ON FUNCTION steep_repl.local_node_id() IS 'The node this database is (se
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/operations.rs:13
+-- requires:
+--   tables
+
+-- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
+-- security so a role sees and changes only the operations of roles whose privileges it has.
+-- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
+-- added with ALTER TABLE in both (the same column order either way).
+
+ALTER TABLE steep_repl.snapshots
+    ADD COLUMN phase            text,
+    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
+    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
+                                CHECK (overall_percent BETWEEN 0 AND 100),
+    ADD COLUMN current_table    text,
+    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
+    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
+    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
+    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
+    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
+
+CREATE TABLE steep_repl.merges (
+    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
+    peer_node        text,
+    peer             text NOT NULL,
+    tables           text[] NOT NULL DEFAULT '{}',
+    strategy         text NOT NULL DEFAULT 'prefer-local'
+                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
+    dry_run          boolean NOT NULL DEFAULT false,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    current_table    text,
+    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
+    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
+    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
+    error_message    text,
+    created_by       name NOT NULL DEFAULT current_user,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    completed_at     timestamptz
+);
+COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
+
+CREATE TABLE steep_repl.work_queue (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
+                                                     'bidirectional_merge', 'selftest')),
+    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
+    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    created_by    name NOT NULL DEFAULT current_user,
+    database      name NOT NULL DEFAULT current_database(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    error_message text,
+    worker_pid    integer,
+    progress      jsonb,
+    result        jsonb
+);
+CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
+CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
+    WHERE snapshot_id IS NOT NULL;
+COMMENT ON TABLE steep_repl.work_queue
+    IS 'Operations for the background workers; each runs with the privileges of created_by';
+
+-- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
+-- do not already have. Superusers and the extension owner (the workers) bypass row security.
+CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_roles r
+                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
+$fn$;
+COMMENT ON FUNCTION steep_repl._acts_as(name)
+    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
+
+ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/fingerprints.rs:4
 -- requires:
 --   tables
@@ -494,105 +592,7 @@ COMMENT ON FUNCTION steep_repl.import_fingerprints(text, jsonb)
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/operations.rs:13
--- requires:
---   tables
-
--- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
--- security so a role sees and changes only the operations of roles whose privileges it has.
--- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
--- added with ALTER TABLE in both (the same column order either way).
-
-ALTER TABLE steep_repl.snapshots
-    ADD COLUMN phase            text,
-    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
-    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
-                                CHECK (overall_percent BETWEEN 0 AND 100),
-    ADD COLUMN current_table    text,
-    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
-    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
-    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
-    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
-    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
-
-CREATE TABLE steep_repl.merges (
-    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
-    peer_node        text,
-    peer             text NOT NULL,
-    tables           text[] NOT NULL DEFAULT '{}',
-    strategy         text NOT NULL DEFAULT 'prefer-local'
-                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
-    dry_run          boolean NOT NULL DEFAULT false,
-    status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    current_table    text,
-    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
-    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
-    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
-    error_message    text,
-    created_by       name NOT NULL DEFAULT current_user,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz,
-    completed_at     timestamptz
-);
-COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
-
-CREATE TABLE steep_repl.work_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
-                                                     'bidirectional_merge', 'selftest')),
-    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
-    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
-    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    created_by    name NOT NULL DEFAULT current_user,
-    database      name NOT NULL DEFAULT current_database(),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    started_at    timestamptz,
-    completed_at  timestamptz,
-    error_message text,
-    worker_pid    integer,
-    progress      jsonb,
-    result        jsonb
-);
-CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
-CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
-    WHERE snapshot_id IS NOT NULL;
-COMMENT ON TABLE steep_repl.work_queue
-    IS 'Operations for the background workers; each runs with the privileges of created_by';
-
--- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
--- do not already have. Superusers and the extension owner (the workers) bypass row security.
-CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT FROM pg_roles r
-                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
-$fn$;
-COMMENT ON FUNCTION steep_repl._acts_as(name)
-    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
-
-ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY work_queue_owner ON steep_repl.work_queue
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
-CREATE POLICY snapshots_owner ON steep_repl.snapshots
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merges_owner ON steep_repl.merges
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/snapshots.rs:103
+-- ext/src/snapshots.rs:105
 -- steep_repl::snapshots::_compression
 CREATE  FUNCTION "_compression"(
 	"spec" TEXT /* & str */
@@ -603,7 +603,7 @@ AS 'MODULE_PATHNAME', 'compression_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshots.rs:119
+-- ext/src/snapshots.rs:121
 -- steep_repl::snapshots::_manifest_snapshot_id
 CREATE  FUNCTION "_manifest_snapshot_id"(
 	"path" TEXT /* & str */
@@ -614,7 +614,7 @@ AS 'MODULE_PATHNAME', 'manifest_snapshot_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshots.rs:112
+-- ext/src/snapshots.rs:114
 -- steep_repl::snapshots::_new_snapshot_id
 CREATE  FUNCTION "_new_snapshot_id"() RETURNS TEXT /* String */
 STRICT VOLATILE 
@@ -632,7 +632,7 @@ AS 'MODULE_PATHNAME', 'require_workers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/security.rs:85
+-- ext/src/security.rs:93
 -- steep_repl::security::_restrict_session
 CREATE  FUNCTION "_restrict_session"(
 	"role" TEXT /* & str */
@@ -643,7 +643,7 @@ AS 'MODULE_PATHNAME', 'restrict_session_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshots.rs:97
+-- ext/src/snapshots.rs:93
 -- steep_repl::snapshots::_snapshot_path
 CREATE  FUNCTION "_snapshot_path"(
 	"path" TEXT, /* & str */
@@ -710,7 +710,7 @@ AS 'MODULE_PATHNAME', 'min_pg_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/operations.rs:165
+-- ext/src/operations.rs:161
 -- steep_repl::operations::operation_progress
 CREATE  FUNCTION "operation_progress"(
 	"id" bigint DEFAULT NULL /* Option < i64 > */
@@ -983,6 +983,7 @@ CREATE POLICY work_queue_owner ON steep_repl.work_queue
     WITH CHECK (pg_catalog.pg_has_role(current_user,
                     (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
                     'USAGE')
+                AND work_queue.database = pg_catalog.current_database()
                 AND (work_queue.snapshot_id IS NULL
                      OR EXISTS (SELECT FROM steep_repl.snapshots s
                                 WHERE s.snapshot_id = work_queue.snapshot_id
@@ -1010,6 +1011,17 @@ CREATE POLICY merges_owner ON steep_repl.merges
                     (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = merges.created_by),
                     'USAGE'));
 
+-- A merge's audit rows (row images of both nodes) are seen by whoever may see the merge.
+ALTER TABLE steep_repl.merge_audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merge_audit_log_owner ON steep_repl.merge_audit_log
+    USING (EXISTS (SELECT FROM steep_repl.merges m WHERE m.merge_id = merge_audit_log.merge_id))
+    WITH CHECK (EXISTS (SELECT FROM steep_repl.merges m
+                        WHERE m.merge_id = merge_audit_log.merge_id));
+
+-- A snapshot row records which node it ran on; removing a node from the registry (any granted
+-- role may) must neither rewrite other roles' rows nor block their next snapshot.
+ALTER TABLE steep_repl.snapshots DROP CONSTRAINT snapshots_node_id_fkey;
+
 REVOKE ALL ON FUNCTION steep_repl._acts_as(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._work_queue_wake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._compression(text) FROM PUBLIC;
@@ -1032,6 +1044,9 @@ BEGIN
                AND a.oid <> (SELECT n.nspowner FROM pg_catalog.pg_namespace n
                              WHERE n.nspname = 'steep_repl')
     LOOP
+        -- Which node this database is belongs to `steep init`, not to every granted role.
+        EXECUTE pg_catalog.format(
+            'REVOKE INSERT, UPDATE, DELETE ON steep_repl.coordinator_state FROM %I', r.rolname);
         EXECUTE pg_catalog.format(
             'GRANT EXECUTE ON FUNCTION steep_repl._snapshot_path(text, boolean),
                  steep_repl._compression(text), steep_repl._new_snapshot_id(),

@@ -478,6 +478,8 @@ pub fn grant_statements(role: &str) -> Vec<String> {
             "ALTER DEFAULT PRIVILEGES IN SCHEMA steep_repl \
              GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}"
         ),
+        // Which node this database is belongs to `steep init`.
+        format!("REVOKE INSERT, UPDATE, DELETE ON steep_repl.coordinator_state FROM {r}"),
     ];
     for f in API_HELPERS {
         // Only where the function exists (older versions lack some): one DO block each.
@@ -493,16 +495,19 @@ pub fn grant_statements(role: &str) -> Vec<String> {
 
 /// Whether `role` already holds what `grant_statements` gives.
 pub fn has_grants(client: &mut postgres::Client, role: &str) -> Result<bool> {
-    let row = client.query_one(
-        "SELECT has_schema_privilege($1, 'steep_repl', 'USAGE')
-            AND coalesce(bool_and(has_table_privilege($1, c.oid, 'SELECT, INSERT, UPDATE, DELETE')), true)
+    let row = client
+        .query_one(
+            "SELECT has_schema_privilege($1, 'steep_repl', 'USAGE')
+            AND coalesce(bool_and(has_table_privilege($1, c.oid,
+                CASE WHEN c.relname = 'coordinator_state' THEN 'SELECT'
+                     ELSE 'SELECT, INSERT, UPDATE, DELETE' END)), true)
             AND (SELECT coalesce(bool_and(has_function_privilege($1, f, 'EXECUTE')), true)
                  FROM unnest($2::text[]) f WHERE to_regprocedure(f) IS NOT NULL)
          FROM pg_class c
          WHERE c.relnamespace = 'steep_repl'::regnamespace AND c.relkind IN ('r', 'p')",
-        &[&role, &API_HELPERS],
-    )
-    .with_context(|| format!("checking the privileges of role {role:?} (does it exist?)"))?;
+            &[&role, &API_HELPERS],
+        )
+        .with_context(|| format!("checking the privileges of role {role:?} (does it exist?)"))?;
     Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
 }
 

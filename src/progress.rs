@@ -14,7 +14,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use serde::Serialize;
 
 use crate::output::Output;
-use crate::progress_event::{now_ms, ProgressEvent, CHANNEL};
+use crate::progress_event::{now_ms, ProgressEvent, ProgressSignal, CHANNEL};
 
 /// Poll this often until notifications for the operation arrive.
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -186,33 +186,35 @@ impl<'a> Follower<'a> {
             } else {
                 POLL_EVERY
             };
-            let mut notifications = client.notifications();
-            let mut it = notifications.timeout_iter(wait);
-            let mut done = false;
-            while let Some(n) = it.next().context("reading notifications")? {
-                let Some(e) = ProgressEvent::from_payload(n.payload()) else {
-                    continue;
-                };
-                if e.id != id {
-                    continue; // another operation's progress
+            // The next signal of this operation (other operations' are passed over).
+            let signal = {
+                let mut notifications = client.notifications();
+                let mut it = notifications.timeout_iter(wait);
+                let mut found = None;
+                while let Some(n) = it.next().context("reading notifications")? {
+                    match ProgressSignal::from_payload(n.payload()) {
+                        Some(s) if s.id == id => {
+                            found = Some(s);
+                            break;
+                        }
+                        _ => {}
+                    }
                 }
-                let now = now_ms();
-                if e.sent_at_ms > 0 {
-                    f.latencies_ms.push(now - e.sent_at_ms);
+                found
+            };
+            if let Some(s) = signal {
+                if s.sent_at_ms > 0 {
+                    f.latencies_ms.push(now_ms() - s.sent_at_ms);
                 }
-                f.notifications += 1;
-                last_event_at = Instant::now();
-                self.observe(&mut f, e, started);
-                if f.last.is_terminal() {
-                    done = true;
-                    break;
+                // The signal only says that it moved: read where it is, as this role may.
+                if let Some(e) = poll(client, id)? {
+                    f.notifications += 1;
+                    last_event_at = Instant::now();
+                    self.observe(&mut f, e, started);
+                    if f.last.is_terminal() {
+                        break;
+                    }
                 }
-                if INTERRUPTED.load(Ordering::SeqCst) {
-                    break;
-                }
-            }
-            if done {
-                break;
             }
         }
         self.r.finish();

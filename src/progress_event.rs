@@ -1,5 +1,6 @@
-//! The progress payload on the `steep_repl_progress` channel: one definition for the worker that
-//! sends it and the CLI that reads it.
+//! An operation's progress (`ProgressEvent`: the `progress` column of its row, the CLI's view) and
+//! the signal on the `steep_repl_progress` channel that it moved (`ProgressSignal`): one
+//! definition for the worker that sends them and the CLI that reads them.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,41 @@ pub const MAX_PAYLOAD: usize = 7900;
 
 /// Statuses after which an operation changes no more.
 pub const TERMINAL: [&str; 3] = ["complete", "failed", "cancelled"];
+
+/// What a NOTIFY on CHANNEL carries: which operation moved, and when. Any role may LISTEN on any
+/// channel and NOTIFY on it, so the payload holds nothing else — no status, table, error or
+/// snapshot id — and a listener reads the progress itself through
+/// `steep_repl.operation_progress(id)`, which shows only operations it may see. A forged signal
+/// makes a listener read again, nothing more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressSignal {
+    /// work_queue id.
+    pub id: i64,
+    /// When the worker sent it (ms since the Unix epoch), for latency measurements.
+    #[serde(default)]
+    pub sent_at_ms: i64,
+}
+
+impl ProgressSignal {
+    pub fn now(id: i64) -> Self {
+        Self {
+            id,
+            sent_at_ms: now_ms(),
+        }
+    }
+
+    pub fn to_payload(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        serde_json::from_str(payload).ok()
+    }
+}
+
+/// The same signal built in SQL (the pending-cancel and orphan paths), from the column `id`.
+pub const SIGNAL_SQL: &str = "pg_catalog.json_build_object('id', id, 'sent_at_ms', \
+     (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint)::text";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProgressEvent {
@@ -137,6 +173,17 @@ mod tests {
         assert!(back.error.as_deref().unwrap().ends_with("..."));
         assert!(!back.is_terminal());
         assert!(ProgressEvent::from_payload("not json").is_none());
+    }
+
+    #[test]
+    fn a_signal_says_which_operation_and_when_only() {
+        let s = ProgressSignal {
+            id: 9,
+            sent_at_ms: 5,
+        };
+        assert_eq!(s.to_payload(), r#"{"id":9,"sent_at_ms":5}"#);
+        assert_eq!(ProgressSignal::from_payload(&s.to_payload()), Some(s));
+        assert!(ProgressSignal::from_payload("{}").is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@ CREATE POLICY work_queue_owner ON steep_repl.work_queue
     WITH CHECK (pg_catalog.pg_has_role(current_user,
                     (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
                     'USAGE')
+                AND work_queue.database = pg_catalog.current_database()
                 AND (work_queue.snapshot_id IS NULL
                      OR EXISTS (SELECT FROM steep_repl.snapshots s
                                 WHERE s.snapshot_id = work_queue.snapshot_id
@@ -38,6 +39,17 @@ CREATE POLICY merges_owner ON steep_repl.merges
                     (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = merges.created_by),
                     'USAGE'));
 
+-- A merge's audit rows (row images of both nodes) are seen by whoever may see the merge.
+ALTER TABLE steep_repl.merge_audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merge_audit_log_owner ON steep_repl.merge_audit_log
+    USING (EXISTS (SELECT FROM steep_repl.merges m WHERE m.merge_id = merge_audit_log.merge_id))
+    WITH CHECK (EXISTS (SELECT FROM steep_repl.merges m
+                        WHERE m.merge_id = merge_audit_log.merge_id));
+
+-- A snapshot row records which node it ran on; removing a node from the registry (any granted
+-- role may) must neither rewrite other roles' rows nor block their next snapshot.
+ALTER TABLE steep_repl.snapshots DROP CONSTRAINT snapshots_node_id_fkey;
+
 REVOKE ALL ON FUNCTION steep_repl._acts_as(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._work_queue_wake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._compression(text) FROM PUBLIC;
@@ -60,6 +72,9 @@ BEGIN
                AND a.oid <> (SELECT n.nspowner FROM pg_catalog.pg_namespace n
                              WHERE n.nspname = 'steep_repl')
     LOOP
+        -- Which node this database is belongs to `steep init`, not to every granted role.
+        EXECUTE pg_catalog.format(
+            'REVOKE INSERT, UPDATE, DELETE ON steep_repl.coordinator_state FROM %I', r.rolname);
         EXECUTE pg_catalog.format(
             'GRANT EXECUTE ON FUNCTION steep_repl._snapshot_path(text, boolean),
                  steep_repl._compression(text), steep_repl._new_snapshot_id(),

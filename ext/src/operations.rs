@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
-use steep::progress_event::CHANNEL;
+use steep::progress_event::{CHANNEL, SIGNAL_SQL};
 
 use crate::preloaded;
 
@@ -105,7 +105,7 @@ fn wake_database(db: u32) {
 #[pg_extern(volatile)]
 fn cancel_operation(id: i64) -> bool {
     let cancelled_pending = Spi::get_one_with_args::<i64>(
-        "WITH c AS (
+        &format!("WITH c AS (
             UPDATE steep_repl.work_queue
             SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp(),
                 error_message = 'cancelled before it started'
@@ -118,11 +118,7 @@ fn cancel_operation(id: i64) -> bool {
             UPDATE steep_repl.merges mg SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp()
             FROM c WHERE mg.merge_id = c.merge_id AND mg.status = 'pending'
          )
-         SELECT pg_catalog.count(pg_catalog.pg_notify($2, pg_catalog.json_build_object('op', operation, 'id', id,
-                'status', 'cancelled', 'error', 'cancelled before it started',
-                'snapshot_id', snapshot_id,
-                'sent_at_ms', (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint)::text))
-         FROM c",
+         SELECT pg_catalog.count(pg_catalog.pg_notify($2, {SIGNAL_SQL})) FROM c"),
         &[id.into(), CHANNEL.into()],
     )
     .unwrap_or_else(|e| error!("cancelling operation {id}: {e}"))

@@ -63,15 +63,23 @@ pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Pin the worker's search_path to pg_catalog (then pg_temp): its SQL must never resolve a
-/// function or operator a database owner put in front of the built-ins.
-pub fn pin_search_path() {
-    // SAFETY: sets a GUC in this process with the highest priority source, outside any
+/// Undo what a database owner's `ALTER DATABASE ... SET` could make of a worker's session: pin
+/// search_path to pg_catalog (then pg_temp), so the worker's SQL never resolves a function or
+/// operator put in front of the built-ins, and drop a `role` setting, which would make the
+/// worker act as that role.
+pub fn pin_session() {
+    // SAFETY: sets GUCs in this process with the highest priority source, outside any
     // transaction-scoped nesting, right after connecting.
     unsafe {
         pg_sys::SetConfigOption(
             c"search_path".as_ptr(),
             c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+        pg_sys::SetConfigOption(
+            c"role".as_ptr(),
+            c"none".as_ptr(),
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_OVERRIDE,
         );

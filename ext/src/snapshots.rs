@@ -55,15 +55,11 @@ pub fn may_read_snapshot(role: &str, path: &std::path::Path) -> Result<(), Strin
     if ok {
         Ok(())
     } else {
+        // Neither the snapshot's id nor its owner: they are another role's business.
         Err(format!(
-            "snapshot {} at {} belongs to {}: only that role, its members, superusers and \
-             pg_read_server_files may apply it",
-            m.snapshot_id,
-            path.display(),
-            m.owner
-                .as_deref()
-                .map(|o| format!("role {o:?}"))
-                .unwrap_or_else(|| "no recorded role".into())
+            "the snapshot at {} belongs to another role: only the role that made it, its \
+             members, superusers and pg_read_server_files may apply it",
+            path.display()
         ))
     }
 }
@@ -96,7 +92,13 @@ fn confined(path: &str, for_write: bool) -> std::path::PathBuf {
 /// The absolute path for a server-side snapshot, or an error saying why it is refused.
 #[pg_extern(volatile, name = "_snapshot_path")]
 fn snapshot_path(path: &str, for_write: bool) -> String {
-    confined(path, for_write).to_string_lossy().into_owned()
+    let p = confined(path, for_write);
+    if for_write {
+        if let Err(e) = steep::engine::paths::refuse_nested(&p, snapshot_dir().as_deref()) {
+            error!("{e}");
+        }
+    }
+    p.to_string_lossy().into_owned()
 }
 
 /// A compression spec in canonical form (`zstd:3`), or an error naming the choices.

@@ -12,7 +12,7 @@ use crate::context::Ctx;
 use steep::db_error::db_error;
 use steep::output::table;
 use steep::progress::{describe, percentile, wait_for_end, Ending, Followed, Follower};
-use steep::progress_event::{ProgressEvent, CHANNEL};
+use steep::progress_event::{ProgressSignal, CHANNEL};
 
 #[derive(Args)]
 pub struct OpsArgs {
@@ -175,10 +175,22 @@ fn watch_all(ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
         if in_flight == 0 {
             break;
         }
-        let mut n = client.notifications();
-        let mut it = n.timeout_iter(Duration::from_secs(2));
-        while let Some(note) = it.next().context("reading notifications")? {
-            if let Some(e) = ProgressEvent::from_payload(note.payload()) {
+        let mut moved: Vec<i64> = Vec::new();
+        {
+            let mut n = client.notifications();
+            let mut it = n.timeout_iter(Duration::from_secs(2));
+            while let Some(note) = it.next().context("reading notifications")? {
+                if let Some(sig) = ProgressSignal::from_payload(note.payload()) {
+                    if !moved.contains(&sig.id) {
+                        moved.push(sig.id);
+                    }
+                }
+            }
+        }
+        // A signal says only which operation moved; what it is and where it stands is read
+        // through operation_progress, which shows only this role's operations.
+        for id in moved {
+            if let Some(e) = steep::progress::poll(client, id)? {
                 ctx.out.status(
                     "Progress",
                     format!("{} #{} {:>5.1}% {}", e.op, e.id, e.percent, describe(&e)),

@@ -57,6 +57,33 @@ pub fn confine(path: &str, base: Option<&str>, privileged: bool) -> Result<PathB
     }
 }
 
+/// Refuse to write a snapshot inside another one: a directory between steep_repl.snapshot_dir
+/// (`base`) and `path` that holds a manifest or a `data` directory is a snapshot (finished or
+/// being written) and belongs to whoever made it. Paths outside `base` (roles that may write
+/// server files anyway) are not checked.
+pub fn refuse_nested(path: &Path, base: Option<&str>) -> Result<(), String> {
+    let Some(base) = base
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .and_then(|b| std::fs::canonicalize(b).ok())
+    else {
+        return Ok(());
+    };
+    for dir in path.ancestors().skip(1) {
+        if !dir.starts_with(&base) || dir == base {
+            break;
+        }
+        if dir.join(crate::engine::manifest::FILE).exists() || dir.join("data").is_dir() {
+            return Err(format!(
+                "snapshot path {} is inside the snapshot at {}: choose a path outside it",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Open DIR/NAME (a file of a snapshot) for reading without following a symbolic link anywhere
 /// below DIR: a link inside a snapshot could otherwise make a job read a file its owner may not.
 pub fn open_inside(dir: &Path, name: &str) -> std::io::Result<File> {

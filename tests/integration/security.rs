@@ -37,7 +37,7 @@ fn wait_snapshot(conn: &str, id: &str) -> (String, Option<String>) {
 fn start(conn: &str, sql: &str) -> String {
     connect(conn)
         .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {}", steep::db_error::describe(&e)))
         .get(0)
 }
 
@@ -438,6 +438,9 @@ fn a_database_owner_cannot_hijack_the_workers_own_queries() {
         &admin,
         "ALTER DATABASE inj SET search_path = public, pg_catalog",
     );
+    // A role the owner sets for every session of the database must not take over the workers.
+    sql(&admin, "CREATE ROLE alice LOGIN");
+    sql(&bob, "ALTER DATABASE inj SET role = 'alice'");
     sql(
         &bob,
         "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql AS
@@ -506,7 +509,22 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
         )
         .unwrap_err();
     let msg = e.as_db_error().unwrap().message().to_string();
-    assert!(msg.contains("belongs to role \"alice\""), "{msg}");
+    assert!(msg.contains("belongs to another role"), "{msg}");
+    assert!(!msg.contains(&id) && !msg.contains("alice\""), "{msg}");
+    // Nor write into her snapshot's directory.
+    let e = connect(&bob)
+        .query_one(
+            "SELECT steep_repl.start_snapshot('alice_private/data/x')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("inside the snapshot"),
+        "{e}"
+    );
     let e = connect(&bob)
         .query_one("SELECT steep_repl._manifest_snapshot_id('/etc')", &[])
         .unwrap_err();
@@ -619,6 +637,92 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
         .query_one("SELECT steep_repl.cancel_operation($1)", &[&running])
         .unwrap()
         .get::<_, bool>(0));
+    // Anyone may LISTEN on the channel: it carries which job moved, nothing else, and a forged
+    // signal does not fool a follower.
+    let mut listener = connect(&as_role(&n, "carol", "adb"));
+    listener
+        .batch_execute("LISTEN steep_repl_progress")
+        .unwrap();
+    let job: i64 = a
+        .query_one("SELECT id FROM steep_repl.start_selftest(2, 20)", &[])
+        .unwrap()
+        .get(0);
+    let forger = {
+        let conn = as_role(&n, "carol", "adb");
+        std::thread::spawn(move || {
+            let mut c = connect(&conn);
+            for _ in 0..15 {
+                c.execute(
+                    "SELECT pg_notify('steep_repl_progress', json_build_object('op', 'selftest',
+                       'id', $1::bigint, 'status', 'complete', 'percent', 100)::text)",
+                    &[&job],
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let watched = json(&ok(steep(home.path()).args([
+        "ops",
+        "watch",
+        &job.to_string(),
+        "--json",
+        "-c",
+        &alice,
+    ])));
+    forger.join().unwrap();
+    assert_eq!(watched["last"]["status"], "complete");
+    let st: String = a
+        .query_one(
+            "SELECT status FROM steep_repl.work_queue WHERE id = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(st, "complete", "the follower believed a forged signal");
+    {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut notes = listener.notifications();
+        let mut it = notes.timeout_iter(Duration::from_millis(200));
+        let mut real = 0;
+        while let Some(note) = it.next().unwrap() {
+            let v = json(note.payload());
+            if v.get("status").is_some() {
+                continue; // carol's own forgeries
+            }
+            let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["id", "sent_at_ms"], "{}", note.payload());
+            real += 1;
+        }
+        assert!(real >= 2, "no signals seen");
+    }
+    // The node registry is shared, but emptying it changes none of alice's rows and blocks none
+    // of her jobs; which node this database is stays steep init's business.
+    let mut bob_a = connect(&bob_in_a);
+    bob_a.batch_execute("DELETE FROM steep_repl.nodes").unwrap();
+    let e = bob_a
+        .batch_execute("UPDATE steep_repl.coordinator_state SET value = '\"x\"'")
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("permission denied"),
+        "{e}"
+    );
+    let kept: Option<String> = a
+        .query_one(
+            "SELECT node_id FROM steep_repl.snapshots WHERE snapshot_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(kept.is_some(), "bob's delete rewrote alice's snapshot row");
+    let again = start(
+        &alice,
+        "SELECT snapshot_id FROM steep_repl.start_snapshot('alice_again')",
+    );
+    assert_eq!(wait_snapshot(&alice, &again).0, "complete");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use steep::progress_event::CHANNEL;
+use steep::progress_event::{CHANNEL, SIGNAL_SQL};
 
 use crate::gucs;
 use crate::shmem::{now_ms, DbState, STATE};
@@ -167,7 +167,8 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
         }
         let n = c
             .update(
-                "WITH failed AS (
+                &format!(
+                    "WITH failed AS (
                     UPDATE steep_repl.work_queue w
                     SET status = 'failed', completed_at = clock_timestamp(),
                         error_message = CASE
@@ -191,11 +192,9 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                     FROM failed f
                     WHERE m.merge_id = f.merge_id AND m.status IN ('pending', 'running')
                  )
-                 SELECT count(pg_notify($2, json_build_object(
-                     'op', f.operation, 'id', f.id, 'status', 'failed', 'error', f.error_message,
-                     'snapshot_id', f.snapshot_id,
-                     'sent_at_ms', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text))
-                 FROM failed f",
+                 SELECT pg_catalog.count(pg_catalog.pg_notify($2, {SIGNAL_SQL}))
+                 FROM failed f"
+                ),
                 None,
                 &[orphans.into(), CHANNEL.into()],
             )?

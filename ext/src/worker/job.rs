@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
-use steep::progress_event::{snapshot_progress_update, ProgressEvent, CHANNEL};
+use steep::progress_event::{snapshot_progress_update, ProgressEvent, ProgressSignal, CHANNEL};
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
 use crate::worker::{db_oid_arg, selftest, tx};
@@ -347,7 +347,7 @@ struct FinalState<'a> {
     result: Option<&'a Value>,
 }
 
-/// NOTIFY, and (when asked) the progress and end state into the rows: the job's, and its
+/// A signal on CHANNEL, and (when asked) the progress and end state into the rows: the job's, and its
 /// snapshot's when it has one — only a snapshot of the job's own owner. Parameterised: nothing
 /// here is SQL text built from values.
 fn record_progress(
@@ -408,8 +408,21 @@ fn record_progress(
             )?;
         }
     }
+    // Listeners learn only that this job moved; its progress stays behind row security.
+    let signal = ProgressSignal {
+        id,
+        sent_at_ms: sent_at_ms(payload),
+    };
     Spi::run_with_args(
         "SELECT pg_catalog.pg_notify($1, $2)",
-        &[CHANNEL.into(), payload.into()],
+        &[CHANNEL.into(), signal.to_payload().into()],
     )
+}
+
+/// The send time written into a progress payload (so the row and the signal agree).
+fn sent_at_ms(payload: &str) -> i64 {
+    ProgressEvent::from_payload(payload)
+        .map(|e| e.sent_at_ms)
+        .filter(|t| *t > 0)
+        .unwrap_or_else(now_ms)
 }

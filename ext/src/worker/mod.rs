@@ -62,7 +62,7 @@ pub fn connect(db: Option<pg_sys::Oid>) {
             BackgroundWorker::connect_worker_to_spi(Some(&crate::gucs::launcher_database()), None)
         }
     }
-    crate::security::pin_search_path();
+    crate::security::pin_session();
 }
 
 /// Register a dynamic worker whose main function takes a database OID.

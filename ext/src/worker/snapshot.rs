@@ -44,8 +44,9 @@ impl Connect for WorkerConnect {
                     steep::db_error::describe(&e)
                 )
             })?;
-        // Literals are read as written whatever the database's default says.
-        c.batch_execute("SET standard_conforming_strings = on")?;
+        // Literals are read as written whatever the database's default says; a `role` the
+        // database sets for every session is dropped before the session restricts itself.
+        c.batch_execute("SET standard_conforming_strings = on; SET ROLE NONE")?;
         c.batch_execute(&self.application_name())?;
         c.query_one("SELECT steep_repl._restrict_session($1)", &[&self.role])
             .map_err(steep::db_error::db_error)?;
@@ -56,7 +57,7 @@ impl Connect for WorkerConnect {
         let Some(mut w) = steep::engine::wire::Wire::connect(&self.params)? else {
             return Ok(None);
         };
-        w.simple("SET standard_conforming_strings = on")?;
+        w.simple("SET standard_conforming_strings = on; SET ROLE NONE")?;
         w.simple(&self.application_name())?;
         let is_super = w.query_value(&format!(
             "SELECT steep_repl._restrict_session({})",
@@ -160,7 +161,10 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
     let privileged = tx(move || may_use_server_files(&owner, for_write))?;
     let path = steep::engine::paths::confine(&path, snapshot_dir().as_deref(), privileged)
         .map_err(JobError::Failed)?;
-    if !for_write {
+    if for_write {
+        steep::engine::paths::refuse_nested(&path, snapshot_dir().as_deref())
+            .map_err(JobError::Failed)?;
+    } else {
         // A snapshot on the server is its maker's: checked again here, as the owner.
         let owner = ctx.job.created_by.clone();
         let p = path.clone();
