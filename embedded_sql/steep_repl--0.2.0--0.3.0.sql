@@ -25,9 +25,18 @@ CREATE POLICY work_queue_owner ON steep_repl.work_queue
     USING (pg_catalog.pg_has_role(current_user,
                (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
                'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role(current_user,
-                    (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = work_queue.created_by),
-                    'USAGE')
+    -- Queueing work as a role needs the right to become it (SET on 16+, where a member may
+    -- inherit a role's privileges without being allowed to become it; membership on 15):
+    -- a job acts as its owner, superuser status included.
+    WITH CHECK ((work_queue.created_by = current_user
+                 OR CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+                         THEN pg_catalog.pg_has_role(current_user,
+                                  (SELECT r.oid FROM pg_catalog.pg_roles r
+                                   WHERE r.rolname = work_queue.created_by), 'SET')
+                         ELSE pg_catalog.pg_has_role(current_user,
+                                  (SELECT r.oid FROM pg_catalog.pg_roles r
+                                   WHERE r.rolname = work_queue.created_by), 'MEMBER')
+                    END)
                 AND work_queue.database = pg_catalog.current_database()
                 AND (work_queue.snapshot_id IS NULL
                      OR EXISTS (SELECT FROM steep_repl.snapshots s
@@ -67,7 +76,8 @@ CREATE POLICY merge_audit_log_owner ON steep_repl.merge_audit_log
 -- role may) must neither rewrite other roles' rows nor block their next snapshot.
 ALTER TABLE steep_repl.snapshots DROP CONSTRAINT snapshots_node_id_fkey;
 
-REVOKE ALL ON FUNCTION steep_repl._acts_as(name) FROM PUBLIC;
+-- No policy calls it any more.
+DROP FUNCTION steep_repl._acts_as(name);
 REVOKE ALL ON FUNCTION steep_repl._work_queue_wake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._compression(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION steep_repl._manifest_snapshot_id(text) FROM PUBLIC;

@@ -187,21 +187,9 @@ impl<'a> Follower<'a> {
                 POLL_EVERY
             };
             // The next signal of this operation (other operations' are passed over).
-            let signal = {
-                let mut notifications = client.notifications();
-                let mut it = notifications.timeout_iter(wait);
-                let mut found = None;
-                while let Some(n) = it.next().context("reading notifications")? {
-                    match ProgressSignal::from_payload(n.payload()) {
-                        Some(s) if s.id == id => {
-                            found = Some(s);
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                found
-            };
+            let signal = wait_signals(client, wait, Some(id))?
+                .into_iter()
+                .find(|s| s.id == id);
             if let Some(s) = signal {
                 if s.sent_at_ms > 0 {
                     f.latencies_ms.push(now_ms() - s.sent_at_ms);
@@ -309,6 +297,38 @@ pub fn human_bytes(n: i64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The progress signals that arrive within `wait`, returning early at one for operation `stop_at`.
+/// The deadline is fixed: a stream of other operations' (or forged) signals cannot stretch it.
+pub fn wait_signals(
+    client: &mut postgres::Client,
+    wait: Duration,
+    stop_at: Option<i64>,
+) -> Result<Vec<ProgressSignal>> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut notifications = client.notifications();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(out);
+        }
+        let Some(n) = notifications
+            .timeout_iter(left)
+            .next()
+            .context("reading notifications")?
+        else {
+            return Ok(out);
+        };
+        if let Some(s) = ProgressSignal::from_payload(n.payload()) {
+            let stop = stop_at == Some(s.id);
+            out.push(s);
+            if stop {
+                return Ok(out);
+            }
+        }
     }
 }
 

@@ -191,10 +191,33 @@ fn operation_progress(
             let s = STATE.share();
             s.slots.iter().filter(|sl| sl.in_use()).copied().collect()
         };
+        // A job records its end in its row before its slot: once the row says it ended, the row
+        // is what is true.
+        let ids: Vec<i64> = slots
+            .iter()
+            .filter(|sl| sl.db_oid == this_db)
+            .map(|sl| sl.job_id)
+            .collect();
+        let ended: Vec<i64> = Spi::connect(|c| {
+            let mut v = Vec::new();
+            for r in c.select(
+                "SELECT w.id FROM steep_repl.work_queue w
+                 WHERE w.id = ANY($1) AND w.status IN ('complete', 'failed', 'cancelled')",
+                None,
+                &[ids.into()],
+            )? {
+                v.push(r.get::<i64>(1)?.unwrap_or(0));
+            }
+            Ok::<_, pgrx::spi::Error>(v)
+        })
+        .unwrap_or_else(|e| error!("reading operation progress: {e}"));
         // As in work_queue's row security: a role sees the jobs of roles whose privileges it
         // has, in any database.
         let mut visible: Vec<(u32, bool)> = Vec::new();
         for sl in slots {
+            if sl.db_oid == this_db && ended.contains(&sl.job_id) {
+                continue;
+            }
             let may = match visible.iter().find(|(o, _)| *o == sl.owner_oid) {
                 Some((_, v)) => *v,
                 None => {

@@ -193,7 +193,7 @@ pub fn wake(pid: i32) {
 }
 
 /// Record an error of the workers themselves (not of a job: those stay in their rows, under row
-/// security) for health(), which shows it to superusers.
+/// security) for health(). It holds no row data or role's work, so every caller may see it.
 pub fn record_error(message: &str) {
     if !crate::preloaded() {
         return;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
@@ -12,7 +12,7 @@ use crate::context::Ctx;
 use steep::db_error::db_error;
 use steep::output::table;
 use steep::progress::{describe, percentile, wait_for_end, Ending, Followed, Follower};
-use steep::progress_event::{ProgressSignal, CHANNEL};
+use steep::progress_event::CHANNEL;
 
 #[derive(Args)]
 pub struct OpsArgs {
@@ -164,7 +164,6 @@ impl WatchArgs {
 
 /// Print every operation's events until nothing is in flight.
 fn watch_all(ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
-    use postgres::fallible_iterator::FallibleIterator;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     let mut events = Vec::new();
     loop {
@@ -176,15 +175,9 @@ fn watch_all(ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
             break;
         }
         let mut moved: Vec<i64> = Vec::new();
-        {
-            let mut n = client.notifications();
-            let mut it = n.timeout_iter(Duration::from_secs(2));
-            while let Some(note) = it.next().context("reading notifications")? {
-                if let Some(sig) = ProgressSignal::from_payload(note.payload()) {
-                    if !moved.contains(&sig.id) {
-                        moved.push(sig.id);
-                    }
-                }
+        for sig in steep::progress::wait_signals(client, Duration::from_millis(500), None)? {
+            if !moved.contains(&sig.id) {
+                moved.push(sig.id);
             }
         }
         // A signal says only which operation moved; what it is and where it stands is read

@@ -238,7 +238,10 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
             },
             &|| progress.cancelled(),
         )
-        .context("adding indexes and constraints (post-data); the data is loaded")?;
+        .context(
+            "adding indexes and constraints (post-data); the data is loaded: fix the cause, then \
+             apply again with --resume",
+        )?;
     }
     progress.set_phase("complete");
     Ok(ApplySummary {
@@ -261,8 +264,10 @@ fn schema_archive_of(m: &Manifest, opts: &ApplyOptions) -> Result<(PathBuf, Path
     })?;
     let pg_restore = opts.pg_restore.clone().ok_or_else(|| {
         anyhow!(
-            "--schema create needs pg_restore {} or newer: install it or set STEEP_PG_RESTORE",
-            s.pg_dump
+            "--schema create needs pg_restore {} or newer, and none was found (in client mode: \
+             STEEP_PG_RESTORE, PATH, steep's PostgreSQL; in direct mode: next to the server's \
+             postgres): install it, or create the schema yourself and apply with --schema verify",
+            schema_archive::tool_major(&s.pg_dump)
         )
     })?;
     let file = crate::engine::paths::open_inside(&opts.input, &s.archive.name)

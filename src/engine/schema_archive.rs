@@ -11,10 +11,12 @@
 //! job's owner; pg_dump, which runs only its own catalog queries (and needs PREPARE, which a
 //! restricted session refuses), logs in as the workers do and reads as the owner (`--role`).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,15 +115,16 @@ pub fn restore(
     r: Restore<'_>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<()> {
-    let (have, major) = tool_version(r.pg_restore).unwrap_or_default();
     let need = tool_major(r.pg_dump);
-    if major < need {
-        bail!(
+    match tool_version(r.pg_restore) {
+        None => bail!("{} does not run", r.pg_restore.display()),
+        Some((have, major)) if major < need => bail!(
             "{} is {have}, older than the pg_dump that wrote the snapshot's schema ({}): use \
-             pg_restore {need} or newer (STEEP_PG_RESTORE)",
+             pg_restore {need} or newer",
             r.pg_restore.display(),
             r.pg_dump
-        );
+        ),
+        Some(_) => {}
     }
     let toc = Command::new(r.pg_restore)
         .arg("--list")
@@ -137,7 +140,7 @@ pub fn restore(
     }
     let existing = match r.skip_existing {
         Some(c) => existing_objects(c)?,
-        None => Vec::new(),
+        None => HashSet::new(),
     };
     let list = filter_toc(&String::from_utf8_lossy(&toc.stdout), &existing);
     let tmp = PrivateDir::new("steep-toc")?;
@@ -186,13 +189,17 @@ fn entry(line: &str) -> Option<&str> {
 
 /// The table of contents with steep_repl's own entries (pg_dump before 17 cannot leave the
 /// extension out) and the already existing objects commented out, as pg_restore's `-L` reads it.
-pub fn filter_toc(toc: &str, existing: &[String]) -> String {
+/// An entry is "DESC SCHEMA TAG OWNER": it matches an existing object when everything before its
+/// last word (the owner) is that object's "DESC SCHEMA TAG " — exactly, so index `a` does not
+/// stand for index `a b`.
+pub fn filter_toc(toc: &str, existing: &HashSet<String>) -> String {
     let mut out = String::with_capacity(toc.len());
     for line in toc.lines() {
         let drop = entry(line).is_some_and(|e| {
             e.starts_with("EXTENSION - steep_repl ")
                 || e.starts_with("COMMENT - EXTENSION steep_repl ")
-                || existing.iter().any(|x| e.starts_with(x.as_str()))
+                || e.rsplit_once(' ')
+                    .is_some_and(|(head, _owner)| existing.contains(&format!("{head} ")))
         });
         if drop {
             out.push(';');
@@ -205,16 +212,22 @@ pub fn filter_toc(toc: &str, existing: &[String]) -> String {
 
 /// The target's indexes, constraints, triggers, policies and rules, each as the start of the
 /// table-of-contents entry that would create it ("DESC SCHEMA TAG ").
-fn existing_objects(c: &mut postgres::Client) -> Result<Vec<String>> {
+fn existing_objects(c: &mut postgres::Client) -> Result<HashSet<String>> {
     let rows = c.query(
         "SELECT 'INDEX ' || n.nspname || ' ' || i.relname || ' '
            FROM pg_catalog.pg_class i JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
           WHERE i.relkind IN ('i', 'I')
          UNION ALL
-         SELECT CASE co.contype WHEN 'f' THEN 'FK CONSTRAINT ' ELSE 'CONSTRAINT ' END
+         SELECT CASE co.contype WHEN 'f' THEN 'FK CONSTRAINT ' WHEN 'c' THEN 'CHECK CONSTRAINT '
+                                ELSE 'CONSTRAINT ' END
                 || n.nspname || ' ' || t.relname || ' ' || co.conname || ' '
            FROM pg_catalog.pg_constraint co JOIN pg_catalog.pg_class t ON t.oid = co.conrelid
            JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+         UNION ALL
+         SELECT 'STATISTICS ' || n.nspname || ' ' || s.stxname || ' '
+           FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+         UNION ALL
+         SELECT 'PUBLICATION - ' || p.pubname || ' ' FROM pg_catalog.pg_publication p
          UNION ALL
          SELECT 'TRIGGER ' || n.nspname || ' ' || t.relname || ' ' || tg.tgname || ' '
            FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_class t ON t.oid = tg.tgrelid
@@ -279,7 +292,10 @@ fn spawn(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<()> {
     let mut cmd = Command::new(program);
-    cmd.args(args)
+    // A process group of its own: `pg_restore -j` forks workers, and a cancel must stop them too
+    // (they also hold the stderr pipe open).
+    cmd.process_group(0)
+        .args(args)
         .arg(format!("--dbname={conninfo}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -310,12 +326,13 @@ fn spawn(
             match stopping {
                 // SIGTERM first: pg_restore and pg_dump then cancel their own queries.
                 None => {
-                    // SAFETY: signalling our own child process.
-                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    // SAFETY: signalling our own child's process group.
+                    unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
                     stopping = Some(Instant::now());
                 }
                 Some(t) if t.elapsed() > Duration::from_millis(500) => {
-                    let _ = child.kill();
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 }
                 Some(_) => {}
             }
@@ -327,7 +344,11 @@ fn spawn(
         bail!("cancelled");
     }
     if !status.success() {
-        bail!("{}", err.trim());
+        let err = err.trim();
+        if err.is_empty() {
+            bail!("{} ended with {status} and said nothing", program.display());
+        }
+        bail!("{err}");
     }
     Ok(())
 }
@@ -346,12 +367,26 @@ mod tests {
                    3300; 2606 16395 CONSTRAINT public t t_pkey bob\n\
                    3301; 1259 16396 INDEX public t_v_idx bob\n\
                    3302; 2606 16397 FK CONSTRAINT public c c_pid_fkey bob\n";
-        let out = filter_toc(toc, &["CONSTRAINT public t t_pkey ".to_string()]);
+        let existing: HashSet<String> = ["CONSTRAINT public t t_pkey ", "INDEX public a "]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let out = filter_toc(
+            &format!(
+                "{toc}3303; 1259 16398 INDEX public a b bob\n3304; 1259 16399 INDEX public a bob\n"
+            ),
+            &existing,
+        );
+        assert!(
+            out.contains("\n3303; 1259"),
+            "index `a b` is not index `a`: {out}"
+        );
+        assert!(out.contains("\n;3304; 1259"), "{out}");
         let dropped: Vec<&str> = out
             .lines()
             .filter(|l| l.starts_with(";2") || l.starts_with(";3"))
             .collect();
-        assert_eq!(dropped.len(), 3, "{out}");
+        assert_eq!(dropped.len(), 4, "{out}");
         assert!(out.contains(";2; 3079 16385 EXTENSION - steep_repl"));
         assert!(out.contains(";3300; 2606"));
         assert!(out.contains("\n3301; 1259 16396 INDEX"));

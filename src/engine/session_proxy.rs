@@ -32,13 +32,24 @@ const CANCEL_REQUEST: i32 = 80877102;
 /// directory.
 pub const PORT: u16 = 5432;
 
-/// Live relayed sessions: their sockets (to unblock the relays when the proxy stops) and cancel
-/// tokens (to stop what their backends run).
+/// Live relayed sessions, by number: their sockets (to unblock the relays when the proxy stops)
+/// and cancel tokens (to stop what their backends run). Once `stopped`, a session that arrives
+/// late closes itself at once.
 #[derive(Default)]
 struct Registry {
-    sockets: Vec<RawStream>,
-    cancels: Vec<CancelToken>,
+    next: u64,
+    stopped: bool,
+    sessions: Vec<Live>,
 }
+
+struct Live {
+    n: u64,
+    sockets: [RawStream; 2],
+    cancel: Option<CancelToken>,
+}
+
+/// How long a client may take to send its startup packet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `f` with a proxy listening; `f` gets the directory to use as libpq's `host`. Every
 /// session the proxy opened is cancelled and closed when `f` returns.
@@ -76,14 +87,20 @@ pub fn with_proxy<T>(upstream: &dyn Connect, f: impl FnOnce(&Path) -> Result<T>)
         });
         let r = f(dir.path());
         stop.store(true, Ordering::Relaxed);
-        let reg = std::mem::take(&mut *registry.lock().expect("proxy registry"));
+        let live = {
+            let mut reg = registry.lock().expect("proxy registry");
+            reg.stopped = true;
+            std::mem::take(&mut reg.sessions)
+        };
         // Sessions still open (the program was stopped mid-statement): stop their statements,
         // then close them so the relays end.
-        for c in &reg.cancels {
-            let _ = c.cancel();
-        }
-        for s in &reg.sockets {
-            s.shutdown();
+        for l in &live {
+            if let Some(c) = &l.cancel {
+                let _ = c.cancel();
+            }
+            for s in &l.sockets {
+                s.shutdown();
+            }
         }
         r
     });
@@ -125,6 +142,7 @@ fn fatal(message_text: &str) -> Vec<u8> {
 }
 
 fn serve(mut client: UnixStream, upstream: &dyn Connect, registry: &Mutex<Registry>) -> Result<()> {
+    client.set_read_timeout(Some(STARTUP_TIMEOUT))?;
     // The startup packet, after refusing encryption requests (the socket is private).
     let startup = loop {
         let len = read_i32(&mut client)?;
@@ -142,8 +160,9 @@ fn serve(mut client: UnixStream, upstream: &dyn Connect, registry: &Mutex<Regist
                 let token = registry
                     .lock()
                     .expect("proxy registry")
-                    .cancels
+                    .sessions
                     .iter()
+                    .filter_map(|l| l.cancel.as_ref())
                     .find(|t| t.is(pid, key))
                     .cloned();
                 if let Some(t) = token {
@@ -223,16 +242,26 @@ fn serve(mut client: UnixStream, upstream: &dyn Connect, registry: &Mutex<Regist
 
     let token = w.cancel_token();
     let (up, pending) = w.into_stream()?;
+    client.set_read_timeout(None)?;
     client.write_all(&pending)?;
     let client = RawStream::Unix(client);
-    {
+    let n = {
         let mut reg = registry.lock().expect("proxy registry");
-        reg.sockets.push(client.try_clone()?);
-        reg.sockets.push(up.try_clone()?);
-        if let Some(t) = token.clone() {
-            reg.cancels.push(t);
+        if reg.stopped {
+            // The program is being stopped: no new session.
+            client.shutdown();
+            up.shutdown();
+            return Ok(());
         }
-    }
+        reg.next += 1;
+        let n = reg.next;
+        reg.sessions.push(Live {
+            n,
+            sockets: [client.try_clone()?, up.try_clone()?],
+            cancel: token,
+        });
+        n
+    };
     let (mut c_read, mut c_write) = (client.try_clone()?, client);
     let (mut u_read, mut u_write) = (up.try_clone()?, up);
     std::thread::scope(|s| {
@@ -243,12 +272,16 @@ fn serve(mut client: UnixStream, upstream: &dyn Connect, registry: &Mutex<Regist
         let _ = std::io::copy(&mut c_read, &mut u_write);
         u_write.shutdown();
     });
-    if let Some(t) = token {
-        registry
-            .lock()
-            .expect("proxy registry")
-            .cancels
-            .retain(|c| !c.same(&t));
+    let gone = {
+        let mut reg = registry.lock().expect("proxy registry");
+        let i = reg.sessions.iter().position(|l| l.n == n);
+        i.map(|i| reg.sessions.remove(i))
+    };
+    // The client went away (pg_restore ended, or was killed mid-statement): a backend notices a
+    // closed socket only when it next reads or writes, so stop whatever it still runs. A cancel
+    // request to an idle or finished backend does nothing.
+    if let Some(Some(t)) = gone.map(|l| l.cancel) {
+        let _ = t.cancel();
     }
     Ok(())
 }

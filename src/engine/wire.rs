@@ -108,10 +108,6 @@ impl CancelToken {
         self.pid == pid && self.key == key
     }
 
-    pub fn same(&self, other: &CancelToken) -> bool {
-        self.is(other.pid, other.key)
-    }
-
     pub fn cancel(&self) -> Result<()> {
         let mut b = BytesMut::new();
         frontend::cancel_request(self.pid, self.key, &mut b);

@@ -946,7 +946,6 @@ fn internal_functions_are_not_public_and_an_upgrade_keeps_granted_roles_working(
         ("granted", "steep_repl._restrict_session(text)", false),
         ("stranger", "steep_repl._compression(text)", false),
         ("stranger", "steep_repl._manifest_snapshot_id(text)", false),
-        ("stranger", "steep_repl._acts_as(name)", false),
     ] {
         let has: bool = c
             .query_one(
@@ -957,6 +956,14 @@ fn internal_functions_are_not_public_and_an_upgrade_keeps_granted_roles_working(
             .get(0);
         assert_eq!(has, want, "{role} on {f}");
     }
+    let gone: bool = c
+        .query_one(
+            "SELECT to_regprocedure('steep_repl._acts_as(name)') IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(gone, "_acts_as outlived the policies that used it");
     // A session that is not a superuser's cannot restrict itself (nor anyone else).
     sql(
         &admin,
@@ -971,5 +978,147 @@ fn internal_functions_are_not_public_and_an_upgrade_keeps_granted_roles_working(
             .message()
             .contains("must log in as a superuser"),
         "{e}"
+    );
+}
+
+#[test]
+fn cancel_during_post_data_stops_pg_restore_and_its_sessions_within_a_second() {
+    let home = temp_home();
+    let n = node();
+    let admin = n.connection_string("postgres");
+    sql(&admin, "CREATE DATABASE slow_src");
+    sql(&admin, "CREATE DATABASE slow_dst");
+    let src = n.connection_string("slow_src");
+    let dst = n.connection_string("slow_dst");
+    init(home.path(), &src, &[]);
+    init(home.path(), &dst, &[]);
+    // An index expression that is quick in the source and slow in the target (its database
+    // sets the delay for every session, the job's included).
+    sql(
+        &src,
+        "CREATE FUNCTION public.slow(v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS
+           $f$BEGIN PERFORM pg_sleep(coalesce(nullif(current_setting('steep.test_delay', true), ''), '0')::float8);
+           RETURN v; END$f$;
+         CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, g FROM generate_series(1, 400) g;
+         CREATE INDEX t_slow ON t ((public.slow(v)));",
+    );
+    sql(
+        &admin,
+        "ALTER DATABASE slow_dst SET steep.test_delay = '0.05'",
+    );
+    let id = start(
+        &src,
+        "SELECT snapshot_id FROM steep_repl.start_snapshot('slow')",
+    );
+    assert_eq!(wait_snapshot(&src, &id).0, "complete");
+    let id = start(
+        &dst,
+        "SELECT snapshot_id FROM steep_repl.start_apply('slow', schema_mode => 'create')",
+    );
+    let mut c = connect(&dst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let phase: Option<String> = c
+            .query_one("SELECT phase FROM steep_repl.snapshot_progress($1)", &[&id])
+            .unwrap()
+            .get(0);
+        if phase.as_deref() == Some("post-data") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached post-data: {phase:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let pg_restore start the index build.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let ok_cancel: bool = c
+        .query_one("SELECT steep_repl.cancel_snapshot($1)", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(ok_cancel);
+    loop {
+        let st: String = c
+            .query_one(
+                "SELECT status FROM steep_repl.snapshots WHERE snapshot_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if st != "running" {
+            assert_eq!(st, "cancelled");
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(5), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(1500), "cancel took {took:?}");
+    // And nothing of the job is left running on the server.
+    std::thread::sleep(Duration::from_millis(300));
+    let busy: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = 'slow_dst' AND state = 'active' AND pid <> pg_backend_pid()
+               AND query ILIKE '%CREATE INDEX%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(busy, 0, "the index build still runs");
+}
+
+#[test]
+fn a_job_can_be_queued_only_as_a_role_one_may_become() {
+    let home = temp_home();
+    let n = node();
+    let admin = n.connection_string("postgres");
+    let major: i32 = connect(&admin)
+        .query_one(
+            "SELECT current_setting('server_version_num')::int / 10000",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    sql(
+        &admin,
+        "CREATE ROLE bob LOGIN; CREATE ROLE boss SUPERUSER NOLOGIN",
+    );
+    database(home.path(), &n, "become", "bob", &["bob"]);
+    if major >= 16 {
+        // Bob inherits boss's privileges but may not become boss (nor gain superuser through a
+        // job that acts as boss).
+        sql(&admin, "GRANT boss TO bob WITH INHERIT TRUE, SET FALSE");
+    }
+    let e = connect(&as_role(&n, "bob", "become"))
+        .execute(
+            "INSERT INTO steep_repl.work_queue (operation, params, created_by)
+             VALUES ('selftest', '{}', 'boss')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("row-level security"),
+        "{e}"
+    );
+    let e = connect(&as_role(&n, "bob", "become"))
+        .execute(
+            "INSERT INTO steep_repl.work_queue (operation, params, database)
+             VALUES ('selftest', '{}', 'postgres')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("row-level security"),
+        "a job row for another database: {e}"
     );
 }

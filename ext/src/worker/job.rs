@@ -315,7 +315,8 @@ impl JobCtx {
         }
         self.event.status = status.into();
         self.event.error = error.clone();
-        self.write_slot();
+        // The row first, the slot after: whoever reads "complete" (a follower woken by the
+        // final signal reads the slot while it lives) then also finds the row complete.
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
         let id = self.job.id;
@@ -336,6 +337,7 @@ impl JobCtx {
                 self.job.id
             );
         }
+        self.write_slot();
         let mut s = STATE.exclusive();
         s.slots[self.job.slot] = Slot::EMPTY;
     }

@@ -44,12 +44,10 @@ impl Connect for WorkerConnect {
                     steep::db_error::describe(&e)
                 )
             })?;
-        // Literals are read as written whatever the database's default says; a `role` the
-        // database sets for every session is dropped before the session restricts itself.
-        c.batch_execute("SET standard_conforming_strings = on; SET ROLE NONE")?;
-        c.batch_execute(&self.application_name())?;
-        c.query_one("SELECT steep_repl._restrict_session($1)", &[&self.role])
-            .map_err(steep::db_error::db_error)?;
+        let [settings, restrict] = self.setup();
+        c.batch_execute(&settings)?;
+        c.batch_execute(&restrict)
+            .map_err(|e| self.restrict_failed(&e))?;
         Ok(c)
     }
 
@@ -57,12 +55,11 @@ impl Connect for WorkerConnect {
         let Some(mut w) = steep::engine::wire::Wire::connect(&self.params)? else {
             return Ok(None);
         };
-        w.simple("SET standard_conforming_strings = on; SET ROLE NONE")?;
-        w.simple(&self.application_name())?;
-        let is_super = w.query_value(&format!(
-            "SELECT steep_repl._restrict_session({})",
-            quote_literal(&self.role)
-        ))?;
+        let [settings, restrict] = self.setup();
+        w.simple(&settings)?;
+        let is_super = w.query_value(&restrict).map_err(|e| {
+            anyhow::anyhow!("{e:#}: steep_repl.worker_conninfo must log in as a superuser")
+        })?;
         w.acts_as_superuser = is_super.as_deref() == Some("t");
         Ok(Some(w))
     }
@@ -84,8 +81,35 @@ impl Connect for WorkerConnect {
 }
 
 impl WorkerConnect {
-    fn application_name(&self) -> String {
-        format!("SET application_name = 'steep_repl job {}'", self.job)
+    /// What every engine session runs first, as the login role and before anything else: the
+    /// settings (literals read as written whatever the database's default says; a `role` the
+    /// database sets for every session dropped), then — in a query of its own, so the settings
+    /// apply to how it is read — the restriction to the job's owner.
+    fn setup(&self) -> [String; 2] {
+        [
+            format!(
+                "SET standard_conforming_strings = on; SET ROLE NONE; \
+                 SET application_name = 'steep_repl job {}'",
+                self.job
+            ),
+            format!(
+                "SELECT steep_repl._restrict_session({})",
+                quote_literal(&self.role)
+            ),
+        ]
+    }
+
+    /// The restriction failed: almost always because worker_conninfo is not a superuser's.
+    fn restrict_failed(&self, e: &postgres::Error) -> anyhow::Error {
+        let detail = steep::db_error::describe(e);
+        if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+            anyhow::anyhow!(
+                "{detail}: steep_repl.worker_conninfo must log in as a superuser (its sessions \
+                 then act as the job's owner)"
+            )
+        } else {
+            anyhow::anyhow!("{detail}")
+        }
     }
 }
 
