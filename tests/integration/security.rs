@@ -16,6 +16,16 @@ fn as_role(node: &TempCluster, role: &str, db: &str) -> String {
     )
 }
 
+/// `statement` fails on `conn` with an error whose message contains `want`.
+fn refused(conn: &str, statement: &str, want: &str) {
+    let e = connect(conn).batch_execute(statement).expect_err(statement);
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or(e.to_string());
+    assert!(msg.contains(want), "{statement}: {msg}");
+}
+
 fn is_superuser(conn: &str, role: &str) -> bool {
     connect(conn)
         .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
@@ -512,28 +522,15 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
     assert!(msg.contains("belongs to another role"), "{msg}");
     assert!(!msg.contains(&id) && !msg.contains("alice\""), "{msg}");
     // Nor write into her snapshot's directory.
-    let e = connect(&bob)
-        .query_one(
-            "SELECT steep_repl.start_snapshot('alice_private/data/x')",
-            &[],
-        )
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("inside the snapshot"),
-        "{e}"
+    refused(
+        &bob,
+        "SELECT steep_repl.start_snapshot('alice_private/data/x')",
+        "inside the snapshot",
     );
-    let e = connect(&bob)
-        .query_one("SELECT steep_repl._manifest_snapshot_id('/etc')", &[])
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("outside steep_repl.snapshot_dir"),
-        "{e}"
+    refused(
+        &bob,
+        "SELECT steep_repl._manifest_snapshot_id('/etc')",
+        "outside steep_repl.snapshot_dir",
     );
     sql(
         &admin,
@@ -543,34 +540,20 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
         &n.connection_string("adb"),
         "GRANT USAGE ON SCHEMA steep_repl TO carol",
     );
-    let e = connect(&as_role(&n, "carol", "adb"))
-        .query_one(
-            "SELECT steep_repl._manifest_snapshot_id('alice_private')",
-            &[],
-        )
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("permission denied for function"),
-        "{e}"
+    refused(
+        &as_role(&n, "carol", "adb"),
+        "SELECT steep_repl._manifest_snapshot_id('alice_private')",
+        "permission denied for function",
     );
 
     // Bob cannot point a job row at alice's snapshot (it would rewrite her row).
-    let e = connect(&bob_in_a)
-        .execute(
+    refused(
+        &bob_in_a,
+        &format!(
             "INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-             VALUES ('snapshot_generate', $1, '{\"path\": \"x\"}')",
-            &[&id],
-        )
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("row-level security"),
-        "{e}"
+             VALUES ('snapshot_generate', '{id}', '{{\"path\": \"x\"}}')"
+        ),
+        "row-level security",
     );
 
     // A failed job of alice's with row data in its error, and a running one.
@@ -698,17 +681,11 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
     }
     // The node registry is shared, but emptying it changes none of alice's rows and blocks none
     // of her jobs; which node this database is stays steep init's business.
-    let mut bob_a = connect(&bob_in_a);
-    bob_a.batch_execute("DELETE FROM steep_repl.nodes").unwrap();
-    let e = bob_a
-        .batch_execute("UPDATE steep_repl.coordinator_state SET value = '\"x\"'")
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("permission denied"),
-        "{e}"
+    sql(&bob_in_a, "DELETE FROM steep_repl.nodes");
+    refused(
+        &bob_in_a,
+        "UPDATE steep_repl.coordinator_state SET value = '\"x\"'",
+        "permission denied",
     );
     let kept: Option<String> = a
         .query_one(
@@ -969,15 +946,10 @@ fn internal_functions_are_not_public_and_an_upgrade_keeps_granted_roles_working(
         &admin,
         "GRANT EXECUTE ON FUNCTION steep_repl._restrict_session(text) TO granted",
     );
-    let e = connect(&as_role(&n, "granted", "postgres"))
-        .query_one("SELECT steep_repl._restrict_session('stranger')", &[])
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("must log in as a superuser"),
-        "{e}"
+    refused(
+        &as_role(&n, "granted", "postgres"),
+        "SELECT steep_repl._restrict_session('stranger')",
+        "must log in as a superuser",
     );
 }
 
@@ -1093,32 +1065,18 @@ fn a_job_can_be_queued_only_as_a_role_one_may_become() {
         // job that acts as boss).
         sql(&admin, "GRANT boss TO bob WITH INHERIT TRUE, SET FALSE");
     }
-    let e = connect(&as_role(&n, "bob", "become"))
-        .execute(
-            "INSERT INTO steep_repl.work_queue (operation, params, created_by)
-             VALUES ('selftest', '{}', 'boss')",
-            &[],
-        )
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("row-level security"),
-        "{e}"
+    let bob = as_role(&n, "bob", "become");
+    refused(
+        &bob,
+        "INSERT INTO steep_repl.work_queue (operation, params, created_by)
+         VALUES ('selftest', '{}', 'boss')",
+        "row-level security",
     );
-    let e = connect(&as_role(&n, "bob", "become"))
-        .execute(
-            "INSERT INTO steep_repl.work_queue (operation, params, database)
-             VALUES ('selftest', '{}', 'postgres')",
-            &[],
-        )
-        .unwrap_err();
-    assert!(
-        e.as_db_error()
-            .unwrap()
-            .message()
-            .contains("row-level security"),
-        "a job row for another database: {e}"
+    // Nor for another database.
+    refused(
+        &bob,
+        "INSERT INTO steep_repl.work_queue (operation, params, database)
+         VALUES ('selftest', '{}', 'postgres')",
+        "row-level security",
     );
 }
