@@ -17,7 +17,7 @@ cat <<MD
 \`$cmd\` against a sandbox with steep_repl preloaded, $(date -u +%Y-%m-%d).
 Start latency: from the commit of \`start_selftest()\` (its call returns) to the first event that
 says the job runs. Progress latency: from the worker's NOTIFY (\`sent_at_ms\` in the payload) to the
-CLI receiving it. Targets (issue 4): p95 ≤ 100 ms and ≤ 200 ms.
+CLI receiving it (the signal; the CLI then reads the progress under row security). Targets: p95 ≤ 100 ms and ≤ 200 ms.
 
 | measure | samples | p50 | p95 | max |
 |---|---|---|---|---|

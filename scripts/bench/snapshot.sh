@@ -147,13 +147,13 @@ for run in $(seq 1 "$runs"); do
   fresh; log "run $run/$runs: COPY floor (in): pre-data, COPY FROM in $par sessions, post-data"
   cat > "$work/floor-in.sh" <<SH
 set -e
-"$bin/psql" -X -q -v ON_ERROR_STOP=1 "$dst" -f "$work/steep-none/schema/pre-data.sql" >/dev/null
+"$bin/pg_restore" --section=pre-data --no-owner --single-transaction -d "$dst" "$work/steep-none/schema/schema.dump"
 i=0; pids=()
 for s in \$(seq 1 $par); do : > "$work/floor-in.\$s.sql"; done
 for t in $(echo $tables); do s=\$(( i % $par + 1 )); i=\$((i + 1)); echo "COPY public.\$t FROM '$work/floor/\$t.copy';" >> "$work/floor-in.\$s.sql"; done
 for s in \$(seq 1 $par); do "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$dst" -f "$work/floor-in.\$s.sql" & pids+=(\$!); done
 for p in "\${pids[@]}"; do wait "\$p"; done
-"$bin/psql" -X -q -v ON_ERROR_STOP=1 "$dst" -f "$work/steep-none/schema/post-data.sql" >/dev/null
+"$bin/pg_restore" --section=post-data --no-owner -j $par -d "$dst" "$work/steep-none/schema/schema.dump"
 SH
   record floor_in "$(timed bash "$work/floor-in.sh")"
   for name in none zstd; do
