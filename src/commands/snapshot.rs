@@ -18,6 +18,7 @@ use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
+use steep::engine::error::ErrorKind;
 use steep::engine::generate::{self, GenerateOptions};
 use steep::engine::manifest::Manifest;
 use steep::engine::progress::Progress;
@@ -275,7 +276,9 @@ impl Recorder {
 fn outcome_of<T>(r: &Result<T>) -> (&'static str, Option<String>) {
     match r {
         Ok(_) => ("complete", None),
-        Err(e) if format!("{e:#}").contains("cancelled") => ("cancelled", Some(format!("{e:#}"))),
+        Err(e) if ErrorKind::of(e) == Some(ErrorKind::Cancelled) => {
+            ("cancelled", Some(format!("{e:#}")))
+        }
         Err(e) => ("failed", Some(format!("{e:#}"))),
     }
 }
@@ -609,7 +612,11 @@ fn follow_snapshot(ctx: &Ctx, c: &mut postgres::Client, snapshot_id: &str) -> Re
             "snapshot {snapshot_id} {status}: {}",
             err.unwrap_or_default()
         );
-        if msg.contains("target's schema differs") {
+        let kind = result
+            .as_ref()
+            .and_then(|r| r.get("error_kind"))
+            .and_then(|k| k.as_str());
+        if kind == Some(ErrorKind::SchemaMismatch.name()) {
             return Err(Blocking(msg).into());
         }
         bail!(msg);

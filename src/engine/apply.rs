@@ -113,7 +113,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
             );
         }
         if progress.cancelled() {
-            bail!("cancelled before anything was changed");
+            return Err(crate::engine::error::cancelled("nothing was changed"));
         }
     }
     let mut coord = dst.connect().context("connecting to the target")?;
@@ -609,7 +609,7 @@ impl Plan<'_> {
             let (mut raw, mut rows) = (0u64, 0u64);
             loop {
                 if progress.cancelled() {
-                    bail!("cancelled; this table is rolled back");
+                    return Err(crate::engine::error::cancelled("this table is rolled back"));
                 }
                 let n = dec
                     .read(&mut buf)

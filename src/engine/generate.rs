@@ -217,7 +217,9 @@ pub fn generate(
         return Err(e);
     }
     if progress.cancelled() {
-        bail!("cancelled; the partial snapshot was removed");
+        return Err(crate::engine::error::cancelled(
+            "the partial snapshot was removed",
+        ));
     }
     progress.set_table(None);
 

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod catalog;
 pub mod checksum;
 pub mod compress;
+pub mod error;
 pub mod files;
 pub mod fkorder;
 pub mod generate;

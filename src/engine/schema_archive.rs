@@ -341,7 +341,10 @@ fn spawn(
     };
     let err = reader.join().unwrap_or_default();
     if stopping.is_some() {
-        bail!("cancelled");
+        return Err(crate::engine::error::cancelled(&format!(
+            "{} was stopped",
+            program.display()
+        )));
     }
     if !status.success() {
         let err = err.trim();

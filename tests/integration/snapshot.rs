@@ -1160,3 +1160,90 @@ fn a_table_written_in_many_pieces_loads_in_one_transaction() {
     ]));
     assert_eq!(table_hashes(&dconn), table_hashes(&conn));
 }
+
+/// Outcomes come from the kind of error, never from its text: a failure naming a table called
+/// `cancelled_orders` is a failure, and a direct-mode schema mismatch is a blocking finding
+/// (exit 3) because the job says so in its result.
+#[test]
+fn outcomes_follow_the_kind_of_error_not_its_wording() {
+    let (home, src, conn) = direct_node();
+    sql(
+        &conn,
+        "CREATE TABLE cancelled_orders (id int PRIMARY KEY, v int);
+         INSERT INTO cancelled_orders SELECT g, g FROM generate_series(1, 10) g;",
+    );
+    let out = snapshot_dir_of(home.path()).join("kinds");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        &conn,
+    ]));
+    let dst = node();
+    let dconn = dst.connection_string("postgres");
+    init(home.path(), &dconn, &[]);
+    sql(
+        &dconn,
+        "CREATE TABLE cancelled_orders (id int PRIMARY KEY, v int CHECK (v < 5))",
+    );
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "--client",
+            "-i",
+            out.to_str().unwrap(),
+            "-c",
+            &dconn,
+        ]),
+        1,
+    );
+    assert!(err.contains("cancelled_orders"), "{err}");
+    let list = json(&ok(
+        steep(home.path()).args(["snapshot", "list", "--json", "-c", &dconn])
+    ));
+    assert_eq!(list[0]["status"], "failed", "{list}");
+
+    // Direct mode: a target whose table has another shape.
+    let id: String = connect(&conn)
+        .query_one(
+            "SELECT snapshot_id FROM steep_repl.start_snapshot('kinds-direct')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let st: String = connect(&conn)
+        .query_one(
+            "SELECT status FROM steep_repl.wait_snapshot($1, 60)",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(st, "complete");
+    sql(&conn, "ALTER TABLE cancelled_orders ADD COLUMN extra int");
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "--direct",
+            "-i",
+            "kinds-direct",
+            "-c",
+            &conn,
+        ]),
+        3,
+    );
+    assert!(err.contains("differs"), "{err}");
+    let kind: Option<String> = connect(&conn)
+        .query_one(
+            "SELECT result ->> 'error_kind' FROM steep_repl.work_queue ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kind.as_deref(), Some("schema_mismatch"));
+    let _ = src;
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
+use steep::engine::error::ErrorKind;
 use steep::progress_event::{snapshot_progress_update, ProgressEvent, ProgressSignal, CHANNEL};
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
@@ -30,6 +31,15 @@ pub enum Stop {
 pub enum JobError {
     Stopped(Stop),
     Failed(String),
+    /// The engine failed with an error whose kind decides what callers do (recorded in the
+    /// job's result as `error_kind`, so the CLI needs no message text to tell).
+    Engine(String, Option<ErrorKind>),
+}
+
+impl JobError {
+    pub fn engine(e: anyhow::Error) -> Self {
+        JobError::Engine(format!("{e:#}"), ErrorKind::of(&e))
+    }
 }
 
 impl From<Stop> for JobError {
@@ -307,7 +317,16 @@ impl JobCtx {
                 Some("PostgreSQL is shutting down; the job was interrupted".to_string()),
                 None,
             ),
-            Err(JobError::Failed(m)) => ("failed", Some(m), None),
+            Err(JobError::Failed(m)) | Err(JobError::Engine(m, None)) => ("failed", Some(m), None),
+            Err(JobError::Engine(m, Some(kind))) => (
+                if kind == ErrorKind::Cancelled {
+                    "cancelled"
+                } else {
+                    "failed"
+                },
+                Some(m),
+                Some(serde_json::json!({ "error_kind": kind.name() })),
+            ),
         };
         if status == "complete" {
             self.event.percent = 100.0;

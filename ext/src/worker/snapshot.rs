@@ -232,7 +232,7 @@ fn drive<T: Send + 'static>(
     if let Some(s) = stop {
         return Err(JobError::Stopped(s));
     }
-    result.map_err(|e| JobError::Failed(format!("{e:#}")))
+    result.map_err(JobError::engine)
 }
 
 fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
