@@ -26,12 +26,35 @@ impl std::fmt::Display for Blocking {
 
 impl std::error::Error for Blocking {}
 
-/// Documented exit codes: 0 ok, 1 failure, 2 usage (clap), 3 blocking findings.
+/// Arguments that parse one by one but contradict each other (exit code 2, like clap's own
+/// usage errors).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Documented exit codes: 0 ok, 1 failure, 2 usage, 3 blocking findings.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<Blocking>().is_some() {
         3
+    } else if e.downcast_ref::<Usage>().is_some() {
+        2
     } else {
         1
+    }
+}
+
+/// clap value parser for `--parallel`: 1 to 64 connections.
+pub fn parallel_arg(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(format!("give 1 to 64 connections, not {s:?}")),
     }
 }
 

@@ -283,6 +283,13 @@ fn outcome_of<T>(r: &Result<T>) -> (&'static str, Option<String>) {
     }
 }
 
+/// clap value parser for `--compression`: a known algorithm and a level in its range.
+fn compression_arg(s: &str) -> Result<String, String> {
+    Compression::parse(s, None)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// A pg_dump or pg_restore (`name`) of major version `need` or newer: `env` (STEEP_PG_DUMP,
 /// STEEP_PG_RESTORE), then PATH, then the PostgreSQL steep installed.
 fn find_pg_tool(name: &str, env: &str, need: u32) -> Option<PathBuf> {
@@ -308,13 +315,13 @@ pub struct GenerateArgs {
     #[arg(long, short = 'o', value_name = "DIR")]
     output: String,
     /// none, gzip, lz4 or zstd (optionally :LEVEL, e.g. zstd:9).
-    #[arg(long, default_value = "zstd")]
+    #[arg(long, default_value = "zstd", value_parser = compression_arg)]
     compression: String,
     /// Compression level (gzip 1-9, lz4 1-12, zstd 1-19).
     #[arg(long)]
     level: Option<i32>,
     /// Connections reading in parallel (and ranges per large table).
-    #[arg(long, short = 'j', default_value_t = 4)]
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = super::parallel_arg)]
     parallel: i32,
     /// Leave out the schema DDL (pg_dump pre-data and post-data).
     #[arg(long)]
@@ -331,10 +338,18 @@ pub struct GenerateArgs {
 
 impl GenerateArgs {
     fn execute(&self, ctx: &Ctx) -> Result<()> {
-        let compression = Compression::parse(&self.compression, self.level)?;
-        if !(1..=64).contains(&self.parallel) {
-            bail!("invalid --parallel {}: give 1 to 64", self.parallel);
+        if let (Some((_, in_spec)), Some(level)) = (self.compression.split_once(':'), self.level) {
+            if in_spec.trim() != level.to_string() {
+                return Err(super::Usage(format!(
+                    "--compression {} and --level {level} contradict each other: give the level \
+                     once",
+                    self.compression
+                ))
+                .into());
+            }
         }
+        let compression = Compression::parse(&self.compression, self.level)
+            .map_err(|e| super::Usage(format!("{e:#}")))?;
         let (params, _) = ctx.conn_params()?;
         let mut c = ctx.connect()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {
@@ -453,7 +468,7 @@ pub struct ApplyArgs {
     #[arg(long, short = 'i', value_name = "DIR")]
     input: String,
     /// Connections loading in parallel.
-    #[arg(long, short = 'j', default_value_t = 4)]
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = super::parallel_arg)]
     parallel: i32,
     /// What to do about the target's tables.
     #[arg(long, value_enum, default_value_t = SchemaMode::Verify)]
@@ -473,9 +488,6 @@ pub struct ApplyArgs {
 
 impl ApplyArgs {
     fn execute(&self, ctx: &Ctx) -> Result<()> {
-        if !(1..=64).contains(&self.parallel) {
-            bail!("invalid --parallel {}: give 1 to 64", self.parallel);
-        }
         let (params, _) = ctx.conn_params()?;
         let mut c = ctx.connect()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {

@@ -1247,3 +1247,53 @@ fn outcomes_follow_the_kind_of_error_not_its_wording() {
     assert_eq!(kind.as_deref(), Some("schema_mismatch"));
     let _ = src;
 }
+
+/// Bad arguments are usage errors (exit 2), found before anything connects.
+#[test]
+fn bad_snapshot_arguments_are_usage_errors() {
+    let home = temp_home();
+    for args in [
+        vec!["-j", "0"],
+        vec!["-j", "10000"],
+        vec!["--compression", "brotli"],
+        vec!["--compression", "zstd:99"],
+        vec!["--compression", "zstd:3", "--level", "5"],
+        vec!["--compression", "gzip", "--level", "99"],
+    ] {
+        let mut all = vec!["snapshot", "generate", "-o", "x", "-c", "host=/nonexistent"];
+        all.extend(args.iter().copied());
+        let err = fails(steep(home.path()).args(&all), 2);
+        assert!(!err.contains("nonexistent"), "{args:?} tried to connect: {err}");
+    }
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "-i",
+            "x",
+            "-j",
+            "65",
+            "-c",
+            "host=/nonexistent",
+        ]),
+        2,
+    );
+    assert!(err.contains("1 to 64"), "{err}");
+    // One level, given twice alike, is not a contradiction.
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "generate",
+            "-o",
+            "x",
+            "--compression",
+            "zstd:5",
+            "--level",
+            "5",
+            "-c",
+            "host=/nonexistent",
+        ]),
+        1,
+    );
+    assert!(!err.contains("contradict"), "{err}");
+}
