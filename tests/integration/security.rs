@@ -51,6 +51,30 @@ fn start(conn: &str, sql: &str) -> String {
         .get(0)
 }
 
+/// A cluster with role bob and database `db` that bob owns (steep_repl installed, bob granted):
+/// the cluster, the superuser's connection string and bob's.
+fn with_bob(home: &Path, db: &str) -> (TempCluster, String, String) {
+    let n = node();
+    let admin = n.connection_string("postgres");
+    sql(&admin, "CREATE ROLE bob LOGIN");
+    database(home, &n, db, "bob", &["bob"]);
+    let bob = as_role(&n, "bob", db);
+    (n, admin, bob)
+}
+
+/// `steep snapshot generate --client -o DIR -c CONN`, which must succeed.
+fn client_generate(home: &Path, dir: &Path, conn: &str) {
+    ok(steep(home).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-o",
+        dir.to_str().unwrap(),
+        "-c",
+        conn,
+    ]));
+}
+
 /// The server log written since `from` (a byte offset).
 fn log_since(node: &TempCluster, from: u64) -> String {
     let text = std::fs::read(node.log_file()).unwrap_or_default();
@@ -266,15 +290,7 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
     // Client mode, run as bob: the sessions are bob's own.
     let dir = home.path().join("probe-client");
     let from = log_len(&n);
-    ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        dir.to_str().unwrap(),
-        "-c",
-        &bob_src,
-    ]));
+    client_generate(home.path(), &dir, &bob_src);
     sql(&admin, "CREATE DATABASE probe_dst2 OWNER bob");
     let bob_dst2 = as_role(&n, "bob", "probe_dst2");
     for mode in ["create", "verify"] {
@@ -308,11 +324,7 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
 #[test]
 fn a_trigger_that_resets_role_fails_the_apply_instead_of_escalating() {
     let home = temp_home();
-    let n = node();
-    let admin = n.connection_string("postgres");
-    sql(&admin, "CREATE ROLE bob LOGIN");
-    database(home.path(), &n, "bobdb", "bob", &["bob"]);
-    let bob = as_role(&n, "bob", "bobdb");
+    let (_n, admin, bob) = with_bob(home.path(), "bobdb");
     sql(
         &bob,
         "CREATE TABLE bob_t(id int primary key, v text);
@@ -353,11 +365,7 @@ fn a_trigger_that_resets_role_fails_the_apply_instead_of_escalating() {
 #[test]
 fn comments_with_backslash_lines_are_carried_verbatim_and_never_run() {
     let home = temp_home();
-    let n = node();
-    let admin = n.connection_string("postgres");
-    sql(&admin, "CREATE ROLE bob LOGIN");
-    database(home.path(), &n, "cmt", "bob", &["bob"]);
-    let bob = as_role(&n, "bob", "cmt");
+    let (n, admin, bob) = with_bob(home.path(), "cmt");
     sql(
         &bob,
         r#"CREATE TABLE t1(id int primary key); CREATE TABLE t2(id int primary key);
@@ -409,15 +417,7 @@ $b$;"#,
     assert_eq!(body(&dst), body(&bob));
     // Client mode as a superuser (pg_restore's own position), from a client-mode snapshot.
     let dir = home.path().join("cmt-client");
-    ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        dir.to_str().unwrap(),
-        "-c",
-        &bob,
-    ]));
+    client_generate(home.path(), &dir, &bob);
     sql(&admin, "CREATE DATABASE cmt_dst2");
     let dst2 = n.connection_string("cmt_dst2");
     ok(steep(home.path()).args([
@@ -439,11 +439,7 @@ $b$;"#,
 #[test]
 fn a_database_owner_cannot_hijack_the_workers_own_queries() {
     let home = temp_home();
-    let n = node();
-    let admin = n.connection_string("postgres");
-    sql(&admin, "CREATE ROLE bob LOGIN");
-    database(home.path(), &n, "inj", "bob", &["bob"]);
-    let bob = as_role(&n, "bob", "inj");
+    let (_n, admin, bob) = with_bob(home.path(), "inj");
     sql(
         &admin,
         "ALTER DATABASE inj SET search_path = public, pg_catalog",
@@ -705,11 +701,7 @@ fn roles_neither_see_nor_touch_each_others_jobs_snapshots_progress_or_errors() {
 #[test]
 fn a_table_whose_policy_hides_rows_from_its_owner_fails_the_job() {
     let home = temp_home();
-    let n = node();
-    let admin = n.connection_string("postgres");
-    sql(&admin, "CREATE ROLE bob LOGIN");
-    database(home.path(), &n, "pol", "bob", &["bob"]);
-    let bob = as_role(&n, "bob", "pol");
+    let (_n, _, bob) = with_bob(home.path(), "pol");
     sql(
         &bob,
         "CREATE TABLE hidden (id int PRIMARY KEY, mine boolean);
@@ -859,15 +851,7 @@ fn secrets_and_files_stay_private() {
 
     // Client-mode files are the OS user's only.
     let dir = home.path().join("private-client");
-    ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        dir.to_str().unwrap(),
-        "-c",
-        &conn,
-    ]));
+    client_generate(home.path(), &dir, &conn);
     for e in walk(&dir) {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&e).unwrap().permissions().mode();

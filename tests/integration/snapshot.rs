@@ -1263,7 +1263,10 @@ fn bad_snapshot_arguments_are_usage_errors() {
         let mut all = vec!["snapshot", "generate", "-o", "x", "-c", "host=/nonexistent"];
         all.extend(args.iter().copied());
         let err = fails(steep(home.path()).args(&all), 2);
-        assert!(!err.contains("nonexistent"), "{args:?} tried to connect: {err}");
+        assert!(
+            !err.contains("nonexistent"),
+            "{args:?} tried to connect: {err}"
+        );
     }
     let err = fails(
         steep(home.path()).args([
