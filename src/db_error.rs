@@ -18,13 +18,44 @@ pub fn one_line(message: &str, detail: Option<&str>, hint: Option<&str>) -> Stri
     s
 }
 
-/// The error for `?`: a server error as [`describe`] puts it; others keep their source chain.
-pub fn db_error(e: postgres::Error) -> anyhow::Error {
-    if e.as_db_error().is_some() {
-        anyhow::anyhow!(describe(&e))
-    } else {
-        anyhow::Error::new(e)
+/// An error the server sent: its SQLSTATE, and its text as [`one_line`] puts it (which is what
+/// it displays). Callers that decide by the kind of error look at `code`, never at the text.
+#[derive(Debug, Clone)]
+pub struct ServerError {
+    pub code: String,
+    pub text: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The error for `?`: a server error as [`describe`] puts it, with its SQLSTATE kept (see
+/// [`sqlstate`]); others keep their source chain.
+pub fn db_error(e: postgres::Error) -> anyhow::Error {
+    match e.code() {
+        Some(code) => ServerError {
+            code: code.code().to_string(),
+            text: describe(&e),
+        }
+        .into(),
+        None => anyhow::Error::new(e),
+    }
+}
+
+/// The SQLSTATE of a server error, through any context added on the way up.
+pub fn sqlstate(e: &anyhow::Error) -> Option<&str> {
+    e.downcast_ref::<ServerError>()
+        .map(|s| s.code.as_str())
+        .or_else(|| {
+            e.downcast_ref::<postgres::Error>()
+                .and_then(|p| p.code())
+                .map(|c| c.code())
+        })
 }
 
 #[cfg(test)]

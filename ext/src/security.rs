@@ -27,7 +27,7 @@ pgrx::extension_sql_file!(
 const RESTRICTED: i32 = pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
 
 /// The oid of role `name`, or None when it does not exist.
-pub fn role_oid(name: &str) -> Option<pg_sys::Oid> {
+fn role_oid(name: &str) -> Option<pg_sys::Oid> {
     let c = CString::new(name).ok()?;
     // SAFETY: get_role_oid with missing_ok = true returns InvalidOid instead of raising.
     let oid = unsafe { pg_sys::get_role_oid(c.as_ptr(), true) };

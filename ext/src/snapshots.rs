@@ -37,8 +37,8 @@ pub fn may_use_server_files(role: &str, for_write: bool) -> bool {
 
 /// Whether `role` may apply (read) the server-side snapshot at `path`: a snapshot belongs to the
 /// role that made it (its manifest's owner); that role, its members, superusers and
-/// pg_read_server_files may read it. Err says why not.
-pub fn may_read_snapshot(role: &str, path: &std::path::Path) -> Result<(), String> {
+/// pg_read_server_files may read it. Ok is the snapshot's manifest; Err says why not.
+pub fn may_read_snapshot(role: &str, path: &std::path::Path) -> Result<Manifest, String> {
     let m = Manifest::read(path).map_err(|e| format!("{e:#}"))?;
     let ok = Spi::get_one_with_args::<bool>(
         "SELECT coalesce((SELECT r.rolsuper
@@ -53,7 +53,7 @@ pub fn may_read_snapshot(role: &str, path: &std::path::Path) -> Result<(), Strin
     .map_err(|e| e.to_string())?
     .unwrap_or(false);
     if ok {
-        Ok(())
+        Ok(m)
     } else {
         // Neither the snapshot's id nor its owner: they are another role's business.
         Err(format!(
@@ -120,12 +120,8 @@ fn new_snapshot_id() -> String {
 /// may name and a snapshot the caller may read: never an oracle for other paths.
 #[pg_extern(volatile, name = "_manifest_snapshot_id")]
 fn manifest_snapshot_id(path: &str) -> String {
-    let p = confined(path, false);
-    if let Err(e) = may_read_snapshot(&current_role(), &p) {
-        error!("{e}");
-    }
-    match Manifest::read(&p) {
+    match may_read_snapshot(&current_role(), &confined(path, false)) {
         Ok(m) => m.snapshot_id,
-        Err(e) => error!("{e:#}"),
+        Err(e) => error!("{e}"),
     }
 }

@@ -323,7 +323,7 @@ pub struct GenerateArgs {
     /// Connections reading in parallel (and ranges per large table).
     #[arg(long, short = 'j', default_value_t = 4, value_parser = super::parallel_arg)]
     parallel: i32,
-    /// Leave out the schema DDL (pg_dump pre-data and post-data).
+    /// Leave out the schema (the pg_dump archive that `apply --schema create` restores).
     #[arg(long)]
     no_schema: bool,
     /// Client mode: tables larger than this are read in several pieces in parallel.
@@ -476,7 +476,9 @@ pub struct ApplyArgs {
     /// Skip the checksum pass before loading (row counts are still checked).
     #[arg(long)]
     no_verify: bool,
-    /// Continue a failed apply: tables whose row count already matches are skipped.
+    /// Continue a failed apply: tables whose row count already matches are skipped, and with
+    /// --schema create so are the schema (when every table exists) and the indexes,
+    /// constraints, triggers, policies and rules the target already has.
     #[arg(long)]
     resume: bool,
     /// Direct mode: queue it and return at once.

@@ -74,8 +74,7 @@ pub fn new_snapshot_id() -> String {
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let rand = (now.subsec_nanos() as u64 ^ (std::process::id() as u64).rotate_left(17))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let rand = unique_bits(now.subsec_nanos());
     format!(
         "snap-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{:06x}",
         rem / 3600,
@@ -83,6 +82,13 @@ pub fn new_snapshot_id() -> String {
         rem % 60,
         rand >> 40
     )
+}
+
+/// Bits that differ between processes and calls (the clock's nanoseconds mixed with the pid):
+/// for names that must not collide, not for secrets.
+pub(crate) fn unique_bits(salt: u32) -> u64 {
+    (u64::from(salt) ^ u64::from(std::process::id()).rotate_left(17))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.

@@ -17,10 +17,8 @@ impl PrivateDir {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .subsec_nanos();
-            let salt = (u64::from(nanos) ^ (u64::from(std::process::id()) << 20))
-                .wrapping_add(u64::from(attempt))
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let path = base.join(format!("{prefix}-{:012x}", salt >> 16));
+            let bits = crate::engine::unique_bits(nanos.wrapping_add(attempt));
+            let path = base.join(format!("{prefix}-{:012x}", bits >> 16));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(Self(path)),
                 Err(e) => last = Some(e),

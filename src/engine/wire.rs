@@ -19,7 +19,7 @@ use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 
 use crate::conn::ConnParams;
-use crate::db_error::db_error;
+use crate::db_error::{db_error, ServerError};
 
 /// The socket under a connection: Unix or TCP, either of which can be split into a reading and
 /// a writing half (the session proxy relays both directions at once).
@@ -133,19 +133,23 @@ impl Drop for Wire {
     }
 }
 
-/// The message of an ErrorResponse, with detail and hint.
-fn error_text(body: &ErrorResponseBody) -> String {
+/// An ErrorResponse as the same typed error the `postgres` crate path gives (SQLSTATE kept).
+fn error_text(body: &ErrorResponseBody) -> ServerError {
     let mut fields = body.fields();
-    let (mut msg, mut detail, mut hint) = (String::new(), None, None);
+    let (mut msg, mut detail, mut hint, mut code) = (String::new(), None, None, String::new());
     while let Ok(Some(f)) = fields.next() {
         match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
             b'M' => msg = String::from_utf8_lossy(f.value_bytes()).into_owned(),
             b'D' => detail = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
             b'H' => hint = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
             _ => {}
         }
     }
-    crate::db_error::one_line(&msg, detail.as_deref(), hint.as_deref())
+    ServerError {
+        code,
+        text: crate::db_error::one_line(&msg, detail.as_deref(), hint.as_deref()),
+    }
 }
 
 impl Wire {
@@ -281,7 +285,7 @@ impl Wire {
                         .ok_or_else(|| anyhow!("unexpected SASL message"))?
                         .finish(b.data())?;
                 }
-                Message::ErrorResponse(e) => bail!("{}", error_text(&e)),
+                Message::ErrorResponse(e) => return Err(error_text(&e).into()),
                 Message::AuthenticationGss
                 | Message::AuthenticationSspi
                 | Message::AuthenticationKerberosV5 => return Ok(None),
@@ -291,7 +295,7 @@ impl Wire {
         loop {
             match w.next()? {
                 Message::ReadyForQuery(_) => return Ok(Some(w)),
-                Message::ErrorResponse(e) => bail!("{}", error_text(&e)),
+                Message::ErrorResponse(e) => return Err(error_text(&e).into()),
                 Message::ParameterStatus(p) => {
                     if p.name()? == "is_superuser" {
                         w.acts_as_superuser = p.value()? == "on";
@@ -356,7 +360,7 @@ impl Wire {
         loop {
             match self.next()? {
                 Message::ErrorResponse(e) => err = Some(error_text(&e)),
-                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
+                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(e.into())),
                 _ => {}
             }
         }
@@ -377,7 +381,7 @@ impl Wire {
                 }
                 Message::ErrorResponse(e) => err = Some(error_text(&e)),
                 Message::ReadyForQuery(_) => {
-                    return err.map_or(Ok(value), |e| Err(anyhow!(e)));
+                    return err.map_or(Ok(value), |e| Err(e.into()));
                 }
                 _ => {}
             }
@@ -394,7 +398,7 @@ impl Wire {
             match self.next()? {
                 Message::CopyData(d) if err.is_none() => sink(d.data())?,
                 Message::ErrorResponse(e) => err = Some(error_text(&e)),
-                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(anyhow!(e))),
+                Message::ReadyForQuery(_) => return err.map_or(Ok(()), |e| Err(e.into())),
                 _ => {}
             }
         }

@@ -291,10 +291,13 @@ impl JobCtx {
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
         let payload = event.to_payload();
-        let id = self.job.id;
+        let (id, sent) = (self.job.id, event.sent_at_ms);
         let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
-        let write =
-            move || record_progress(id, snapshot.as_deref(), &owner, &payload, refresh_row, None);
+        let write = move || {
+            let rows =
+                refresh_row.then_some((snapshot.as_deref(), owner.as_str(), payload.as_str()));
+            record_progress(id, sent, rows, None)
+        };
         if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
             warning!("steep_repl job {id}: publishing progress failed: {e}");
         }
@@ -338,7 +341,7 @@ impl JobCtx {
         // final signal reads the slot while it lives) then also finds the row complete.
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
-        let id = self.job.id;
+        let (id, sent) = (self.job.id, event.sent_at_ms);
         let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
         let payload = event.to_payload();
         let write = move || {
@@ -347,7 +350,8 @@ impl JobCtx {
                 error: error.as_deref(),
                 result: result.as_ref(),
             };
-            record_progress(id, snapshot.as_deref(), &owner, &payload, true, Some(&end))
+            let rows = Some((snapshot.as_deref(), owner.as_str(), payload.as_str()));
+            record_progress(id, sent, rows, Some(&end))
         };
         if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
             // The database worker's sweep fails the job once this process is gone.
@@ -368,18 +372,17 @@ struct FinalState<'a> {
     result: Option<&'a Value>,
 }
 
-/// A signal on CHANNEL, and (when asked) the progress and end state into the rows: the job's, and its
-/// snapshot's when it has one — only a snapshot of the job's own owner. Parameterised: nothing
-/// here is SQL text built from values.
+/// A signal on CHANNEL (sent at `sent_at_ms`), and with `rows` — (snapshot id, owner, progress
+/// payload) — the progress and end state into the rows: the job's, and its snapshot's when it
+/// has one, only if that snapshot is the job owner's. Parameterised: nothing here is SQL text
+/// built from values.
 fn record_progress(
     id: i64,
-    snapshot_id: Option<&str>,
-    owner: &str,
-    payload: &str,
-    refresh_row: bool,
+    sent_at_ms: i64,
+    rows: Option<(Option<&str>, &str, &str)>,
     end: Option<&FinalState>,
 ) -> Result<(), pgrx::spi::Error> {
-    if refresh_row {
+    if let Some((snapshot_id, owner, payload)) = rows {
         let (status, error, result) = match end {
             Some(e) => (
                 Some(e.status.to_string()),
@@ -430,20 +433,9 @@ fn record_progress(
         }
     }
     // Listeners learn only that this job moved; its progress stays behind row security.
-    let signal = ProgressSignal {
-        id,
-        sent_at_ms: sent_at_ms(payload),
-    };
+    let signal = ProgressSignal { id, sent_at_ms };
     Spi::run_with_args(
         "SELECT pg_catalog.pg_notify($1, $2)",
         &[CHANNEL.into(), signal.to_payload().into()],
     )
-}
-
-/// The send time written into a progress payload (so the row and the signal agree).
-fn sent_at_ms(payload: &str) -> i64 {
-    ProgressEvent::from_payload(payload)
-        .map(|e| e.sent_at_ms)
-        .filter(|t| *t > 0)
-        .unwrap_or_else(now_ms)
 }

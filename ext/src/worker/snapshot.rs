@@ -27,7 +27,6 @@ pub(crate) struct WorkerConnect {
     params: ConnParams,
     role: String,
     job: i64,
-    dbname: String,
 }
 
 impl Connect for WorkerConnect {
@@ -47,7 +46,7 @@ impl Connect for WorkerConnect {
         let [settings, restrict] = self.setup();
         c.batch_execute(&settings)?;
         c.batch_execute(&restrict)
-            .map_err(|e| self.restrict_failed(&e))?;
+            .map_err(|e| restrict_failed(steep::db_error::db_error(e)))?;
         Ok(c)
     }
 
@@ -57,9 +56,7 @@ impl Connect for WorkerConnect {
         };
         let [settings, restrict] = self.setup();
         w.simple(&settings)?;
-        let is_super = w.query_value(&restrict).map_err(|e| {
-            anyhow::anyhow!("{e:#}: steep_repl.worker_conninfo must log in as a superuser")
-        })?;
+        let is_super = w.query_value(&restrict).map_err(restrict_failed)?;
         w.acts_as_superuser = is_super.as_deref() == Some("t");
         Ok(Some(w))
     }
@@ -73,7 +70,7 @@ impl Connect for WorkerConnect {
             },
             // The archive's SQL: only in sessions restricted to the owner.
             Tool::PgRestore => ToolAccess::Proxy {
-                dbname: self.dbname.clone(),
+                dbname: self.params.get("dbname").unwrap_or_default().to_string(),
                 user: self.role.clone(),
             },
         })
@@ -98,18 +95,18 @@ impl WorkerConnect {
             ),
         ]
     }
+}
 
-    /// The restriction failed: almost always because worker_conninfo is not a superuser's.
-    fn restrict_failed(&self, e: &postgres::Error) -> anyhow::Error {
-        let detail = steep::db_error::describe(e);
-        if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-            anyhow::anyhow!(
-                "{detail}: steep_repl.worker_conninfo must log in as a superuser (its sessions \
-                 then act as the job's owner)"
-            )
-        } else {
-            anyhow::anyhow!("{detail}")
-        }
+/// The restriction failed. Permission denied (for the function, which is not PUBLIC's) means
+/// worker_conninfo does not log in as a superuser: say so.
+fn restrict_failed(e: anyhow::Error) -> anyhow::Error {
+    if steep::db_error::sqlstate(&e) == Some("42501") {
+        e.context(
+            "steep_repl.worker_conninfo must log in as a superuser (its sessions then act as the \
+             job's owner)",
+        )
+    } else {
+        e
     }
 }
 
@@ -192,7 +189,7 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
         // A snapshot on the server is its maker's: checked again here, as the owner.
         let owner = ctx.job.created_by.clone();
         let p = path.clone();
-        tx(move || may_read_snapshot(&owner, &p))?.map_err(JobError::Failed)?;
+        tx(move || may_read_snapshot(&owner, &p).map(|_| ()))?.map_err(JobError::Failed)?;
     }
     Ok(path)
 }
@@ -249,10 +246,8 @@ fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
 }
 
 pub(crate) fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
-    let params = tx(worker_params)?.map_err(JobError::Failed)?;
     Ok(WorkerConnect {
-        dbname: params.get("dbname").unwrap_or_default().to_string(),
-        params,
+        params: tx(worker_params)?.map_err(JobError::Failed)?,
         role: ctx.job.created_by.clone(),
         job: ctx.job.id,
     })
