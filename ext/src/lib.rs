@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 
+mod apply_markers;
 mod fingerprints;
 mod gucs;
 mod health;

@@ -1,7 +1,8 @@
 //! Snapshot apply: verify every checksum before touching the target; check (or create) the
-//! schema; load tables parents first, each foreign-key unit in one transaction (truncate and COPY,
-//! row counts checked), several units at once; restore sequences; add post-data. A failure leaves
-//! every table fully loaded or untouched, and `resume` skips the tables already loaded.
+//! schema; empty the tables to load (one transaction); load them parents first, each foreign-key
+//! unit in one transaction (COPY, row counts checked, a resume marker committed with the rows),
+//! several units at once; restore sequences; add post-data. A failure leaves every table fully
+//! loaded or empty, and `resume` skips the tables whose markers say they were loaded.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
@@ -119,6 +120,14 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     let mut coord = dst.connect().context("connecting to the target")?;
     prepare_session(&mut coord)?;
 
+    // Which tables an earlier, interrupted apply of this snapshot loaded (resume markers, when
+    // the target has steep_repl 0.4.0+ and the role may use them).
+    let markers = Markers::detect(&mut coord, &m.snapshot_id)?;
+    let loaded_before = match (&markers, opts.resume) {
+        (Some(mk), true) => mk.loaded(&mut coord, opts.schema)?,
+        _ => Vec::new(),
+    };
+
     let archive = if opts.schema == SchemaMode::Create {
         Some(schema_archive_of(&m, opts)?)
     } else {
@@ -175,17 +184,32 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         .collect();
     let units = load_units(m.tables.len(), &edges);
 
-    let mut done = vec![false; m.tables.len()];
-    if opts.resume {
-        progress.set_phase("resuming");
-        for (i, t) in m.tables.iter().enumerate() {
-            let n: i64 = coord
-                .query_one(&format!("SELECT count(*) FROM ONLY {}", t.qualified()), &[])?
-                .get(0);
-            done[i] = n as u64 == t.rows;
-        }
+    let mut done: Vec<bool> = m
+        .tables
+        .iter()
+        .map(|t| {
+            loaded_before
+                .iter()
+                .any(|(s, n)| *s == t.schema && *n == t.name)
+        })
+        .collect();
+    // Reloading a parent empties the tables that reference it: they are reloaded too.
+    while let Some(&(child, _)) = edges.iter().find(|(c, p)| done[*c] && !done[*p]) {
+        done[child] = false;
     }
     let skipped = done.iter().filter(|d| **d).count();
+    if skipped < m.tables.len() {
+        progress.set_phase("emptying");
+        empty_tables(
+            &mut coord,
+            &m,
+            &oids,
+            &fks,
+            &units,
+            &done,
+            markers.as_ref().filter(|_| !opts.resume),
+        )?;
+    }
     progress
         .tables_total
         .store(m.tables.len() as u64, Ordering::Relaxed);
@@ -208,6 +232,8 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     let plan = Plan {
         m: &m,
         dir: &opts.input,
+        markers: markers.as_ref(),
+        schema: opts.schema,
         oids: &oids,
         fks: &fks,
         units: &units,
@@ -364,6 +390,134 @@ fn check_sequences(c: &mut postgres::Client, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Resume markers on the target (steep_repl's `apply_markers`): one per loaded table, committed
+/// in the transaction that loaded it. Absent when the target has no steep_repl 0.4.0+ or the role
+/// may not use it; `--resume` then reloads every table (each load is whole or nothing, so that is
+/// always correct) and post-data still resumes from the catalog.
+struct Markers {
+    snapshot_id: String,
+}
+
+impl Markers {
+    fn detect(c: &mut postgres::Client, snapshot_id: &str) -> Result<Option<Markers>> {
+        let usable: bool = c
+            .query_one(
+                "SELECT CASE WHEN to_regclass('steep_repl.apply_markers') IS NULL
+                          OR to_regprocedure('steep_repl.mark_applied(text,text,text,text)') IS NULL
+                        THEN false
+                        ELSE has_table_privilege(to_regclass('steep_repl.apply_markers'),
+                                                 'SELECT, INSERT, UPDATE, DELETE')
+                         AND has_function_privilege(
+                                 to_regprocedure('steep_repl.mark_applied(text,text,text,text)'),
+                                 'EXECUTE')
+                         AND has_function_privilege(
+                                 to_regprocedure('steep_repl.apply_markers_of(text)'), 'EXECUTE')
+                         AND has_function_privilege(
+                                 to_regprocedure('steep_repl.forget_applied(text)'), 'EXECUTE')
+                        END",
+                &[],
+            )
+            .context("looking for steep_repl's resume markers on the target")?
+            .get(0);
+        Ok(usable.then(|| Markers {
+            snapshot_id: snapshot_id.to_string(),
+        }))
+    }
+
+    /// The tables this role's earlier apply of the snapshot loaded. An apply is resumed with the
+    /// schema mode it was started with (a `--schema create` apply still owes its post-data).
+    fn loaded(&self, c: &mut postgres::Client, mode: SchemaMode) -> Result<Vec<(String, String)>> {
+        let rows = c
+            .query(
+                "SELECT table_schema, table_name, schema_mode
+                 FROM steep_repl.apply_markers_of($1)",
+                &[&self.snapshot_id],
+            )
+            .context("reading the resume markers")?;
+        if let Some(other) = rows
+            .iter()
+            .map(|r| r.get::<_, String>(2))
+            .find(|m| m != mode.name())
+        {
+            return Err(anyhow!(
+                "the interrupted apply of this snapshot used --schema {other}: resume it with \
+                 --schema {other} --resume (or apply again without --resume to start over)"
+            ));
+        }
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn mark(&self, tx: &mut postgres::Transaction, mode: SchemaMode, t: &Table) -> Result<()> {
+        tx.execute(
+            "SELECT steep_repl.mark_applied($1, $2, $3, $4)",
+            &[&self.snapshot_id, &mode.name(), &t.schema, &t.name],
+        )
+        .context("recording the table as loaded")?;
+        Ok(())
+    }
+
+    fn forget(&self, tx: &mut postgres::Transaction) -> Result<()> {
+        tx.execute(
+            "SELECT steep_repl.forget_applied($1)",
+            &[&self.snapshot_id],
+        )
+        .context("clearing an earlier apply's resume markers")?;
+        Ok(())
+    }
+}
+
+/// Empty every table about to be loaded, in one transaction, before any is loaded: a table's
+/// old rows may be referenced by old rows of tables loaded after it (a parent is loaded before
+/// its children), so emptying table by table would trip the target's foreign keys. Tables
+/// referenced only by tables emptied here are truncated together; the rest (referenced from
+/// outside the snapshot) are deleted from, children first, so the target's own references decide.
+fn empty_tables(
+    c: &mut postgres::Client,
+    m: &Manifest,
+    oids: &[i64],
+    fks: &[ForeignKey],
+    units: &[Vec<usize>],
+    done: &[bool],
+    forget: Option<&Markers>,
+) -> Result<()> {
+    let mut truncatable: Vec<bool> = done.iter().map(|d| !d).collect();
+    let index_of = |oid: i64| oids.iter().position(|o| *o == oid);
+    loop {
+        let blocked = fks.iter().find_map(|f| {
+            let parent = index_of(f.parent)?;
+            let child_ok = index_of(f.child).is_some_and(|c| truncatable[c]);
+            (truncatable[parent] && !child_ok).then_some(parent)
+        });
+        match blocked {
+            Some(p) => truncatable[p] = false,
+            None => break,
+        }
+    }
+    let mut tx = c.transaction()?;
+    if let Some(mk) = forget {
+        mk.forget(&mut tx)?;
+    }
+    let names: Vec<String> = (0..m.tables.len())
+        .filter(|i| truncatable[*i])
+        .map(|i| m.tables[i].qualified())
+        .collect();
+    if !names.is_empty() {
+        tx.batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
+            .with_context(|| format!("emptying {}", names.join(", ")))?;
+    }
+    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
+    // Children before parents: the reverse of the load order.
+    for &i in units.iter().rev().flatten() {
+        if !done[i] && !truncatable[i] {
+            let n = m.tables[i].qualified();
+            tx.batch_execute(&format!("DELETE FROM ONLY {n}"))
+                .with_context(|| format!("emptying {n} (tables outside the snapshot reference it)"))?;
+        }
+    }
+    tx.commit().context("emptying the tables to load")?;
+    Ok(())
+}
+
 /// The worker's loading connection, opened (and prepared) on first use.
 fn loading_connection<'c>(
     dst: &dyn Connect,
@@ -380,6 +534,8 @@ fn loading_connection<'c>(
 struct Plan<'a> {
     m: &'a Manifest,
     dir: &'a Path,
+    markers: Option<&'a Markers>,
+    schema: SchemaMode,
     oids: &'a [i64],
     fks: &'a [ForeignKey],
     units: &'a [Vec<usize>],
@@ -497,7 +653,7 @@ impl Plan<'_> {
             let loaded = st.finished;
             return Err(e.context(format!(
                 "{loaded} of {} table groups were loaded before this; every other table is \
-                 untouched: fix the cause and rerun with --resume",
+                 empty: fix the cause and rerun with --resume",
                 self.units.len()
             )));
         }
@@ -566,6 +722,11 @@ impl Plan<'_> {
             total += self
                 .copy_in(&mut tx, table, frozen, progress)
                 .with_context(|| format!("loading {}", table.qualified()))?;
+        }
+        if let Some(mk) = self.markers {
+            for &t in tables {
+                mk.mark(&mut tx, self.schema, &self.m.tables[t])?;
+            }
         }
         for f in &internal {
             let child = self.m.tables[self.index_of[&f.child]].qualified();

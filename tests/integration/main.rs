@@ -13,4 +13,5 @@ mod privileges;
 mod schema;
 mod security;
 mod snapshot;
+mod snapshot_resume;
 mod version;

@@ -50,7 +50,7 @@ const RICH: &str = r#"
 "#;
 
 /// A target for client-mode applies: no extension needed, and no durability (faster to start).
-fn plain_node() -> TempCluster {
+pub(crate) fn plain_node() -> TempCluster {
     node_with(steep::sandbox::ClusterOptions {
         preload: false,
         durable: false,
@@ -79,7 +79,7 @@ fn pgbench(node: &TempCluster, scale: u32) {
 }
 
 /// md5 of every user table's rows (sorted), by qualified name.
-fn table_hashes(conn: &str) -> BTreeMap<String, String> {
+pub(crate) fn table_hashes(conn: &str) -> BTreeMap<String, String> {
     let mut c = connect(conn);
     c.batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
         .unwrap();
@@ -156,7 +156,7 @@ fn constraints_valid(conn: &str) {
     assert_eq!(fks, 3, "foreign keys missing");
 }
 
-fn snapshot_dir_of(home: &Path) -> PathBuf {
+pub(crate) fn snapshot_dir_of(home: &Path) -> PathBuf {
     let d = home.join("snaps");
     std::fs::create_dir_all(&d).unwrap();
     d
