@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (SPEC §11), run on this machine in one go; results go to docs/BENCHMARKS.md.
+# Benchmarks, run on this machine in one go; results go to docs/BENCHMARKS.md.
 #
 #   scripts/bench.sh [--only latency|snapshot] [--scale N] [--wide-mb M] [--parallel P]
 #
@@ -58,7 +58,7 @@ run_section snapshot
 {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`scripts/bench.sh\` (SPEC §11). Each section was measured in one run on one"
+  echo "Produced by \`scripts/bench.sh\`. Each section was measured in one run on one"
   echo "machine ($machine); the machine is shared and noisy, so compare ratios within a section,"
   echo "not absolute times across sections. Rerun a section with \`scripts/bench.sh --only NAME\`."
   for f in docs/bench/*.md; do

@@ -29,7 +29,7 @@ impl Ctx {
         Self { out, connection }
     }
 
-    /// Resolve the connection as SPEC §7 orders it: `-c`, else `STEEP_CONNECTION` (both arrive
+    /// Resolve the connection in steep's documented order: `-c`, else `STEEP_CONNECTION` (both arrive
     /// here through clap), else the libpq environment, else the running local sandbox, else
     /// libpq's defaults. PG* variables fill whatever the chosen string leaves unset.
     pub fn conn_params(&self) -> Result<(ConnParams, ConnSource)> {

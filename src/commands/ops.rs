@@ -56,6 +56,8 @@ struct Operation {
     completed_at: Option<String>,
     error: Option<String>,
     snapshot_id: Option<String>,
+    /// Why a pending operation has not started (a job slot, max_jobs, a worker process).
+    waiting: Option<String>,
 }
 
 #[derive(Args)]
@@ -70,7 +72,8 @@ impl ListArgs {
         let rows = client
             .query(
                 "SELECT id, operation, status, created_by::text, created_at::text,
-                        started_at::text, completed_at::text, error_message, snapshot_id
+                        started_at::text, completed_at::text, error_message, snapshot_id,
+                        CASE WHEN status = 'pending' THEN progress ->> 'phase' END
                  FROM steep_repl.list_operations($1)",
                 &[&self.status],
             )
@@ -87,6 +90,7 @@ impl ListArgs {
                 completed_at: r.get(6),
                 error: r.get(7),
                 snapshot_id: r.get(8),
+                waiting: r.get(9),
             })
             .collect();
         ctx.out.json(&ops)?;
@@ -103,12 +107,19 @@ impl ListArgs {
                     o.status.clone(),
                     o.created_by.clone(),
                     o.created_at.clone(),
-                    o.error.clone().unwrap_or_default(),
+                    o.error.clone().or(o.waiting.clone()).unwrap_or_default(),
                 ]
             })
             .collect();
         ctx.out.line(table(
-            &["id", "operation", "status", "by", "queued at", "error"],
+            &[
+                "id",
+                "operation",
+                "status",
+                "by",
+                "queued at",
+                "error / waiting for",
+            ],
             &body,
         ));
         Ok(())

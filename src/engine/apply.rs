@@ -457,11 +457,8 @@ impl Markers {
     }
 
     fn forget(&self, tx: &mut postgres::Transaction) -> Result<()> {
-        tx.execute(
-            "SELECT steep_repl.forget_applied($1)",
-            &[&self.snapshot_id],
-        )
-        .context("clearing an earlier apply's resume markers")?;
+        tx.execute("SELECT steep_repl.forget_applied($1)", &[&self.snapshot_id])
+            .context("clearing an earlier apply's resume markers")?;
         Ok(())
     }
 }
@@ -511,7 +508,9 @@ fn empty_tables(
         if !done[i] && !truncatable[i] {
             let n = m.tables[i].qualified();
             tx.batch_execute(&format!("DELETE FROM ONLY {n}"))
-                .with_context(|| format!("emptying {n} (tables outside the snapshot reference it)"))?;
+                .with_context(|| {
+                    format!("emptying {n} (tables outside the snapshot reference it)")
+                })?;
         }
     }
     tx.commit().context("emptying the tables to load")?;

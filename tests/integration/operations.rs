@@ -325,6 +325,100 @@ fn kill_9_of_a_job_worker_fails_the_job_and_workers_come_back() {
     );
 }
 
+/// The phase operation_progress shows for job `id`, once it contains `want` (or panics).
+fn phase_becomes(c: &mut postgres::Client, id: i64, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .query_one(
+                "SELECT status, phase FROM steep_repl.operation_progress($1)",
+                &[&id],
+            )
+            .unwrap();
+        let (status, phase): (String, Option<String>) = (r.get(0), r.get(1));
+        if let Some(p) = phase.clone().filter(|p| p.contains(want)) {
+            assert_eq!(status, "pending", "{p}");
+            return p;
+        }
+        assert!(Instant::now() < deadline, "job {id}: {status} {phase:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_waiting_job_stays_pending_and_says_why() {
+    let home = temp_home();
+    let mut node = node();
+    let conn = node.connection_string("postgres");
+    init(home.path(), &conn, &[]);
+    sql(&conn, "ALTER SYSTEM SET steep_repl.max_jobs = 1");
+    sql(&conn, "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(&conn);
+    let first = selftest(&mut c, 60.0, 600);
+    wait_for(&conn, first, &["running"], Duration::from_secs(10));
+    let second = selftest(&mut c, 0.2, 2);
+    let p = phase_becomes(&mut c, second, "steep_repl.max_jobs = 1");
+    assert!(p.contains("waiting for one of the 1 running jobs"), "{p}");
+    // The CLI shows the reason too.
+    let out = ok(steep(home.path()).args(["ops", "list", "-c", &conn]));
+    assert!(out.contains("max_jobs"), "{out}");
+    c.execute("SELECT steep_repl.cancel_operation($1)", &[&first])
+        .unwrap();
+    assert_eq!(
+        wait_for(&conn, second, &["complete"], Duration::from_secs(20)).0,
+        "complete"
+    );
+
+    // No background worker process left for a job worker (the launcher, this database's worker
+    // and the logical replication launcher take all three): pending, with the reason, no ERRORs.
+    sql(&conn, "ALTER SYSTEM SET max_worker_processes = 3");
+    node.cluster_mut().restart().unwrap();
+    let mut c = connect_retry(&conn);
+    let stuck = selftest(&mut c, 0.2, 2);
+    let p = phase_becomes(&mut c, stuck, "max_worker_processes");
+    assert!(p.contains("(3) are in use"), "{p}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s, _) = status(&mut c, stuck);
+    assert_eq!(s, "pending");
+    sql(&conn, "ALTER SYSTEM RESET max_worker_processes");
+    node.cluster_mut().restart().unwrap();
+    assert_eq!(
+        wait_for(&conn, stuck, &["complete"], Duration::from_secs(20)).0,
+        "complete"
+    );
+}
+
+#[test]
+fn a_job_ended_by_pg_terminate_backend_says_so() {
+    let home = temp_home();
+    let node = node();
+    let conn = node.connection_string("postgres");
+    init(home.path(), &conn, &[]);
+    let mut c = connect(&conn);
+    let id = selftest(&mut c, 60.0, 600);
+    wait_for(&conn, id, &["running"], Duration::from_secs(10));
+    let pid: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM steep_repl.work_queue WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let ended: bool = c
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(ended);
+    let (s, err) = wait_for(&conn, id, &["failed"], Duration::from_secs(10));
+    assert_eq!(s, "failed");
+    let err = err.unwrap();
+    assert!(
+        err.contains("terminated") && !err.contains("shutting down"),
+        "{err}"
+    );
+}
+
 #[test]
 fn restart_mid_job_fails_the_job_and_the_next_job_runs() {
     let home = temp_home();

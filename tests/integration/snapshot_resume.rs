@@ -20,8 +20,10 @@ fn generate(home: &std::path::Path, conn: &str, name: &str) -> String {
 
 fn apply(home: &std::path::Path, snap: &str, conn: &str, extra: &[&str]) -> assert_cmd::Command {
     let mut cmd = steep(home);
-    cmd.args(["snapshot", "apply", "--client", "-i", snap, "-c", conn, "--json"])
-        .args(extra);
+    cmd.args([
+        "snapshot", "apply", "--client", "-i", snap, "-c", conn, "--json",
+    ])
+    .args(extra);
     cmd
 }
 
@@ -49,7 +51,12 @@ fn applying_again_into_a_target_with_foreign_keys_replaces_its_rows() {
     let snap = generate(home.path(), &conn, "fk");
     let dst = plain_node();
     let dconn = dst.connection_string("postgres");
-    ok(&mut apply(home.path(), &snap, &dconn, &["--schema", "create"]));
+    ok(&mut apply(
+        home.path(),
+        &snap,
+        &dconn,
+        &["--schema", "create"],
+    ));
     // The target drifts: rows the snapshot does not have, referencing each other.
     sql(
         &dconn,
@@ -68,7 +75,8 @@ fn resume_trusts_markers_committed_with_the_rows_not_row_counts() {
     let home = temp_home();
     let src = node();
     let conn = src.connection_string("postgres");
-    let ddl = "CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int);";
+    let ddl =
+        "CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int);";
     sql(&conn, ddl);
     sql(
         &conn,
@@ -99,10 +107,12 @@ fn resume_trusts_markers_committed_with_the_rows_not_row_counts() {
     let marked: Vec<String> = connect(&dconn)
         .query(
             "SELECT table_name FROM steep_repl.apply_markers_of($1)",
-            &[&json(&std::fs::read_to_string(format!("{snap}/manifest.json")).unwrap())
-                ["snapshot_id"]
-                .as_str()
-                .unwrap()],
+            &[
+                &json(&std::fs::read_to_string(format!("{snap}/manifest.json")).unwrap())
+                    ["snapshot_id"]
+                    .as_str()
+                    .unwrap(),
+            ],
         )
         .unwrap()
         .iter()
@@ -160,7 +170,12 @@ fn an_interrupted_schema_create_apply_is_finished_by_resuming_it_in_that_mode() 
          EXECUTE FUNCTION add_check();",
     );
     let err = fails(
-        &mut apply(home.path(), &snap, &dconn, &["--schema", "create", "-j", "1"]),
+        &mut apply(
+            home.path(),
+            &snap,
+            &dconn,
+            &["--schema", "create", "-j", "1"],
+        ),
         1,
     );
     assert!(err.contains("small"), "{err}");

@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use steep::progress_event::{CHANNEL, SIGNAL_SQL};
 
 use crate::gucs;
-use crate::shmem::{now_ms, DbState, STATE};
+use crate::shmem::{now_ms, DbState, MAX_SLOTS, STATE};
 use crate::worker::{db_oid_arg, reload_config, start_job_worker, tx};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -23,9 +23,7 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
     let db = db_oid_arg(arg);
     crate::worker::connect(Some(db));
     // steep_repl at a version with a work queue (0.1.0 has none: nothing to do there).
-    let present =
-        tx(|| Spi::get_one::<bool>("SELECT to_regclass('steep_repl.work_queue') IS NOT NULL"));
-    if !matches!(present, Ok(Ok(Some(true)))) {
+    if !has_work_queue() {
         set_state(db, DbState::Absent, 0);
         return;
     }
@@ -80,25 +78,60 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
             }
         };
         let ours: Vec<i32> = jobs.iter().filter_map(|h| h.pid().ok()).collect();
-        let others = {
+        let (others, free_slots) = {
             let s = STATE.share();
-            s.slots
+            let others = s
+                .slots
                 .iter()
                 .filter(|sl| sl.db_oid == db.to_u32() && sl.in_use() && !ours.contains(&sl.pid))
-                .count()
+                .count();
+            // Slots are shared by every database's jobs; a job worker started without one
+            // would only find the job still pending.
+            let free = s.slots.iter().filter(|sl| !sl.in_use()).count();
+            (
+                others,
+                free.saturating_sub(jobs.len().saturating_sub(ours.len())),
+            )
         };
-        let free = gucs::max_jobs().saturating_sub(jobs.len() + others);
+        let max_jobs = gucs::max_jobs();
+        let free = max_jobs.saturating_sub(jobs.len() + others).min(free_slots);
+        let mut started = 0;
+        let mut waiting = None;
         for _ in 0..pending.min(free) {
             match start_job_worker(db) {
-                Some(h) => jobs.push(h),
+                Some(h) => {
+                    jobs.push(h);
+                    started += 1;
+                }
                 None => {
-                    let msg =
-                        "steep_repl: cannot start a job worker (raise max_worker_processes); \
-                               the job stays pending";
-                    warning!("{msg}");
-                    crate::shmem::record_error(msg);
+                    waiting = Some(format!(
+                        "waiting for a background worker process: all max_worker_processes \
+                         ({}) are in use; raise it (server restart) or stop other workers",
+                        // SAFETY: a plain integer setting, read-only.
+                        unsafe { pg_sys::max_worker_processes }
+                    ));
                     break;
                 }
+            }
+        }
+        if waiting.is_none() && pending > started {
+            waiting = Some(if jobs.len() + others >= max_jobs {
+                format!(
+                    "waiting for one of the {} running jobs of this database to end \
+                     (steep_repl.max_jobs = {max_jobs})",
+                    jobs.len() + others
+                )
+            } else {
+                format!(
+                    "waiting for a job slot: all {MAX_SLOTS} of this server are used by \
+                     steep_repl jobs of other databases"
+                )
+            });
+        }
+        if let Some(reason) = waiting {
+            if let Err(e) = tx(|| show_waiting(&reason)).and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                warning!("steep_repl worker: recording why jobs wait: {e}");
             }
         }
         if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
@@ -107,9 +140,17 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
     }
 }
 
-/// DROP EXTENSION while we run: the tables are gone, and so is our reason to be here.
-fn extension_gone(e: &str) -> bool {
-    e.contains("does not exist")
+/// Whether this database has steep_repl at a version with a work queue (0.1.0 has none).
+fn has_work_queue() -> bool {
+    let present =
+        tx(|| Spi::get_one::<bool>("SELECT to_regclass('steep_repl.work_queue') IS NOT NULL"));
+    matches!(present, Ok(Ok(Some(true))))
+}
+
+/// After a failed statement: was it DROP EXTENSION while we run? Asked of the catalog, not read
+/// from the error's text (which depends on lc_messages and on object names).
+fn extension_gone(_error: &str) -> bool {
+    !has_work_queue()
 }
 
 fn set_state(db: pg_sys::Oid, state: DbState, pid: i32) {
@@ -204,4 +245,26 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
         Ok::<_, pgrx::spi::Error>(n)
     })
     .unwrap_or_else(|e| error!("failing orphaned jobs: {e}"))
+}
+
+/// Say on every pending job why it waits (its `progress` phase, which `operation_progress` and
+/// the CLI show), and signal followers of the rows that changed. A job worker overwrites it with
+/// real progress when it claims the job.
+fn show_waiting(reason: &str) -> Result<(), pgrx::spi::Error> {
+    Spi::connect_mut(|c| {
+        c.update(
+            &format!(
+                "WITH w AS (
+                     UPDATE steep_repl.work_queue
+                     SET progress = pg_catalog.jsonb_build_object(
+                             'op', operation, 'id', id, 'status', 'pending', 'phase', $1::text)
+                     WHERE status = 'pending' AND (progress ->> 'phase') IS DISTINCT FROM $1::text
+                     RETURNING id)
+                 SELECT pg_catalog.pg_notify('{CHANNEL}', {SIGNAL_SQL}) FROM w"
+            ),
+            None,
+            &[reason.into()],
+        )?;
+        Ok(())
+    })
 }

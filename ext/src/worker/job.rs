@@ -82,7 +82,14 @@ pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = db_oid_arg(arg);
     crate::worker::connect(Some(db));
-    let job = match tx(|| claim(db)) {
+    // A progress slot first: without one the job is not claimed and stays pending (the
+    // database worker says why), rather than failing.
+    let Some(slot) = reserve_slot(db) else {
+        return;
+    };
+    // SAFETY: a plain callback that frees our slot when this process exits, however it exits.
+    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(slot)) };
+    let job = match tx(|| claim(db, slot)) {
         Ok(Some(job)) => job,
         Ok(None) => return, // another worker took it, or it was cancelled
         Err(e) => {
@@ -90,8 +97,6 @@ pub extern "C-unwind" fn steep_repl_job_worker_main(arg: pg_sys::Datum) {
             return;
         }
     };
-    // SAFETY: a plain callback that frees our slot when this process exits, however it exits.
-    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(job.slot)) };
     let mut ctx = JobCtx::new(job);
     ctx.publish(true);
     // An ERROR or panic anywhere in the job ends it as failed with that message, not as a dead
@@ -126,9 +131,28 @@ fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
     }
 }
 
-/// Take the oldest pending job. Its slot is registered before the claim commits, so anyone who
-/// sees the job running also finds its slot.
-fn claim(db: pg_sys::Oid) -> Option<Claimed> {
+/// Reserve a free progress slot for this process (job id -1, no owner: nobody sees it), or None
+/// when every slot of the server is taken.
+fn reserve_slot(db: pg_sys::Oid) -> Option<usize> {
+    // SAFETY: reading our own pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut s = STATE.exclusive();
+    let i = s
+        .slots
+        .iter()
+        .position(|sl| sl.job_id == 0 || !pid_alive(sl.pid))?;
+    s.slots[i] = Slot {
+        job_id: -1,
+        db_oid: db.to_u32(),
+        pid: me,
+        ..Slot::EMPTY
+    };
+    Some(i)
+}
+
+/// Take the oldest pending job into the reserved `slot`. The slot is filled before the claim
+/// commits, so anyone who sees the job running also finds its slot.
+fn claim(db: pg_sys::Oid, slot: usize) -> Option<Claimed> {
     let row = Spi::connect_mut(|c| {
         let t = c.update(
             "UPDATE steep_repl.work_queue w
@@ -159,16 +183,9 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
     let owner = owner.unwrap_or(pg_sys::InvalidOid);
     // SAFETY: reading our own pid.
     let me = unsafe { pg_sys::MyProcPid };
-    let slot = {
+    {
         let mut s = STATE.exclusive();
-        let Some(i) = s
-            .slots
-            .iter()
-            .position(|sl| sl.job_id == 0 || !pid_alive(sl.pid))
-        else {
-            error!("steep_repl: every progress slot is in use; the job stays pending");
-        };
-        let sl = &mut s.slots[i];
+        let sl = &mut s.slots[slot];
         *sl = Slot {
             job_id: id,
             db_oid: db.to_u32(),
@@ -181,8 +198,7 @@ fn claim(db: pg_sys::Oid) -> Option<Claimed> {
         sl.snapshot_id.set_opt(snapshot_id.as_deref());
         sl.started_ms = now_ms();
         sl.updated_ms = sl.started_ms;
-        i
-    };
+    }
     Some(Claimed {
         id,
         op,
@@ -317,7 +333,15 @@ impl JobCtx {
             }
             Err(JobError::Stopped(Stop::Shutdown)) => (
                 "failed",
-                Some("PostgreSQL is shutting down; the job was interrupted".to_string()),
+                Some(if server_stopping() {
+                    "PostgreSQL is shutting down; the job was interrupted".to_string()
+                } else {
+                    format!(
+                        "the job's worker (pid {}) was terminated (pg_terminate_backend or \
+                         SIGTERM) while the server kept running; the job was interrupted",
+                        std::process::id()
+                    )
+                }),
                 None,
             ),
             Err(JobError::Failed(m)) | Err(JobError::Engine(m, None)) => ("failed", Some(m), None),
@@ -438,4 +462,17 @@ fn record_progress(
         "SELECT pg_catalog.pg_notify($1, $2)",
         &[CHANNEL.into(), signal.to_payload().into()],
     )
+}
+
+/// Whether the postmaster is shutting down: it marks its lock file "stopping" before it signals
+/// anyone (as pg_ctl reads it), which tells a shutdown from a pg_terminate_backend — both arrive
+/// as the same SIGTERM.
+fn server_stopping() -> bool {
+    // SAFETY: DataDir is set for the life of every backend; read-only.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+    let pid_file = std::path::Path::new(&*dir.to_string_lossy()).join("postmaster.pid");
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.lines().nth(7).map(|l| l.trim() == "stopping"))
+        .unwrap_or(true)
 }
