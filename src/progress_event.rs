@@ -82,25 +82,6 @@ pub struct ProgressEvent {
     pub sent_at_ms: i64,
 }
 
-/// The statement that copies a progress payload into its `steep_repl.snapshots` row, for the
-/// worker and for the CLI's client mode alike. `id` and `payload` are SQL expressions (text and
-/// jsonb); `extra_set` adds assignments (`, status = ...`) or is empty.
-pub fn snapshot_progress_update(id: &str, payload: &str, extra_set: &str) -> String {
-    format!(
-        "UPDATE steep_repl.snapshots s
-         SET phase = x.p ->> 'phase',
-             overall_percent = least(100, greatest(0, coalesce((x.p ->> 'percent')::float8, 0))),
-             tables_completed = coalesce((x.p ->> 'tables_completed')::int, 0),
-             table_count = coalesce(nullif((x.p ->> 'tables_total')::int, 0), s.table_count),
-             current_table = x.p ->> 'table',
-             bytes_processed = coalesce((x.p ->> 'bytes')::bigint, 0),
-             rows_processed = coalesce((x.p ->> 'rows')::bigint, 0),
-             eta_seconds = (x.p ->> 'eta_seconds')::int{extra_set}
-         FROM (SELECT {payload} AS p) x
-         WHERE s.snapshot_id = {id}"
-    )
-}
-
 /// Milliseconds since the Unix epoch: `sent_at_ms` on the worker's side, the receipt time on the
 /// CLI's (the latency measure needs one clock reading on both).
 pub fn now_ms() -> i64 {

@@ -2,6 +2,8 @@
 -- transaction as that table's rows, so `--resume` knows exactly which tables hold the snapshot's
 -- data (a matching row count proved nothing: stale rows can have the same count). The rows are
 -- operational state of one apply: not a configuration table, so pg_dump does not carry them.
+-- The functions set row_security on: the engine's sessions turn it off (a table whose policies
+-- would hide rows from COPY must fail loudly), and these rows are under a policy.
 
 CREATE TABLE steep_repl.apply_markers (
     snapshot_id  text NOT NULL CHECK (length(snapshot_id) BETWEEN 1 AND 200),
@@ -26,6 +28,7 @@ CREATE FUNCTION steep_repl.apply_markers_of(snapshot_id text)
 RETURNS TABLE (table_schema text, table_name text, schema_mode text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $fn$
     SELECT m.table_schema, m.table_name, m.schema_mode FROM steep_repl.apply_markers m
     WHERE m.snapshot_id = $1 AND m.loaded_by = current_user
@@ -39,6 +42,7 @@ CREATE FUNCTION steep_repl.mark_applied(snapshot_id text, schema_mode text,
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $fn$
     INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
     VALUES ($1, $3, $4, $2)
@@ -52,6 +56,7 @@ CREATE FUNCTION steep_repl.forget_applied(snapshot_id text)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $fn$
     WITH gone AS (DELETE FROM steep_repl.apply_markers m
                   WHERE m.snapshot_id = $1 AND m.loaded_by = current_user RETURNING 1)

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
-use steep::progress_event::{CHANNEL, SIGNAL_SQL};
+use steep::progress_event::{ProgressEvent, CHANNEL, SIGNAL_SQL};
 
 use crate::preloaded;
 
@@ -235,63 +235,78 @@ fn operation_progress(
             if sl.db_oid == this_db {
                 seen.push(sl.job_id);
             }
-            rows.push((
-                sl.job_id,
-                sl.op.as_str().to_string(),
-                sl.status.as_str().to_string(),
-                sl.phase.non_empty(),
-                sl.percent,
-                sl.table.non_empty(),
-                sl.tables_completed,
-                sl.tables_total,
-                sl.bytes,
-                sl.rows,
-                (sl.eta_seconds >= 0).then_some(sl.eta_seconds),
-                sl.error.non_empty(),
-                sl.snapshot_id.non_empty(),
+            rows.push(progress_row(
+                sl.progress(),
                 database_name(sl.db_oid),
                 Some(sl.pid),
             ));
         }
     }
     // Rows the caller may see (row security) that are not live in shared memory.
-    let sql = "SELECT w.id, w.operation, w.status, w.progress ->> 'phase',
-                      coalesce((w.progress ->> 'percent')::float8, 0),
-                      w.progress ->> 'table',
-                      coalesce((w.progress ->> 'tables_completed')::bigint, 0),
-                      coalesce((w.progress ->> 'tables_total')::bigint, 0),
-                      coalesce((w.progress ->> 'bytes')::bigint, 0),
-                      coalesce((w.progress ->> 'rows')::bigint, 0),
-                      (w.progress ->> 'eta_seconds')::bigint,
-                      w.error_message, w.snapshot_id, current_database()::text, w.worker_pid
+    // Their last published progress record, with the row's own status and error (a pending
+    // job's record may only say why it waits; a job's end is written to the row first).
+    let sql = "SELECT w.id, w.operation, w.status, w.progress::text, w.error_message,
+                      w.snapshot_id, current_database()::text, w.worker_pid
                FROM steep_repl.work_queue w
                WHERE CASE WHEN $1 IS NULL THEN w.status = 'pending' ELSE w.id = $1 END
                  AND NOT (w.id = ANY($2))
                ORDER BY w.id";
     Spi::connect(|c| {
         for r in c.select(sql, None, &[id.into(), seen.into()])? {
-            rows.push((
-                r.get(1)?.unwrap_or(0),
-                r.get(2)?.unwrap_or_default(),
-                r.get(3)?.unwrap_or_default(),
-                r.get(4)?,
-                r.get(5)?.unwrap_or(0.0),
-                r.get(6)?,
-                r.get(7)?.unwrap_or(0),
-                r.get(8)?.unwrap_or(0),
-                r.get(9)?.unwrap_or(0),
-                r.get(10)?.unwrap_or(0),
-                r.get(11)?,
-                r.get(12)?,
-                r.get(13)?,
-                r.get(14)?,
-                r.get(15)?,
-            ));
+            let mut e = r
+                .get::<String>(4)?
+                .and_then(|p| ProgressEvent::from_payload(&p))
+                .unwrap_or_default();
+            e.id = r.get(1)?.unwrap_or(0);
+            e.op = r.get(2)?.unwrap_or_default();
+            e.status = r.get(3)?.unwrap_or_default();
+            e.error = r.get(5)?;
+            e.snapshot_id = r.get(6)?;
+            rows.push(progress_row(e, r.get(7)?, r.get(8)?));
         }
         Ok::<_, pgrx::spi::Error>(())
     })
     .unwrap_or_else(|e| error!("reading operation progress: {e}"));
     TableIterator::new(rows)
+}
+
+type ProgressRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    f64,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+);
+
+/// The progress record as operation_progress's row (the one conversion to SQL).
+fn progress_row(e: ProgressEvent, database: Option<String>, pid: Option<i32>) -> ProgressRow {
+    (
+        e.id,
+        e.op,
+        e.status,
+        e.phase,
+        e.percent,
+        e.table,
+        e.tables_completed,
+        e.tables_total,
+        e.bytes,
+        e.rows,
+        e.eta_seconds,
+        e.error,
+        e.snapshot_id,
+        database,
+        pid,
+    )
 }
 
 /// Whether the current role has the privileges of role `oid` (a member, or a superuser).

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use steep::progress_event::ProgressEvent;
 
 pub const MAX_DATABASES: usize = 64;
 pub const MAX_SLOTS: usize = 64;
@@ -130,6 +131,42 @@ impl Slot {
 
     pub fn in_use(&self) -> bool {
         self.job_id != 0 && pid_alive(self.pid)
+    }
+
+    /// The progress record into the slot (the one conversion in; the rest of the slot is the
+    /// job's identity).
+    pub fn set_progress(&mut self, e: &ProgressEvent) {
+        self.status.set(&e.status);
+        self.phase.set_opt(e.phase.as_deref());
+        self.table.set_opt(e.table.as_deref());
+        self.error.set_opt(e.error.as_deref());
+        self.percent = e.percent;
+        self.tables_completed = e.tables_completed;
+        self.tables_total = e.tables_total;
+        self.bytes = e.bytes;
+        self.rows = e.rows;
+        self.eta_seconds = e.eta_seconds.unwrap_or(-1);
+        self.updated_ms = now_ms();
+    }
+
+    /// The progress record out of the slot (the one conversion out).
+    pub fn progress(&self) -> ProgressEvent {
+        ProgressEvent {
+            op: self.op.as_str().to_string(),
+            id: self.job_id,
+            status: self.status.as_str().to_string(),
+            phase: self.phase.non_empty(),
+            percent: self.percent,
+            table: self.table.non_empty(),
+            tables_completed: self.tables_completed,
+            tables_total: self.tables_total,
+            bytes: self.bytes,
+            rows: self.rows,
+            eta_seconds: (self.eta_seconds >= 0).then_some(self.eta_seconds),
+            error: self.error.non_empty(),
+            snapshot_id: self.snapshot_id.non_empty(),
+            sent_at_ms: self.updated_ms,
+        }
     }
 }
 

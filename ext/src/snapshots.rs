@@ -125,3 +125,9 @@ fn manifest_snapshot_id(path: &str) -> String {
         Err(e) => error!("{e}"),
     }
 }
+
+pgrx::extension_sql_file!(
+    "../sql/snapshot_record.sql",
+    name = "snapshot_record",
+    requires = ["security"]
+);

@@ -4,6 +4,7 @@
 //! under steep_repl.snapshot_dir); client mode runs the same engine here over our own connections
 //! (files live where steep runs). Auto picks direct when the workers are available.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +19,17 @@ use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
+use steep::engine::driver::drive;
 use steep::engine::error::ErrorKind;
 use steep::engine::generate::{self, GenerateOptions};
 use steep::engine::manifest::Manifest;
 use steep::engine::progress::Progress;
 use steep::engine::schema_archive::{tool_major, tool_version};
+use steep::engine::snapshot_row::{self, Totals};
 use steep::engine::{files, new_snapshot_id, Connect};
 use steep::output::table;
 use steep::progress::{human_bytes, wait_for_end, Ending, Follower, Renderer};
-use steep::progress_event::{snapshot_progress_update, ProgressEvent};
+use steep::progress_event::ProgressEvent;
 
 #[derive(Args)]
 pub struct SnapshotArgs {
@@ -133,40 +136,35 @@ impl Connect for CliConnect {
     }
 }
 
-/// Run an engine operation on a thread, drawing its progress until it ends; Ctrl-C cancels it
-/// (it cleans up after itself).
+/// Run an engine operation through the engine's driver, drawing its progress until it ends and
+/// recording it (once a second) in its snapshots row; Ctrl-C cancels it (it cleans up after
+/// itself). Returns the result and the last progress record.
 fn run_local<T: Send>(
     ctx: &Ctx,
     label: &str,
     progress: &Arc<Progress>,
     record: &mut Option<Recorder>,
     work: impl FnOnce() -> Result<T> + Send,
-) -> Result<T> {
+) -> (Result<T>, ProgressEvent) {
     let mut r = Renderer::new(&ctx.out, label);
     let started = Instant::now();
-    let result = std::thread::scope(|s| {
-        let handle = s.spawn(work);
-        // The row gets the first progress at once, then once a second; a failure is said once.
-        let mut last_record: Option<Instant> = None;
-        let mut record_failed = false;
-        while !handle.is_finished() {
-            if steep::progress::interrupted() {
-                ctx.out
-                    .note("interrupted: cancelling (partial work is removed or rolled back)");
-                progress
-                    .cancel
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let mut e = ProgressEvent {
-                op: label.into(),
-                status: "running".into(),
-                ..Default::default()
-            };
-            progress.fill(&mut e);
-            r.render(&e);
+    let base = ProgressEvent {
+        op: label.into(),
+        status: "running".into(),
+        ..Default::default()
+    };
+    // The row gets the first progress at once, then once a second; a failure is said once.
+    let mut last_record: Option<Instant> = None;
+    let mut record_failed = false;
+    let mut told = false;
+    let driven = drive(
+        progress,
+        &base,
+        |e| {
+            r.render(e);
             if let Some(rec) = record.as_mut() {
                 if last_record.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    if let Err(err) = rec.progress(&e) {
+                    if let Err(err) = rec.progress(e) {
                         if !record_failed {
                             ctx.out.warn(format!(
                                 "not recording progress in steep_repl.snapshots: {}",
@@ -179,20 +177,28 @@ fn run_local<T: Send>(
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-        handle
-            .join()
-            .map_err(|_| anyhow!("the {label} thread panicked"))?
-    });
+            if steep::progress::interrupted() {
+                if !told {
+                    ctx.out
+                        .note("interrupted: cancelling (partial work is removed or rolled back)");
+                    told = true;
+                }
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        },
+        work,
+    );
     r.finish();
     ctx.out.verbose(format!(
         "{label} took {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    result
+    (driven.result, driven.last)
 }
 
-/// Keeps the snapshots row of a client-mode run (when the extension is there and we may).
+/// Keeps the snapshots row of a client-mode run through the SQL functions direct mode uses too
+/// (when the server has steep_repl 0.4.0+ and the role may use them).
 struct Recorder {
     client: postgres::Client,
     id: String,
@@ -210,23 +216,16 @@ impl Recorder {
     ) -> Option<Self> {
         let mut client = steep::client::connect(params).ok()?;
         let has = client
-            .query_one(
-                "SELECT to_regclass('steep_repl.work_queue') IS NOT NULL",
-                &[],
-            )
+            .query_one(snapshot_row::AVAILABLE, &[])
             .ok()?
             .get::<_, bool>(0);
         if !has {
             return None;
         }
-        let r = client.execute(
-            "INSERT INTO steep_repl.snapshots
-                 (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode,
-                  started_at, phase)
-             VALUES ($1, $2, steep_repl.local_node_id(), 'running', $3, $4, $5, 'client', now(), 'starting')",
+        match client.execute(
+            snapshot_row::BEGIN,
             &[&id, &kind, &path, &compression, &parallel],
-        );
-        match r {
+        ) {
             Ok(_) => Some(Self {
                 client,
                 id: id.to_string(),
@@ -242,34 +241,15 @@ impl Recorder {
     }
 
     fn progress(&mut self, e: &ProgressEvent) -> Result<u64, postgres::Error> {
-        self.client.execute(
-            &snapshot_progress_update("$1", "$2::text::jsonb", ""),
-            &[&self.id, &e.to_payload()],
-        )
+        self.client
+            .execute(snapshot_row::RECORD, &[&self.id, &e.to_payload()])
     }
 
-    fn finish(mut self, status: &str, error: Option<&str>, m: Option<&Manifest>) {
-        let (tables, bytes, rows, lsn) = match m {
-            Some(m) => (
-                Some(m.tables.len() as i32),
-                Some(m.raw_bytes() as i64),
-                Some(m.rows() as i64),
-                Some(m.lsn.clone()),
-            ),
-            None => (None, None, None, None),
-        };
-        let _ = self.client.execute(
-            "UPDATE steep_repl.snapshots
-             SET status = $2, error_message = $3, completed_at = now(),
-                 phase = $2, overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE overall_percent END,
-                 table_count = coalesce($4, table_count), bytes_total = coalesce($5, bytes_total),
-                 bytes_processed = coalesce($5, bytes_processed),
-                 rows_processed = coalesce($6, rows_processed), lsn = coalesce($7::text::pg_lsn, lsn),
-                 tables_completed = coalesce($4, tables_completed), eta_seconds = NULL,
-                 current_table = NULL
-             WHERE snapshot_id = $1",
-            &[&self.id, &status, &error, &tables, &bytes, &rows, &lsn],
-        );
+    fn finish(mut self, status: &str, error: Option<&str>, totals: Option<Totals>) {
+        let totals = totals.map(|t| t.to_json());
+        let _ = self
+            .client
+            .execute(snapshot_row::END, &[&self.id, &status, &error, &totals]);
     }
 }
 
@@ -425,12 +405,16 @@ impl GenerateArgs {
                 let progress = Arc::new(Progress::default());
                 let src = CliConnect(params.clone());
                 let started = Instant::now();
-                let result = run_local(ctx, "generate", &progress, &mut rec, || {
+                let (result, _) = run_local(ctx, "generate", &progress, &mut rec, || {
                     generate::generate(&src, &opts, &progress)
                 });
                 let (status, err) = outcome_of(&result);
                 if let Some(r) = rec {
-                    r.finish(status, err.as_deref(), result.as_ref().ok());
+                    r.finish(
+                        status,
+                        err.as_deref(),
+                        result.as_ref().ok().map(Totals::of_generate),
+                    );
                 }
                 let m = result?;
                 report_generated(ctx, &m, &output.to_string_lossy(), started.elapsed())
@@ -551,12 +535,19 @@ impl ApplyArgs {
                 let progress = Arc::new(Progress::default());
                 let dst = CliConnect(params.clone());
                 let started = Instant::now();
-                let result = run_local(ctx, "apply", &progress, &mut rec, || {
+                let (result, last) = run_local(ctx, "apply", &progress, &mut rec, || {
                     apply::apply(&dst, &opts, &progress)
                 });
                 let (status, err) = outcome_of(&result);
                 if let Some(r) = rec {
-                    r.finish(status, err.as_deref(), Some(&m).filter(|_| result.is_ok()));
+                    r.finish(
+                        status,
+                        err.as_deref(),
+                        result
+                            .as_ref()
+                            .ok()
+                            .map(|s| Totals::of_apply(s, last.bytes)),
+                    );
                 }
                 let s = match result {
                     Ok(s) => s,
@@ -844,7 +835,8 @@ impl VerifyArgs {
         let mut rec = None;
         let problems = run_local(ctx, "verify", &progress, &mut rec, || {
             Ok(files::check(&self.dir, &m, true, self.parallel, &progress))
-        })?;
+        })
+        .0?;
         let nfiles: usize = m.tables.iter().map(|t| t.files.len()).sum::<usize>()
             + if m.schema.is_some() { 2 } else { 0 };
         ctx.out.json(&json!({

@@ -1,8 +1,9 @@
 //! Snapshot apply: verify every checksum before touching the target; check (or create) the
-//! schema; empty the tables to load (one transaction); load them parents first, each foreign-key
-//! unit in one transaction (COPY, row counts checked, a resume marker committed with the rows),
-//! several units at once; restore sequences; add post-data. A failure leaves every table fully
-//! loaded or empty, and `resume` skips the tables whose markers say they were loaded.
+//! schema; load tables parents first, each unit (a table; tables in a foreign-key cycle; a parent
+//! and child whose old rows reference each other) in one transaction (empty, COPY, row counts
+//! checked, a resume marker committed with the rows), several units at once; restore sequences;
+//! add post-data. A failure leaves every table fully loaded or untouched, and `resume` skips the
+//! tables whose markers say they were loaded.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
@@ -74,6 +75,10 @@ pub struct ApplyOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplySummary {
     pub snapshot_id: String,
+    /// Where the source was when the snapshot was taken.
+    pub lsn: String,
+    /// How the snapshot's files are compressed.
+    pub compression: String,
     pub tables_loaded: usize,
     pub tables_skipped: usize,
     pub rows_loaded: u64,
@@ -182,7 +187,6 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         .iter()
         .filter_map(|f| Some((*index_of.get(&f.child)?, *index_of.get(&f.parent)?)))
         .collect();
-    let units = load_units(m.tables.len(), &edges);
 
     let mut done: Vec<bool> = m
         .tables
@@ -193,23 +197,31 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
                 .any(|(s, n)| *s == t.schema && *n == t.name)
         })
         .collect();
-    // Reloading a parent empties the tables that reference it: they are reloaded too.
+    // Reloading a parent removes the rows the tables referencing it point at: they are
+    // reloaded too.
     while let Some(&(child, _)) = edges.iter().find(|(c, p)| done[*c] && !done[*p]) {
         done[child] = false;
     }
-    let skipped = done.iter().filter(|d| **d).count();
-    if skipped < m.tables.len() {
-        progress.set_phase("emptying");
-        empty_tables(
-            &mut coord,
-            &m,
-            &oids,
-            &fks,
-            &units,
-            &done,
-            markers.as_ref().filter(|_| !opts.resume),
-        )?;
+    // A parent whose old rows are referenced by old rows of a child can only be emptied
+    // together with that child: both go into one transaction (one unit), so a failure still
+    // leaves each table whole — its old rows or the snapshot's.
+    let has_rows = tables_with_rows(&mut coord, &m, &done)?;
+    let together: Vec<(usize, usize)> = edges
+        .iter()
+        .filter(|(c, p)| c != p && has_rows[*c] && has_rows[*p])
+        .map(|&(c, p)| (p, c))
+        .collect();
+    let units = load_units(
+        m.tables.len(),
+        &edges.iter().chain(&together).copied().collect::<Vec<_>>(),
+    );
+    if let Some(mk) = markers.as_ref().filter(|_| !opts.resume) {
+        // A new apply starts over: an earlier one's markers say nothing about this one.
+        let mut tx = coord.transaction()?;
+        mk.forget(&mut tx)?;
+        tx.commit()?;
     }
+    let skipped = done.iter().filter(|d| **d).count();
     progress
         .tables_total
         .store(m.tables.len() as u64, Ordering::Relaxed);
@@ -237,6 +249,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
         oids: &oids,
         fks: &fks,
         units: &units,
+        edges: &edges,
         index_of: &index_of,
     };
     let rows = plan.run(dst, parallel, &done, progress)?;
@@ -272,6 +285,8 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
     progress.set_phase("complete");
     Ok(ApplySummary {
         snapshot_id: m.snapshot_id.clone(),
+        lsn: m.lsn.clone(),
+        compression: m.compression.name().to_string(),
         tables_loaded: m.tables.len() - skipped,
         tables_skipped: skipped,
         rows_loaded: rows,
@@ -463,58 +478,23 @@ impl Markers {
     }
 }
 
-/// Empty every table about to be loaded, in one transaction, before any is loaded: a table's
-/// old rows may be referenced by old rows of tables loaded after it (a parent is loaded before
-/// its children), so emptying table by table would trip the target's foreign keys. Tables
-/// referenced only by tables emptied here are truncated together; the rest (referenced from
-/// outside the snapshot) are deleted from, children first, so the target's own references decide.
-fn empty_tables(
-    c: &mut postgres::Client,
-    m: &Manifest,
-    oids: &[i64],
-    fks: &[ForeignKey],
-    units: &[Vec<usize>],
-    done: &[bool],
-    forget: Option<&Markers>,
-) -> Result<()> {
-    let mut truncatable: Vec<bool> = done.iter().map(|d| !d).collect();
-    let index_of = |oid: i64| oids.iter().position(|o| *o == oid);
-    loop {
-        let blocked = fks.iter().find_map(|f| {
-            let parent = index_of(f.parent)?;
-            let child_ok = index_of(f.child).is_some_and(|c| truncatable[c]);
-            (truncatable[parent] && !child_ok).then_some(parent)
-        });
-        match blocked {
-            Some(p) => truncatable[p] = false,
-            None => break,
-        }
-    }
-    let mut tx = c.transaction()?;
-    if let Some(mk) = forget {
-        mk.forget(&mut tx)?;
-    }
-    let names: Vec<String> = (0..m.tables.len())
-        .filter(|i| truncatable[*i])
-        .map(|i| m.tables[i].qualified())
-        .collect();
-    if !names.is_empty() {
-        tx.batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
-            .with_context(|| format!("emptying {}", names.join(", ")))?;
-    }
-    tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
-    // Children before parents: the reverse of the load order.
-    for &i in units.iter().rev().flatten() {
-        if !done[i] && !truncatable[i] {
-            let n = m.tables[i].qualified();
-            tx.batch_execute(&format!("DELETE FROM ONLY {n}"))
-                .with_context(|| {
-                    format!("emptying {n} (tables outside the snapshot reference it)")
-                })?;
-        }
-    }
-    tx.commit().context("emptying the tables to load")?;
-    Ok(())
+/// Which of the tables to load hold rows on the target now (those already loaded do not count).
+fn tables_with_rows(c: &mut postgres::Client, m: &Manifest, done: &[bool]) -> Result<Vec<bool>> {
+    m.tables
+        .iter()
+        .zip(done)
+        .map(|(t, done)| {
+            if *done {
+                return Ok(false);
+            }
+            Ok(c.query_one(
+                &format!("SELECT EXISTS (SELECT FROM ONLY {})", t.qualified()),
+                &[],
+            )
+            .with_context(|| format!("looking at {} on the target", t.qualified()))?
+            .get(0))
+        })
+        .collect()
 }
 
 /// The worker's loading connection, opened (and prepared) on first use.
@@ -538,6 +518,8 @@ struct Plan<'a> {
     oids: &'a [i64],
     fks: &'a [ForeignKey],
     units: &'a [Vec<usize>],
+    /// (child, parent) foreign keys between the snapshot's tables.
+    edges: &'a [(usize, usize)],
     index_of: &'a HashMap<i64, usize>,
 }
 
@@ -652,7 +634,7 @@ impl Plan<'_> {
             let loaded = st.finished;
             return Err(e.context(format!(
                 "{loaded} of {} table groups were loaded before this; every other table is \
-                 empty: fix the cause and rerun with --resume",
+                 untouched: fix the cause and rerun with --resume",
                 self.units.len()
             )));
         }
@@ -673,21 +655,38 @@ impl Plan<'_> {
             .iter()
             .map(|t| self.m.tables[*t].qualified())
             .collect();
+        // Inside the unit, tables in foreign-key order: a unit may join a parent and a child
+        // whose old rows reference each other, and only a real cycle needs keys set aside.
+        let local: HashMap<usize, usize> =
+            tables.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        let local_edges: Vec<(usize, usize)> = self
+            .edges
+            .iter()
+            .filter_map(|(c, p)| Some((*local.get(c)?, *local.get(p)?)))
+            .collect();
+        let order: Vec<Vec<usize>> = load_units(tables.len(), &local_edges)
+            .into_iter()
+            .map(|u| u.into_iter().map(|i| tables[i]).collect())
+            .collect();
+        let cycle_of = |oid: i64| {
+            self.index_of
+                .get(&oid)
+                .and_then(|i| order.iter().position(|u| u.len() > 1 && u.contains(i)))
+        };
         let mut tx = c.transaction()?;
-        // Foreign keys between tables of this unit (a cycle) are checked at commit when they are
-        // deferrable; non-deferrable ones are dropped and added back (which validates every row).
+        // Foreign keys inside a cycle are checked at commit when they are deferrable;
+        // non-deferrable ones are dropped and added back (which validates every row).
         tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
         let unit_oids: Vec<i64> = tables.iter().map(|t| self.oids[*t]).collect();
-        let internal: Vec<&ForeignKey> = if tables.len() > 1 {
-            self.fks
-                .iter()
-                .filter(|f| {
-                    !f.deferrable && unit_oids.contains(&f.child) && unit_oids.contains(&f.parent)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let internal: Vec<&ForeignKey> = self
+            .fks
+            .iter()
+            .filter(|f| {
+                !f.deferrable
+                    && cycle_of(f.child).is_some()
+                    && cycle_of(f.child) == cycle_of(f.parent)
+            })
+            .collect();
         for f in &internal {
             let child = self.m.tables[self.index_of[&f.child]].qualified();
             tx.batch_execute(&format!(
@@ -699,7 +698,8 @@ impl Plan<'_> {
             })?;
         }
         // TRUNCATE when no table outside the unit references these (it lets COPY FREEZE skip
-        // later freezing); otherwise DELETE, which the target's own references may refuse.
+        // later freezing); otherwise DELETE, children first, which the target's own references
+        // may refuse.
         let outside_refs = self
             .fks
             .iter()
@@ -709,13 +709,14 @@ impl Plan<'_> {
             tx.batch_execute(&format!("TRUNCATE ONLY {}", names.join(", ")))
                 .with_context(|| format!("emptying {}", names.join(", ")))?;
         } else {
-            for n in &names {
+            for &t in order.iter().rev().flatten() {
+                let n = self.m.tables[t].qualified();
                 tx.batch_execute(&format!("DELETE FROM ONLY {n}"))
                     .with_context(|| format!("emptying {n} (other tables reference it)"))?;
             }
         }
         let mut total = 0;
-        for &t in tables {
+        for &t in order.iter().flatten() {
             let table = &self.m.tables[t];
             progress.set_table(Some(format!("{}.{}", table.schema, table.name)));
             total += self

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod catalog;
 pub mod checksum;
 pub mod compress;
+pub mod driver;
 pub mod error;
 pub mod files;
 pub mod fkorder;
@@ -15,6 +16,7 @@ pub mod private_dir;
 pub mod progress;
 pub mod schema_archive;
 pub mod session_proxy;
+pub mod snapshot_row;
 pub mod wire;
 
 /// Which libpq program is to reach the server.

@@ -775,6 +775,10 @@ fn direct_node() -> (tempfile::TempDir, TempCluster, String) {
 fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     let (home, src, conn) = direct_node();
     rich_source(&src);
+    let mut listener = connect(&conn);
+    listener
+        .batch_execute("LISTEN steep_repl_progress")
+        .unwrap();
     let direct = json(&ok(steep(home.path()).args([
         "snapshot",
         "generate",
@@ -792,6 +796,13 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     assert_eq!(direct["status"], "complete", "{direct}");
     let ddir = src.snapshot_dir().join("same-direct");
     let cdir = snapshot_dir_of(home.path()).join("same-client");
+    // Direct mode signals only which job moved, and when.
+    let direct_signals = signals(&mut listener);
+    assert!(!direct_signals.is_empty());
+    for p in &direct_signals {
+        let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["id", "sent_at_ms"], "{p}");
+    }
     let client_run = steep(home.path())
         .args([
             "snapshot",
@@ -852,6 +863,13 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
         m
     };
     assert_eq!(strip(&md), strip(&mc));
+    // One way of recording a run: the same snapshots row in both modes (apart from ids, times,
+    // mode, path and WAL position); client mode has no job, so it sends no signals.
+    assert_eq!(
+        snapshot_row(&conn, &md.snapshot_id),
+        snapshot_row(&conn, &mc.snapshot_id)
+    );
+    assert!(signals(&mut listener).is_empty());
     // The same data: identical file contents after decompression.
     for (td, tc) in md.tables.iter().zip(&mc.tables) {
         for (fd, fc) in td.files.iter().zip(&tc.files) {
@@ -921,6 +939,44 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     assert_eq!(list[0]["kind"], "apply");
     assert_eq!(list[0]["mode"], "direct");
     assert_eq!(list[0]["status"], "complete");
+    let client_apply = json(&ok(
+        steep(home.path()).args(["snapshot", "list", "--json", "-c", &dconn])
+    ));
+    assert_eq!(client_apply[0]["mode"], "client");
+    assert_eq!(
+        snapshot_row(&d2, list[0]["snapshot_id"].as_str().unwrap()),
+        snapshot_row(&dconn, client_apply[0]["snapshot_id"].as_str().unwrap())
+    );
+}
+
+/// A snapshots row without what differs between two runs of the same work (ids, times, mode,
+/// path, node, WAL position — which must be there).
+fn snapshot_row(conn: &str, id: &str) -> serde_json::Value {
+    let (row, lsn): (String, Option<String>) = {
+        let r = connect(conn)
+            .query_one(
+                "SELECT (to_jsonb(s) - ARRAY['snapshot_id', 'mode', 'created_at', 'started_at',
+                                            'completed_at', 'storage_path', 'lsn', 'node_id'])::text,
+                        lsn::text
+                 FROM steep_repl.snapshots s WHERE snapshot_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(lsn.is_some(), "{row}");
+    json(&row)
+}
+
+/// The NOTIFY payloads received so far.
+fn signals(c: &mut postgres::Client) -> Vec<serde_json::Value> {
+    use postgres::fallible_iterator::FallibleIterator;
+    c.simple_query("SELECT 1").unwrap();
+    c.notifications()
+        .iter()
+        .map(|n| Ok(json(n.payload())))
+        .collect()
+        .unwrap()
 }
 
 #[test]

@@ -8,7 +8,8 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
 use steep::engine::error::ErrorKind;
-use steep::progress_event::{snapshot_progress_update, ProgressEvent, ProgressSignal, CHANNEL};
+use steep::engine::snapshot_row::{self, Totals};
+use steep::progress_event::{ProgressEvent, ProgressSignal, CHANNEL};
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
 use crate::worker::{db_oid_arg, selftest, tx};
@@ -69,6 +70,8 @@ pub struct Claimed {
 pub struct JobCtx {
     pub job: Claimed,
     pub event: ProgressEvent,
+    /// What a snapshot job produced, for its snapshots row at the end.
+    pub totals: Option<Totals>,
     started: Instant,
     last_notify: Instant,
     notified: Option<ProgressEvent>,
@@ -234,6 +237,7 @@ impl JobCtx {
         Self {
             job,
             event,
+            totals: None,
             started: now,
             last_notify: now - NOTIFY_MAX,
             notified: None,
@@ -276,23 +280,11 @@ impl JobCtx {
     }
 
     fn write_slot(&self) {
-        let e = &self.event;
         let mut s = STATE.exclusive();
         let sl = &mut s.slots[self.job.slot];
-        if sl.job_id != self.job.id {
-            return;
+        if sl.job_id == self.job.id {
+            sl.set_progress(&self.event);
         }
-        sl.status.set(&e.status);
-        sl.phase.set_opt(e.phase.as_deref());
-        sl.table.set_opt(e.table.as_deref());
-        sl.error.set_opt(e.error.as_deref());
-        sl.percent = e.percent;
-        sl.tables_completed = e.tables_completed;
-        sl.tables_total = e.tables_total;
-        sl.bytes = e.bytes;
-        sl.rows = e.rows;
-        sl.eta_seconds = e.eta_seconds.unwrap_or(-1);
-        sl.updated_ms = now_ms();
     }
 
     /// Slot always; NOTIFY when due (or `force`); the row every ROW_EVERY.
@@ -308,10 +300,13 @@ impl JobCtx {
         event.sent_at_ms = now_ms();
         let payload = event.to_payload();
         let (id, sent) = (self.job.id, event.sent_at_ms);
-        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
+        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.owner);
         let write = move || {
-            let rows =
-                refresh_row.then_some((snapshot.as_deref(), owner.as_str(), payload.as_str()));
+            let rows = refresh_row.then_some(Rows {
+                snapshot_id: snapshot.as_deref(),
+                owner,
+                payload: payload.as_str(),
+            });
             record_progress(id, sent, rows, None)
         };
         if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
@@ -366,15 +361,21 @@ impl JobCtx {
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
         let (id, sent) = (self.job.id, event.sent_at_ms);
-        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.created_by.clone());
+        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.owner);
         let payload = event.to_payload();
+        let totals = self.totals.as_ref().map(Totals::to_json);
         let write = move || {
             let end = FinalState {
                 status,
                 error: error.as_deref(),
                 result: result.as_ref(),
+                totals: totals.as_deref(),
             };
-            let rows = Some((snapshot.as_deref(), owner.as_str(), payload.as_str()));
+            let rows = Some(Rows {
+                snapshot_id: snapshot.as_deref(),
+                owner,
+                payload: payload.as_str(),
+            });
             record_progress(id, sent, rows, Some(&end))
         };
         if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
@@ -394,19 +395,29 @@ struct FinalState<'a> {
     status: &'a str,
     error: Option<&'a str>,
     result: Option<&'a Value>,
+    /// A snapshot job's `Totals` JSON.
+    totals: Option<&'a str>,
 }
 
-/// A signal on CHANNEL (sent at `sent_at_ms`), and with `rows` — (snapshot id, owner, progress
-/// payload) — the progress and end state into the rows: the job's, and its snapshot's when it
-/// has one, only if that snapshot is the job owner's. Parameterised: nothing here is SQL text
-/// built from values.
+/// What goes into the rows: the job's progress record, and the snapshot it works on.
+struct Rows<'a> {
+    snapshot_id: Option<&'a str>,
+    /// The job's owner (InvalidOid when the role is gone).
+    owner: pg_sys::Oid,
+    payload: &'a str,
+}
+
+/// A signal on CHANNEL (sent at `sent_at_ms`), and with `rows` the progress and end state into
+/// the job's row and, through the SQL functions client mode calls too, its snapshot's row — as
+/// the job's owner, so row security decides as it would for the owner's own session.
+/// Parameterised: nothing here is SQL text built from values.
 fn record_progress(
     id: i64,
     sent_at_ms: i64,
-    rows: Option<(Option<&str>, &str, &str)>,
+    rows: Option<Rows>,
     end: Option<&FinalState>,
 ) -> Result<(), pgrx::spi::Error> {
-    if let Some((snapshot_id, owner, payload)) = rows {
+    if let Some(r) = rows {
         let (status, error, result) = match end {
             Some(e) => (
                 Some(e.status.to_string()),
@@ -426,34 +437,20 @@ fn record_progress(
              WHERE id = $1",
             &[
                 id.into(),
-                payload.into(),
-                status.clone().into(),
-                error.clone().into(),
+                r.payload.into(),
+                status.into(),
+                error.into(),
                 result.into(),
             ],
         )?;
-        if let Some(sid) = snapshot_id {
-            let sql = format!(
-                "{} AND s.created_by = $3",
-                snapshot_progress_update(
-                    "$1",
-                    "$2::jsonb",
-                    ", status = coalesce($4, s.status), \
-                     completed_at = CASE WHEN $4 IS NULL THEN s.completed_at \
-                                         ELSE pg_catalog.clock_timestamp() END, \
-                     error_message = CASE WHEN $4 IS NULL THEN s.error_message ELSE $5 END",
-                )
-            );
-            Spi::run_with_args(
-                &sql,
-                &[
-                    sid.into(),
-                    payload.into(),
-                    owner.into(),
-                    status.into(),
-                    error.into(),
-                ],
-            )?;
+        if let Some(sid) = r.snapshot_id.filter(|_| r.owner != pg_sys::InvalidOid) {
+            crate::security::as_owner(r.owner, || match end {
+                None => Spi::run_with_args(snapshot_row::RECORD, &[sid.into(), r.payload.into()]),
+                Some(e) => Spi::run_with_args(
+                    snapshot_row::END,
+                    &[sid.into(), e.status.into(), e.error.into(), e.totals.into()],
+                ),
+            })?;
         }
     }
     // Listeners learn only that this job moved; its progress stays behind row security.

@@ -2,8 +2,8 @@
 //! own thread (pure Rust and client connections, nothing of PostgreSQL's API) while this thread
 //! publishes its progress, watches for cancel and shutdown, and records the outcome.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pgrx::prelude::*;
@@ -13,6 +13,7 @@ use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
 use steep::engine::generate::{self, GenerateOptions};
 use steep::engine::progress::Progress;
+use steep::engine::snapshot_row::Totals;
 use steep::engine::{Connect, Tool, ToolAccess};
 use steep::sql::quote_literal;
 
@@ -194,55 +195,35 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
     Ok(path)
 }
 
-/// Run `work` on a thread with every signal blocked (PostgreSQL's handlers stay on this thread),
-/// publishing its progress until it ends.
-fn drive<T: Send + 'static>(
+/// Run `work` through the engine's driver (the loop client mode uses too), publishing its
+/// progress from this thread until it ends; a cancel request or shutdown stops it.
+fn drive<T: Send>(
     ctx: &mut JobCtx,
-    progress: &Arc<Progress>,
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    progress: &Progress,
+    work: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> Result<T, JobError> {
-    let handle = std::thread::spawn(move || {
-        // SAFETY: blocks signals for this thread only (and the threads it starts).
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-        }
-        work()
-    });
     let mut stop = None;
-    while !handle.is_finished() {
-        progress.fill(&mut ctx.event);
-        if let Err(s) = ctx.sleep(Duration::from_millis(100)) {
-            if stop.is_none() {
-                progress
-                    .cancel
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                stop = Some(s);
+    let base = ctx.event.clone();
+    let driven = steep::engine::driver::drive(
+        progress,
+        &base,
+        |e| {
+            ctx.event = e.clone();
+            match ctx.sleep(Duration::from_millis(100)) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(s) => {
+                    stop.get_or_insert(s);
+                    ControlFlow::Break(())
+                }
             }
-        }
-    }
-    let result = handle
-        .join()
-        .map_err(|_| JobError::Failed("the snapshot engine panicked".into()))?;
-    progress.fill(&mut ctx.event);
+        },
+        work,
+    );
+    ctx.event = driven.last;
     if let Some(s) = stop {
         return Err(JobError::Stopped(s));
     }
-    result.map_err(JobError::engine)
-}
-
-fn mark_running(ctx: &JobCtx) -> Result<(), JobError> {
-    let id = ctx.job.snapshot_id.clone().unwrap_or_default();
-    tx(move || {
-        Spi::run_with_args(
-            "UPDATE steep_repl.snapshots SET status = 'running', started_at = clock_timestamp(),
-                    phase = 'starting'
-             WHERE snapshot_id = $1",
-            &[id.into()],
-        )
-    })?
-    .map_err(|e| JobError::Failed(e.to_string()))
+    driven.result.map_err(JobError::engine)
 }
 
 pub(crate) fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
@@ -280,19 +261,11 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         pg_dump,
         chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
     };
-    mark_running(ctx)?;
-    let progress = Arc::new(Progress::default());
-    let pr = progress.clone();
-    let m = drive(ctx, &progress, move || {
-        generate::generate(&connect, &opts, &pr)
+    let progress = Progress::default();
+    let m = drive(ctx, &progress, || {
+        generate::generate(&connect, &opts, &progress)
     })?;
-    record(
-        ctx,
-        m.tables.len() as i32,
-        m.rows() as i64,
-        m.raw_bytes() as i64,
-        Some(m.lsn.clone()),
-    )?;
+    ctx.totals = Some(Totals::of_generate(&m));
     Ok(m.summary())
 }
 
@@ -313,43 +286,8 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
         resume: p["resume"].as_bool().unwrap_or(false),
         pg_restore: server_program("pg_restore"),
     };
-    mark_running(ctx)?;
-    let progress = Arc::new(Progress::default());
-    let pr = progress.clone();
-    let s = drive(ctx, &progress, move || apply::apply(&connect, &opts, &pr))?;
-    record(
-        ctx,
-        (s.tables_loaded + s.tables_skipped) as i32,
-        s.rows_loaded as i64,
-        ctx.event.bytes,
-        None,
-    )?;
+    let progress = Progress::default();
+    let s = drive(ctx, &progress, || apply::apply(&connect, &opts, &progress))?;
+    ctx.totals = Some(Totals::of_apply(&s, ctx.event.bytes));
     Ok(serde_json::to_value(&s).unwrap_or(Value::Null))
-}
-
-/// Totals into the snapshots row (its status is written with the job's end).
-fn record(
-    ctx: &JobCtx,
-    tables: i32,
-    rows: i64,
-    bytes: i64,
-    lsn: Option<String>,
-) -> Result<(), JobError> {
-    let id = ctx.job.snapshot_id.clone().unwrap_or_default();
-    tx(move || {
-        Spi::run_with_args(
-            "UPDATE steep_repl.snapshots
-             SET table_count = $2, tables_completed = $2, rows_processed = $3, bytes_processed = $4,
-                 bytes_total = $4, lsn = coalesce($5::pg_lsn, lsn)
-             WHERE snapshot_id = $1",
-            &[
-                id.into(),
-                tables.into(),
-                rows.into(),
-                bytes.into(),
-                lsn.into(),
-            ],
-        )
-    })?
-    .map_err(|e| JobError::Failed(e.to_string()))
 }
