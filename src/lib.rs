@@ -8,6 +8,7 @@ pub mod conn;
 pub mod db_error;
 pub mod engine;
 pub mod progress_event;
+pub mod schema_shape;
 pub mod sql;
 
 #[cfg(feature = "cli")]

@@ -11,6 +11,7 @@ mod gucs;
 mod health;
 mod nodes;
 mod operations;
+mod schema_shapes;
 mod security;
 mod shmem;
 mod snapshots;

@@ -22,6 +22,7 @@ use crate::engine::manifest::{copy_list, Manifest, Table};
 use crate::engine::progress::Progress;
 use crate::engine::schema_archive::{self, Restore, Section};
 use crate::engine::Connect;
+use crate::schema_shape;
 use crate::sql::{qualified, quote_ident};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,13 +160,23 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Progress) -> Res
             .context("creating the schema (pre-data); the target is unchanged")?;
         }
     }
-    let target = catalog::tables(&mut coord)?;
+    let (target_shapes, target) = catalog::shapes_and_tables(&mut coord)?;
     let by_name: HashMap<(String, String), &TableInfo> = target
         .iter()
         .map(|t| ((t.schema.clone(), t.name.clone()), t))
         .collect();
     if opts.schema == SchemaMode::Verify {
-        let diffs = shape_diffs(&m, &by_name);
+        // The one shape comparison `steep schema compare` makes: what breaks replication
+        // breaks a load into existing tables too.
+        let diffs: Vec<String> = schema_shape::diff(
+            &m.table_shapes(),
+            &target_shapes,
+            schema_shape::Scope::LocalTables,
+        )
+        .iter()
+        .filter(|d| d.breaks_replication)
+        .map(describe_for_apply)
+        .collect();
         if !diffs.is_empty() {
             return Err(SchemaMismatch(diffs).into());
         }
@@ -340,55 +351,35 @@ fn all_tables_exist(c: &mut postgres::Client, m: &Manifest) -> Result<bool> {
     Ok(!m.tables.is_empty())
 }
 
-/// Per-column differences between the snapshot's tables and the target's.
-fn shape_diffs(m: &Manifest, target: &HashMap<(String, String), &TableInfo>) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in &m.tables {
-        let name = t.qualified();
-        let Some(tt) = target.get(&(t.schema.clone(), t.name.clone())) else {
-            out.push(format!("table {name} is missing"));
-            continue;
-        };
-        let theirs: HashMap<&str, &crate::engine::manifest::Column> =
-            tt.columns.iter().map(|c| (c.name.as_str(), c)).collect();
-        for c in &t.columns {
-            let col = format!("{name}.{}", quote_ident(&c.name));
-            let Some(o) = theirs.get(c.name.as_str()) else {
-                out.push(format!("{col}: column missing"));
-                continue;
-            };
-            if o.type_name != c.type_name {
-                out.push(format!(
-                    "{col}: type {} in the snapshot, {} on the target",
-                    c.type_name, o.type_name
-                ));
-            }
-            if o.not_null != c.not_null {
-                let nn = |b: bool| if b { "NOT NULL" } else { "NULL" };
-                out.push(format!(
-                    "{col}: {} in the snapshot, {} on the target",
-                    nn(c.not_null),
-                    nn(o.not_null)
-                ));
-            }
-        }
-        for c in &tt.columns {
-            if !t.columns.iter().any(|s| s.name == c.name) {
-                out.push(format!(
-                    "{name}.{}: column only on the target",
-                    quote_ident(&c.name)
-                ));
-            }
-        }
-        if t.primary_key != tt.primary_key {
-            out.push(format!(
-                "{name}: primary key ({}) in the snapshot, ({}) on the target",
-                t.primary_key.join(", "),
-                tt.primary_key.join(", ")
-            ));
-        }
+/// A blocking difference in the words of an apply (the snapshot is the local side).
+fn describe_for_apply(d: &schema_shape::Difference) -> String {
+    let name = qualified(&d.schema, &d.table);
+    let col = d
+        .column
+        .as_ref()
+        .map(|c| format!("{name}.{}", quote_ident(c)))
+        .unwrap_or_else(|| name.clone());
+    let v = |x: &Option<String>| x.clone().unwrap_or_default();
+    match d.difference.as_str() {
+        "table_missing_on_peer" => format!("table {name} is missing"),
+        "missing_on_peer" => format!("{col}: column missing"),
+        "missing_locally" => format!("{col}: column only on the target"),
+        "type" => format!(
+            "{col}: type {} in the snapshot, {} on the target",
+            v(&d.local),
+            v(&d.peer)
+        ),
+        "primary_key" => format!(
+            "{name}: primary key ({}) in the snapshot, ({}) on the target",
+            v(&d.local),
+            v(&d.peer)
+        ),
+        _ => format!(
+            "{col}: {} in the snapshot, {} on the target",
+            v(&d.local),
+            v(&d.peer)
+        ),
     }
-    out
 }
 
 fn check_sequences(c: &mut postgres::Client, m: &Manifest) -> Result<()> {

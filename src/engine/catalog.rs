@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 
 use crate::engine::manifest::Column;
+use crate::schema_shape::{self, TableShape};
 use crate::sql::qualified;
 
 /// Applied on every engine connection, so COPY text does not depend on the server's or the
@@ -46,38 +47,58 @@ pub const USER_RELATION: &str =
       AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                         AND d.objid = c.oid AND d.deptype = 'e')";
 
-const USER_TABLES: &str = "
-    SELECT c.oid::int8, n.nspname::text, c.relname::text, pg_relation_size(c.oid)::int8,
-           (SELECT coalesce(json_agg(json_build_object(
-                       'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-                       'not_null', a.attnotnull) ORDER BY a.attnum), '[]')
-            FROM pg_attribute a
-            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              AND a.attgenerated = '')::text,
-           (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]')
-            FROM pg_constraint con
-            CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
-            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-            WHERE con.conrelid = c.oid AND con.contype = 'p')::text
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'r'
-      AND {user}
-    ORDER BY n.nspname, c.relname";
-
-/// Every user table with data, in name order.
+/// Every user table with data (plain tables and partitions), in name order, from the one shape
+/// query (`schema_shape`); its columns are those COPY carries (generated ones are computed).
 pub fn tables(c: &mut postgres::Client) -> Result<Vec<TableInfo>> {
-    let sql = USER_TABLES.replace("{user}", USER_RELATION);
-    let rows = c.query(&sql, &[]).context("listing tables")?;
+    Ok(shapes_and_tables(c)?.1)
+}
+
+/// Every user table's shape (partitioned ones included), in name order.
+pub fn shapes(c: &mut postgres::Client) -> Result<Vec<TableShape>> {
+    Ok(shapes_and_tables(c)?.0)
+}
+
+/// Both of the above from one read of the catalog.
+pub fn shapes_and_tables(c: &mut postgres::Client) -> Result<(Vec<TableShape>, Vec<TableInfo>)> {
+    let all = shapes_with_ids(c)?;
+    let tables = all
+        .iter()
+        .filter(|(t, _, _)| !t.partitioned)
+        .map(|(t, oid, size_bytes)| TableInfo {
+            oid: *oid,
+            columns: t
+                .columns
+                .iter()
+                .filter(|c| !c.generated)
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    not_null: c.not_null,
+                })
+                .collect(),
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            primary_key: t.primary_key.clone(),
+            size_bytes: *size_bytes,
+        })
+        .collect();
+    Ok((all.into_iter().map(|(t, _, _)| t).collect(), tables))
+}
+
+fn shapes_with_ids(c: &mut postgres::Client) -> Result<Vec<(TableShape, i64, i64)>> {
+    let rows = c
+        .query(&schema_shape::table_shapes_sql(), &[])
+        .context("listing tables")?;
     rows.iter()
         .map(|r| {
-            Ok(TableInfo {
-                oid: r.get(0),
-                schema: r.get(1),
-                name: r.get(2),
-                size_bytes: r.get(3),
-                columns: serde_json::from_str(&r.get::<_, String>(4))?,
-                primary_key: serde_json::from_str(&r.get::<_, String>(5))?,
-            })
+            let shape = schema_shape::from_row(
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                &r.get::<_, String>(3),
+                &r.get::<_, String>(4),
+            )?;
+            Ok((shape, r.get(5), r.get(6)))
         })
         .collect()
 }

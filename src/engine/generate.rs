@@ -125,7 +125,7 @@ pub fn generate(
         .get(0);
     let info = catalog::server_info(&mut coord)?;
     let owner: String = coord.query_one("SELECT current_user::text", &[])?.get(0);
-    let tables = catalog::tables(&mut coord)?;
+    let (shapes, tables) = catalog::shapes_and_tables(&mut coord)?;
     let seq_names = catalog::sequences(&mut coord)?;
     let (block_size, created_at): (i32, String) = {
         let r = coord.query_one(
@@ -300,6 +300,7 @@ pub fn generate(
         schema,
         generator: format!("steep {}", env!("CARGO_PKG_VERSION")),
         owner: Some(owner),
+        shapes,
     };
     progress.set_phase("manifest");
     m.write(&opts.output)?;

@@ -10,11 +10,14 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::compress::Compression;
+use crate::schema_shape::{ColumnShape, TableShape};
 
 pub const FILE: &str = "manifest.json";
 /// 2: the schema is a pg_dump custom-format archive (1 held pre-data and post-data SQL text),
-/// and the manifest names the role that made the snapshot.
-pub const FORMAT: u32 = 2;
+/// and the manifest names the role that made the snapshot. 3: the source's table shapes
+/// (`shapes`), which `--schema verify` compares with the target's; format 2 is still read (its
+/// shapes are derived from the tables).
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +45,10 @@ pub struct Manifest {
     /// that role, its members, superusers and pg_read_server_files may apply it.
     #[serde(default)]
     pub owner: Option<String>,
+    /// The source's table shapes (partitioned tables and generated columns included), read in the
+    /// snapshot's transaction with the one shape query. Empty in format 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<TableShape>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +175,7 @@ impl Manifest {
                  no longer runs): generate the snapshot again with this steep"
             );
         }
-        if self.format != FORMAT {
+        if self.format != FORMAT && self.format != 2 {
             bail!(
                 "format {} is not supported by this steep (it reads format {FORMAT}): use a \
                  matching steep release",
@@ -194,6 +201,36 @@ impl Manifest {
             check_file_name(&s.archive.name)?;
         }
         Ok(())
+    }
+
+    /// The source's table shapes; for a format-2 snapshot, what its tables say (no partitioned
+    /// parents, no generated columns, no defaults).
+    pub fn table_shapes(&self) -> Vec<TableShape> {
+        if !self.shapes.is_empty() || self.format > 2 {
+            return self.shapes.clone();
+        }
+        self.tables
+            .iter()
+            .map(|t| TableShape {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                partitioned: false,
+                columns: t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ColumnShape {
+                        name: c.name.clone(),
+                        position: i as i32 + 1,
+                        type_name: c.type_name.clone(),
+                        not_null: c.not_null,
+                        default: None,
+                        generated: false,
+                    })
+                    .collect(),
+                primary_key: t.primary_key.clone(),
+            })
+            .collect()
     }
 
     /// Write DIR/manifest.json atomically and durably.
@@ -302,6 +339,7 @@ mod tests {
             schema: None,
             generator: "steep".into(),
             owner: Some("alice".into()),
+            shapes: Vec::new(),
         }
     }
 

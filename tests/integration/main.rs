@@ -12,6 +12,7 @@ mod operations;
 mod privileges;
 mod schema;
 mod security;
+mod shape_verdicts;
 mod snapshot;
 mod snapshot_resume;
 mod version;
