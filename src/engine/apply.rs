@@ -5,11 +5,10 @@
 //! add post-data. A failure leaves every table fully loaded or untouched, and `resume` skips the
 //! tables whose markers say they were loaded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -20,6 +19,7 @@ use crate::engine::files;
 use crate::engine::fkorder::load_units;
 use crate::engine::manifest::{copy_list, Manifest, Table};
 use crate::engine::progress::Progress;
+use crate::engine::scheduler::{self, Tasks};
 use crate::engine::schema_archive::{self, Restore, Section};
 use crate::engine::Connect;
 use crate::schema_shape;
@@ -488,19 +488,6 @@ fn tables_with_rows(c: &mut postgres::Client, m: &Manifest, done: &[bool]) -> Re
         .collect()
 }
 
-/// The worker's loading connection, opened (and prepared) on first use.
-fn loading_connection<'c>(
-    dst: &dyn Connect,
-    conn: &'c mut Option<postgres::Client>,
-) -> Result<&'c mut postgres::Client> {
-    if conn.is_none() {
-        let mut c = dst.connect().context("opening a loading connection")?;
-        prepare_session(&mut c)?;
-        *conn = Some(c);
-    }
-    Ok(conn.as_mut().expect("connected"))
-}
-
 struct Plan<'a> {
     m: &'a Manifest,
     dir: &'a Path,
@@ -512,14 +499,6 @@ struct Plan<'a> {
     /// (child, parent) foreign keys between the snapshot's tables.
     edges: &'a [(usize, usize)],
     index_of: &'a HashMap<i64, usize>,
-}
-
-struct Sched {
-    ready: VecDeque<usize>,
-    waiting_on: Vec<usize>,
-    running: usize,
-    finished: usize,
-    failed: Option<anyhow::Error>,
 }
 
 impl Plan<'_> {
@@ -540,107 +519,54 @@ impl Plan<'_> {
             }
             v
         };
-        // unit -> units that wait for it.
-        let mut dependents = vec![Vec::new(); self.units.len()];
-        let mut waiting_on = vec![0usize; self.units.len()];
-        for f in self.fks {
-            let (Some(&c), Some(&p)) = (self.index_of.get(&f.child), self.index_of.get(&f.parent))
-            else {
-                continue;
-            };
-            let (uc, up) = (unit_of[c], unit_of[p]);
-            if uc != up && !dependents[up].contains(&uc) {
-                dependents[up].push(uc);
-                waiting_on[uc] += 1;
-            }
-        }
-        let sched = Mutex::new(Sched {
-            ready: (0..self.units.len())
-                .filter(|u| waiting_on[*u] == 0)
-                .collect(),
-            waiting_on,
-            running: 0,
-            finished: 0,
-            failed: None,
-        });
-        let wake = Condvar::new();
+        // A unit waits for the units of its tables' parents.
+        let after: Vec<(usize, usize)> = self
+            .edges
+            .iter()
+            .map(|&(c, p)| (unit_of[c], unit_of[p]))
+            .filter(|(uc, up)| uc != up)
+            .collect();
         let rows = std::sync::atomic::AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..parallel.min(self.units.len()).max(1) {
-                s.spawn(|| {
-                    let mut conn: Option<postgres::Client> = None;
-                    loop {
-                        let unit = {
-                            let mut st = sched.lock().expect("scheduler");
-                            loop {
-                                if st.failed.is_some() || st.finished == self.units.len() {
-                                    wake.notify_all();
-                                    return;
-                                }
-                                if let Some(u) = st.ready.pop_front() {
-                                    st.running += 1;
-                                    break u;
-                                }
-                                if st.running == 0 {
-                                    // Nothing ready and nothing running: cannot happen with a DAG.
-                                    st.failed =
-                                        Some(anyhow!("internal error: the load order is stuck"));
-                                    continue;
-                                }
-                                st = wake.wait(st).expect("scheduler");
-                            }
-                        };
-                        let result = if self.units[unit].iter().all(|t| done[*t]) {
-                            Ok(0)
-                        } else {
-                            self.load_unit(dst, &mut conn, unit, progress)
-                        };
-                        let mut st = sched.lock().expect("scheduler");
-                        st.running -= 1;
-                        match result {
-                            Ok(n) => {
-                                rows.fetch_add(n, Ordering::Relaxed);
-                                st.finished += 1;
-                                for &d in &dependents[unit] {
-                                    st.waiting_on[d] -= 1;
-                                    if st.waiting_on[d] == 0 {
-                                        st.ready.push_back(d);
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                conn = None; // its transaction is rolled back with it
-                                if st.failed.is_none() {
-                                    st.failed = Some(e);
-                                }
-                            }
-                        }
-                        wake.notify_all();
-                    }
-                });
-            }
-        });
-        let st = sched.into_inner().expect("scheduler");
-        if let Some(e) = st.failed {
-            let loaded = st.finished;
+        let ran = scheduler::run(
+            Tasks {
+                count: self.units.len(),
+                after: &after,
+                rank: None,
+            },
+            parallel,
+            &|| progress.cancelled(),
+            || {
+                let mut c = dst.connect().context("opening a loading connection")?;
+                prepare_session(&mut c)?;
+                Ok(c)
+            },
+            |c, unit, _| {
+                if self.units[unit].iter().all(|t| done[*t]) {
+                    return Ok(());
+                }
+                let n = self.load_unit(c, unit, progress)?;
+                rows.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            },
+        );
+        if let Some(e) = ran.error {
             return Err(e.context(format!(
-                "{loaded} of {} table groups were loaded before this; every other table is \
+                "{} of {} table groups were loaded before this; every other table is \
                  untouched: fix the cause and rerun with --resume",
+                ran.finished,
                 self.units.len()
             )));
+        }
+        if progress.cancelled() {
+            return Err(crate::engine::error::cancelled(
+                "the tables loaded so far keep the snapshot's rows, the others are untouched",
+            ));
         }
         Ok(rows.load(Ordering::Relaxed))
     }
 
     /// One unit in one transaction: clear, COPY each table, check the counts, commit.
-    fn load_unit(
-        &self,
-        dst: &dyn Connect,
-        conn: &mut Option<postgres::Client>,
-        unit: usize,
-        progress: &Progress,
-    ) -> Result<u64> {
-        let c = loading_connection(dst, conn)?;
+    fn load_unit(&self, c: &mut postgres::Client, unit: usize, progress: &Progress) -> Result<u64> {
         let tables = &self.units[unit];
         let names: Vec<String> = tables
             .iter()

@@ -2,10 +2,10 @@
 //! `deep` also the decompressed bytes and row count. Shared by apply (before it touches the
 //! target) and `steep snapshot verify`.
 
+use crate::engine::scheduler::{self, Tasks};
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use anyhow::Result;
 
@@ -54,28 +54,27 @@ pub fn check(
             .max(1),
         Ordering::Relaxed,
     );
-    let queue = Mutex::new(work);
-    let problems = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..parallel.clamp(1, 64) {
-            s.spawn(|| loop {
-                let Some((f, table, compressed)) = queue.lock().expect("queue").pop() else {
-                    return;
-                };
-                if progress.cancelled() {
-                    return;
-                }
-                if let Err(e) = check_one(dir, m, f, deep && compressed, progress) {
-                    problems.lock().expect("problems").push(Problem {
-                        file: f.name.clone(),
-                        table,
-                        problem: format!("{e:#}"),
-                    });
-                }
-            });
-        }
-    });
-    let mut p = problems.into_inner().expect("problems");
+    let ran = scheduler::run(
+        Tasks {
+            count: work.len(),
+            ..Default::default()
+        },
+        parallel,
+        &|| progress.cancelled(),
+        || Ok(()),
+        |_, i, _| {
+            let (f, table, compressed) = &work[i];
+            Ok(check_one(dir, m, f, deep && *compressed, progress)
+                .err()
+                .map(|e| Problem {
+                    file: f.name.clone(),
+                    table: table.clone(),
+                    problem: format!("{e:#}"),
+                }))
+        },
+    );
+    let problems: Vec<Problem> = ran.results.into_iter().flatten().flatten().collect();
+    let mut p = problems;
     p.sort_by(|a, b| a.file.cmp(&b.file));
     p
 }

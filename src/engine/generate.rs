@@ -3,13 +3,11 @@
 //! straight into compression and SHA-256, schema DDL from pg_dump at the same snapshot, sequences,
 //! and the manifest written last.
 
-use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -18,6 +16,7 @@ use crate::engine::checksum::HashingWriter;
 use crate::engine::compress::Compression;
 use crate::engine::manifest::{self, DataFile, Manifest, Sequence, Source, Table};
 use crate::engine::progress::Progress;
+use crate::engine::scheduler::{self, Stop, Tasks};
 use crate::engine::schema_archive;
 use crate::engine::wire::Session;
 use crate::engine::Connect;
@@ -157,65 +156,48 @@ pub fn generate(
         .collect();
 
     progress.set_phase("copying");
-    let results: Vec<Mutex<Option<DataFile>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    let mut order: Vec<usize> = (0..items.len()).collect();
     // Largest first, so the long copies start early and the pool ends together.
+    let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|a, b| items[*b].estimate.cmp(&items[*a].estimate).then(a.cmp(b)));
-    let queue = Mutex::new(order.into_iter().collect::<VecDeque<usize>>());
-    let abort = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let workers = parallel.min(items.len()).max(1);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let run = || -> Result<()> {
-                    let mut c = src.session().context("opening a parallel connection")?;
-                    c.simple(catalog::SESSION_SETTINGS)?;
-                    c.simple(&format!(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-                         SET TRANSACTION SNAPSHOT {}",
-                        quote_literal(&exported)
-                    ))
-                    .context("importing the exported snapshot")?;
-                    loop {
-                        if abort.load(Ordering::Relaxed) || progress.cancelled() {
-                            return Ok(());
-                        }
-                        let Some(i) = queue.lock().expect("queue").pop_front() else {
-                            return Ok(());
-                        };
-                        let item = &items[i];
-                        let t = &tables[item.table];
-                        progress.set_table(Some(format!("{}.{}", t.schema, t.name)));
-                        let f = copy_out(
-                            &mut c,
-                            t,
-                            item,
-                            &opts.output,
-                            &opts.compression,
-                            progress,
-                            &abort,
-                        )
-                        .with_context(|| format!("copying {}", t.qualified()))?;
-                        *results[i].lock().expect("results") = Some(f);
-                        if parts_left[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
-                            progress.tables_done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                };
-                if let Err(e) = run() {
-                    abort.store(true, Ordering::Relaxed);
-                    let mut slot = first_error.lock().expect("error slot");
-                    if slot.is_none() {
-                        *slot = Some(e);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("error slot") {
+    let mut rank = vec![0; items.len()];
+    for (r, i) in order.into_iter().enumerate() {
+        rank[i] = r;
+    }
+    let ran = scheduler::run(
+        Tasks {
+            count: items.len(),
+            after: &[],
+            rank: Some(&rank),
+        },
+        parallel,
+        &|| progress.cancelled(),
+        || {
+            let mut c = src.session().context("opening a parallel connection")?;
+            c.simple(catalog::SESSION_SETTINGS)?;
+            c.simple(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+                 SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&exported)
+            ))
+            .context("importing the exported snapshot")?;
+            Ok(c)
+        },
+        |c, i, stop| {
+            let item = &items[i];
+            let t = &tables[item.table];
+            progress.set_table(Some(format!("{}.{}", t.schema, t.name)));
+            let f = copy_out(c, t, item, &opts.output, &opts.compression, progress, stop)
+                .with_context(|| format!("copying {}", t.qualified()))?;
+            if parts_left[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
+                progress.tables_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(f)
+        },
+    );
+    if let Some(e) = ran.error {
         return Err(e);
     }
+    let mut results = ran.results;
     if progress.cancelled() {
         return Err(crate::engine::error::cancelled(
             "the partial snapshot was removed",
@@ -261,8 +243,6 @@ pub fn generate(
         let mut files: Vec<(usize, DataFile)> = Vec::new();
         for (i, item) in items.iter().enumerate().filter(|(_, it)| it.table == ti) {
             let f = results[i]
-                .lock()
-                .expect("results")
                 .take()
                 .ok_or_else(|| anyhow!("{} was not copied", item.file))?;
             files.push((item.part, f));
@@ -363,7 +343,7 @@ fn copy_out(
     dir: &Path,
     compression: &Compression,
     progress: &Progress,
-    abort: &AtomicBool,
+    stop: &Stop,
 ) -> Result<DataFile> {
     let sql = match item.range {
         None => format!(
@@ -401,7 +381,7 @@ fn copy_out(
         if pending >= 64 * 1024 {
             progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
             pending = 0;
-            if progress.cancelled() || abort.load(Ordering::Relaxed) {
+            if stop.stopping() {
                 bail!("stopped");
             }
         }

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod paths;
 pub mod private_dir;
 pub mod progress;
+pub mod scheduler;
 pub mod schema_archive;
 pub mod session_proxy;
 pub mod snapshot_row;
