@@ -70,7 +70,9 @@ const TABLE_SHAPES: &str = "
             CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
             WHERE con.conrelid = c.oid AND con.contype = 'p')::text,
-           c.oid::int8, pg_relation_size(c.oid)::int8
+           c.oid::int8,
+           -- (a partitioned table holds no rows; its size would only wait for its lock)
+           CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) ELSE 0 END::int8
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND {user}
     ORDER BY 1, 2";

@@ -25,7 +25,8 @@ pub struct Driven<T> {
 /// progress filled in) until it ends. `tick` paces the loop (it sleeps or waits on a latch, about
 /// 100 ms) and returns `Break` to cancel the run. The work's thread blocks every signal, so
 /// signals reach the caller's thread (PostgreSQL's handlers in a worker, Ctrl-C in the CLI);
-/// programs it starts get a clean signal mask from `std::process::Command`.
+/// programs it starts inherit that mask, so whoever starts one resets it (see
+/// `schema_archive::spawn`).
 pub fn drive<T: Send>(
     progress: &Progress,
     base: &ProgressEvent,

@@ -292,6 +292,33 @@ fn spawn(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<()> {
     let mut cmd = Command::new(program);
+    // The engine's thread blocks every signal (so a worker's PostgreSQL handlers keep them) and a
+    // backend ignores some; a child inherits both. pg_dump and pg_restore must see our SIGTERM to
+    // cancel their queries before they exit: they start with a clean signal state.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGPIPE,
+                libc::SIGTERM,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+                libc::SIGCHLD,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+                libc::SIGXFSZ,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     // A process group of its own: `pg_restore -j` forks workers, and a cancel must stop them too
     // (they also hold the stderr pipe open).
     cmd.process_group(0)

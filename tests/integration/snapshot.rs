@@ -979,6 +979,93 @@ fn signals(c: &mut postgres::Client) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
+/// Wait until the snapshot's phase is `want`.
+fn phase_reaches(c: &mut postgres::Client, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let phase: Option<String> = c
+            .query_one("SELECT phase FROM steep_repl.snapshot_progress($1)", &[&id])
+            .unwrap()
+            .get(0);
+        if phase.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never reached {want}: {phase:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cancel_during_pg_dump_stops_it_within_a_second_and_removes_the_output() {
+    let (_home, src, conn) = direct_node();
+    sql(
+        &conn,
+        "CREATE TABLE p (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE p_a PARTITION OF p FOR VALUES IN ('a');
+         INSERT INTO p SELECT g, 'a' FROM generate_series(1, 1000) g;",
+    );
+    // pg_dump locks every table it dumps, the partitioned parent included, which the data copy
+    // (of its partitions) never touches: held here, it keeps pg_dump waiting.
+    let mut blocker = connect(&conn);
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE ONLY p IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut c = connect(&conn);
+    let id: String = c
+        .query_one(
+            "SELECT snapshot_id FROM steep_repl.start_snapshot('dumping')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    phase_reaches(&mut c, &id, "schema");
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 1, "pg_dump is not waiting on the lock");
+    let asked = Instant::now();
+    let ok_: bool = c
+        .query_one("SELECT steep_repl.cancel_snapshot($1)", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(ok_);
+    loop {
+        let st: String = c
+            .query_one(
+                "SELECT status FROM steep_repl.snapshots WHERE snapshot_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if st != "running" {
+            assert_eq!(st, "cancelled");
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(5), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(1500), "cancel took {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "pg_dump's session is still there");
+    let dir = src.snapshot_dir().join("dumping");
+    assert!(!dir.exists(), "partial snapshot left at {}", dir.display());
+    blocker.batch_execute("ROLLBACK").unwrap();
+}
+
 #[test]
 fn cancel_mid_generate_removes_partial_files_and_leaves_the_source_alone() {
     let (_home, src, conn) = direct_node();
