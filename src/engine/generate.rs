@@ -15,6 +15,7 @@ use crate::engine::catalog::{self, prepare_session, TableInfo};
 use crate::engine::checksum::HashingWriter;
 use crate::engine::compress::Compression;
 use crate::engine::manifest::{self, DataFile, Manifest, Sequence, Source, Table};
+use crate::engine::partial_output;
 use crate::engine::progress::Progress;
 use crate::engine::scheduler::{self, Stop, Tasks};
 use crate::engine::schema_archive;
@@ -69,21 +70,18 @@ impl Drop for OutputGuard {
                 let _ = fs::remove_dir_all(self.dir.join(sub));
             }
             let _ = fs::remove_file(self.dir.join(format!("{}.tmp", manifest::FILE)));
+            partial_output::unmark(&self.dir);
         }
     }
 }
 
-fn prepare_output(dir: &Path) -> Result<OutputGuard> {
+fn prepare_output(dir: &Path, snapshot_id: &str) -> Result<OutputGuard> {
     let created_dir = if dir.exists() {
         if !dir.is_dir() {
             bail!("{} exists and is not a directory", dir.display());
         }
         if fs::read_dir(dir)?.next().is_some() {
-            bail!(
-                "{} is not empty: give a new or empty directory (a snapshot is never written \
-                 over another)",
-                dir.display()
-            );
+            bail!("{}", partial_output::refusal(dir));
         }
         false
     } else {
@@ -99,6 +97,7 @@ fn prepare_output(dir: &Path) -> Result<OutputGuard> {
         created_dir,
         armed: true,
     };
+    partial_output::mark(dir, snapshot_id)?;
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir.join("data"))
@@ -112,7 +111,7 @@ pub fn generate(
     progress: &Progress,
 ) -> Result<Manifest> {
     let parallel = opts.parallel.clamp(1, 64);
-    let mut guard = prepare_output(&opts.output)?;
+    let mut guard = prepare_output(&opts.output, &opts.snapshot_id)?;
     progress.set_phase("preparing");
 
     let mut coord = src.connect().context("connecting to the source")?;
@@ -285,6 +284,7 @@ pub fn generate(
     progress.set_phase("manifest");
     m.write(&opts.output)?;
     guard.armed = false;
+    partial_output::unmark(&opts.output);
     progress.set_phase("complete");
     Ok(m)
 }

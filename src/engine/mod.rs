@@ -11,6 +11,7 @@ pub mod files;
 pub mod fkorder;
 pub mod generate;
 pub mod manifest;
+pub mod partial_output;
 pub mod paths;
 pub mod private_dir;
 pub mod progress;

@@ -1066,6 +1066,133 @@ fn cancel_during_pg_dump_stops_it_within_a_second_and_removes_the_output() {
     blocker.batch_execute("ROLLBACK").unwrap();
 }
 
+/// Wait until the snapshot has copied some bytes.
+fn copying(c: &mut postgres::Client, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes: i64 = c
+            .query_one(
+                "SELECT coalesce(sum(bytes_processed), 0)::int8 FROM steep_repl.snapshot_progress($1)",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if bytes > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot never started copying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_generate_leaves_no_partial_output_behind() {
+    let (home, src, conn) = direct_node();
+    pgbench(&src, 10);
+    // Direct mode: kill -9 of the job's worker; PostgreSQL restarts, the sweep fails the job
+    // and removes what it wrote.
+    let mut c = connect(&conn);
+    let id: String = c
+        .query_one(
+            "SELECT snapshot_id FROM steep_repl.start_snapshot('killed', 'gzip:9', 1)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    copying(&mut c, &id);
+    let dir = src.snapshot_dir().join("killed");
+    assert!(dir.join("data").is_dir());
+    let pid: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM steep_repl.work_queue WHERE snapshot_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        if let Ok(mut c) = postgres::Client::connect(&conn, postgres::NoTls) {
+            if let Ok(r) = c.query_one(
+                "SELECT status, error_message FROM steep_repl.snapshots WHERE snapshot_id = $1",
+                &[&id],
+            ) {
+                if r.get::<_, String>(0) == "failed" {
+                    break r.get::<_, String>(1);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the job was never failed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        err.contains("partial output") && err.contains("was removed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
+    // The same path takes a new snapshot.
+    let r = json(&ok(steep(home.path()).args([
+        "snapshot", "generate", "--direct", "-o", "killed", "--json", "-c", &conn,
+    ])));
+    assert_eq!(r["status"], "complete", "{r}");
+
+    // Client mode: kill -9 of steep itself; the next run names the leftovers and how to remove
+    // them.
+    let out = snapshot_dir_of(home.path()).join("killed-client");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("steep"))
+        .env("STEEP_HOME", home.path())
+        .env("STEEP_PG_CONFIG", pg_config())
+        .args([
+            "snapshot",
+            "generate",
+            "--client",
+            "--compression",
+            "gzip:9",
+            "-j",
+            "1",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["-c", &conn])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out
+        .join("data")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(Instant::now() < deadline, "client generate never wrote");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "generate",
+            "--client",
+            "-o",
+            out.to_str().unwrap(),
+            "-c",
+            &conn,
+        ]),
+        1,
+    );
+    assert!(
+        err.contains("partial output of snapshot") && err.contains("rm -r --"),
+        "{err}"
+    );
+}
+
 #[test]
 fn cancel_mid_generate_removes_partial_files_and_leaves_the_source_alone() {
     let (_home, src, conn) = direct_node();

@@ -206,6 +206,27 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
         if orphans.is_empty() {
             return Ok(0);
         }
+        // A generate that died leaves a partial snapshot behind: remove it (only a directory its
+        // marker says holds this snapshot's unfinished output), and say so in the job's error.
+        let mut notes: Vec<String> = Vec::new();
+        for r in c.select(
+            "SELECT w.id, w.params ->> 'path', w.snapshot_id, w.created_by::text
+             FROM steep_repl.work_queue w
+             WHERE w.id = ANY($1) AND w.operation = 'snapshot_generate'",
+            None,
+            &[orphans.clone().into()],
+        )? {
+            let (id, path, snapshot, owner) = (
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+            );
+            notes.push(format!(
+                "{id}\t{}",
+                remove_partial(&path, &snapshot, &owner)
+            ));
+        }
         let n = c
             .update(
                 &format!(
@@ -217,7 +238,9 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                             THEN 'PostgreSQL restarted while the job ran; see the server log'
                             ELSE format('the job''s worker process (pid %s) stopped before the job \
                                          finished; see the server log', w.worker_pid)
-                        END
+                        END || coalesce((SELECT '; ' || split_part(n, E'\t', 2)
+                                         FROM unnest($3::text[]) n
+                                         WHERE split_part(n, E'\t', 1) = w.id::text), '')
                     WHERE w.id = ANY($1) AND w.status = 'running'
                     RETURNING w.id, w.operation, w.snapshot_id, w.merge_id, w.error_message
                  ), snaps AS (
@@ -237,7 +260,7 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                  FROM failed f"
                 ),
                 None,
-                &[orphans.into(), CHANNEL.into()],
+                &[orphans.into(), CHANNEL.into(), notes.into()],
             )?
             .first()
             .get::<i64>(1)?
@@ -267,4 +290,27 @@ fn show_waiting(reason: &str) -> Result<(), pgrx::spi::Error> {
         )?;
         Ok(())
     })
+}
+
+/// Remove the partial output a dead generate left at `path` (checked again as its owner would be
+/// confined), and say what became of it.
+fn remove_partial(path: &str, snapshot_id: &str, owner: &str) -> String {
+    let privileged = crate::snapshots::may_use_server_files(owner, true);
+    let dir = match steep::engine::paths::confine(
+        path,
+        crate::snapshots::snapshot_dir().as_deref(),
+        privileged,
+    ) {
+        Ok(d) => d,
+        Err(_) => return format!("its partial output (if any) at {path} was left alone"),
+    };
+    match steep::engine::partial_output::remove(&dir, snapshot_id) {
+        Ok(true) => format!("its partial output at {} was removed", dir.display()),
+        Ok(false) => "it left no partial output".to_string(),
+        Err(e) => format!(
+            "its partial output at {} could not be removed ({e:#}): remove it with `rm -r -- {}`",
+            dir.display(),
+            steep::sql::quote_literal(&dir.to_string_lossy())
+        ),
+    }
 }
