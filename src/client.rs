@@ -211,6 +211,8 @@ fn explain(e: &postgres::Error, endpoint: &str, params: &ConnParams) -> anyhow::
             "28P01" => format!(
                 ": check the password for role \"{user}\" (password=, PGPASSWORD or ~/.pgpass)"
             ),
+            // Also the code of a role that does not exist, which pg_hba.conf cannot fix.
+            "28000" if msg.starts_with("role ") => ": check user (or PGUSER)".to_string(),
             "28000" => ": the server's pg_hba.conf does not allow this connection; ask its \
                          administrator for an entry"
                 .to_string(),
@@ -231,6 +233,9 @@ fn explain(e: &postgres::Error, endpoint: &str, params: &ConnParams) -> anyhow::
         ": no PostgreSQL socket there; check host (a socket directory) and port"
     } else if text.contains("bytes remaining on stream") || text.contains("unexpected message") {
         ": whatever answers there does not speak the PostgreSQL protocol; check host and port"
+    } else if detail.contains("password missing") {
+        ": the server asks for a password and none was found; give password=, PGPASSWORD or a \
+         password file line for this host and port"
     } else if text.contains("server does not support TLS") {
         ": the server has no TLS; use sslmode=prefer or disable, or enable ssl on the server"
     } else if detail.contains("certificate verify failed") || detail.contains("certificate") {
