@@ -1,18 +1,21 @@
 //! Open a connection the way libpq would for the same parameters, TLS included.
 //!
-//! sslmode: disable and allow/prefer (try TLS, fall back to plain when the server has none; allow
-//! is treated as prefer), require (encrypt; like libpq it also verifies the CA when a root
-//! certificate is given or ~/.postgresql/root.crt exists), verify-ca (CA verified, any host name),
-//! verify-full (CA and host name verified). sslrootcert=system uses the system's CA store.
+//! Several hosts are tried in order as libpq tries them (`conn::connect_first`: on to the next
+//! when one cannot be reached, target_session_attrs checked on each session). sslmode: disable and
+//! allow/prefer (try TLS, fall back to plain when the server has none; allow is treated as
+//! prefer), require (encrypt; like libpq it also verifies the CA when a root certificate is given
+//! or ~/.postgresql/root.crt exists), verify-ca (CA verified, any host name), verify-full (CA and
+//! host name verified). sslrootcert=system uses the system's CA store. Like libpq, nothing is
+//! encrypted over a Unix-domain socket.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use anyhow::{anyhow, Context, Result};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
 use postgres::config::SslMode;
 use postgres_openssl::MakeTlsConnector;
 
-use crate::conn::ConnParams;
+use crate::conn::{ConnParams, HostFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verify {
@@ -21,17 +24,72 @@ enum Verify {
     Full,
 }
 
-/// Connect with `params` (already resolved: see `ConnParams::apply_env`/`apply_defaults`).
+/// Connect with `params` (already resolved: see `ConnParams::resolve`).
 pub fn connect(params: &ConnParams) -> Result<postgres::Client> {
-    let mode = params.get("sslmode").unwrap_or("prefer");
+    Ok(open(params)?.0)
+}
+
+/// Connect with `params` and say which server answered: the parameters returned name that one
+/// host, so that further connections for the same work reach the same server.
+pub fn open(params: &ConnParams) -> Result<(postgres::Client, ConnParams)> {
+    crate::conn::connect_first(params, attempt)
+}
+
+/// One attempt at the one host `target` names.
+fn attempt(target: &ConnParams) -> Result<postgres::Client, HostFailure> {
+    let endpoint = target.endpoint();
+    let (cfg, tls) = setup(target).map_err(HostFailure::Stop)?;
+    let limit = target.connect_timeout().map_err(HostFailure::Stop)?;
+    let connect = move || match tls {
+        None => cfg.connect(postgres::NoTls),
+        Some(tls) => cfg.connect(tls),
+    };
+    // libpq's connect_timeout bounds each host's whole connection setup; the driver's bounds only
+    // the socket connect, so a server that accepts and then never answers would hang forever.
+    let result = match limit {
+        None => connect(),
+        Some(limit) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(connect());
+            });
+            match rx.recv_timeout(limit) {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(HostFailure::TryNext(anyhow!(
+                        "could not connect to {endpoint}: no answer within connect_timeout ({} \
+                         s); check host, port and firewalls",
+                        limit.as_secs()
+                    )))
+                }
+            }
+        }
+    };
+    result.map_err(|e| {
+        let why = explain(&e, &endpoint, target);
+        if crate::conn::try_next_host(&e) {
+            HostFailure::TryNext(why)
+        } else {
+            HostFailure::Stop(why)
+        }
+    })
+}
+
+/// The driver's configuration and TLS connector for one host.
+fn setup(target: &ConnParams) -> Result<(postgres::Config, Option<MakeTlsConnector>)> {
+    let mode = target.get("sslmode").unwrap_or("prefer");
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let pg_dir = home.as_ref().map(|h| h.join(".postgresql"));
-    let root_cert = params.get("sslrootcert").map(PathBuf::from).or_else(|| {
-        pg_dir
-            .as_ref()
-            .map(|d| d.join("root.crt"))
-            .filter(|p| p.is_file())
-    });
+    let root_cert = target
+        .get("sslrootcert")
+        .filter(|r| !r.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            pg_dir
+                .as_ref()
+                .map(|d| d.join("root.crt"))
+                .filter(|p| p.is_file())
+        });
     let (ssl_mode, verify) = match mode {
         "disable" => (SslMode::Disable, Verify::None),
         "allow" | "prefer" => (SslMode::Prefer, Verify::None),
@@ -39,47 +97,28 @@ pub fn connect(params: &ConnParams) -> Result<postgres::Client> {
         "require" => (SslMode::Require, Verify::None),
         "verify-ca" => (SslMode::Require, Verify::Ca),
         "verify-full" => (SslMode::Require, Verify::Full),
-        other => bail!(
-            "invalid sslmode \"{other}\": use disable, allow, prefer, require, verify-ca or \
-             verify-full"
-        ),
+        other => unreachable!("sslmode {other:?} is checked when it is set"),
     };
-    let mut cfg = params.to_config()?;
+    // libpq never asks for TLS over a Unix-domain socket, whatever sslmode says.
+    let unix_socket =
+        target.get("hostaddr").is_none() && target.get("host").is_some_and(|h| h.starts_with('/'));
+    let ssl_mode = if unix_socket {
+        SslMode::Disable
+    } else {
+        ssl_mode
+    };
+    let mut cfg = target.to_config()?;
     cfg.ssl_mode(ssl_mode);
-    let endpoint = params.endpoint();
     let tls = match ssl_mode {
         SslMode::Disable => None,
         _ => Some(tls_connector(
-            params,
+            target,
             verify,
             root_cert.as_deref(),
             pg_dir.as_deref(),
         )?),
     };
-    let attempt = move || match tls {
-        None => cfg.connect(postgres::NoTls),
-        Some(tls) => cfg.connect(tls),
-    };
-    // libpq's connect_timeout bounds the whole connection setup; the driver's bounds only the
-    // socket connect, so a server that accepts and then never answers would hang forever.
-    let result = match params.connect_timeout()? {
-        None => attempt(),
-        Some(limit) => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(attempt());
-            });
-            match rx.recv_timeout(limit) {
-                Ok(r) => r,
-                Err(_) => bail!(
-                    "could not connect to {endpoint}: no answer within connect_timeout ({} s); \
-                     check host, port and firewalls",
-                    limit.as_secs()
-                ),
-            }
-        }
-    };
-    result.map_err(|e| explain(&e, &endpoint, params))
+    Ok((cfg, tls))
 }
 
 fn tls_connector(
@@ -108,16 +147,40 @@ fn tls_connector(
         }
         b.set_verify(SslVerifyMode::PEER);
     }
-    let cert = params.get("sslcert").map(PathBuf::from).or_else(|| {
-        pg_dir
-            .map(|d| d.join("postgresql.crt"))
-            .filter(|p| p.is_file())
-    });
+    // libpq's default floor is TLS 1.2; no ceiling unless one is given.
+    let version = |key| match params.get(key).map(str::to_ascii_lowercase).as_deref() {
+        Some("tlsv1") => Some(SslVersion::TLS1),
+        Some("tlsv1.1") => Some(SslVersion::TLS1_1),
+        Some("tlsv1.2") => Some(SslVersion::TLS1_2),
+        Some("tlsv1.3") => Some(SslVersion::TLS1_3),
+        _ => None,
+    };
+    b.set_min_proto_version(version("ssl_min_protocol_version").or(Some(SslVersion::TLS1_2)))
+        .context("setting ssl_min_protocol_version")?;
+    b.set_max_proto_version(version("ssl_max_protocol_version"))
+        .context("setting ssl_max_protocol_version")?;
+    if params.get("sslnegotiation") == Some("direct") {
+        postgres_openssl::set_postgresql_alpn(&mut b)
+            .context("setting up sslnegotiation=direct")?;
+    }
+    let cert = match params.get("sslcertmode") {
+        Some("disable") => None,
+        _ => params
+            .get("sslcert")
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                pg_dir
+                    .map(|d| d.join("postgresql.crt"))
+                    .filter(|p| p.is_file())
+            }),
+    };
     if let Some(cert) = cert {
         b.set_certificate_chain_file(&cert)
             .with_context(|| format!("reading the client certificate {}", cert.display()))?;
         let key = params
             .get("sslkey")
+            .filter(|k| !k.is_empty())
             .map(PathBuf::from)
             .or_else(|| pg_dir.map(|d| d.join("postgresql.key")))
             .ok_or_else(|| anyhow!("sslcert is set but sslkey is not"))?;
@@ -125,9 +188,14 @@ fn tls_connector(
             .with_context(|| format!("reading the client key {}", key.display()))?;
     }
     let mut connector = MakeTlsConnector::new(b.build());
-    if verify == Verify::Ca {
-        connector.set_callback(|config, _| {
-            config.set_verify_hostname(false);
+    // libpq sends the host name (SNI) unless sslsni says otherwise.
+    let sni = params.get("sslsni").is_none_or(|v| v.starts_with('1'));
+    if verify == Verify::Ca || !sni {
+        connector.set_callback(move |config, _| {
+            if verify == Verify::Ca {
+                config.set_verify_hostname(false);
+            }
+            config.set_use_server_name_indication(sni);
             Ok(())
         });
     }
@@ -143,6 +211,8 @@ fn explain(e: &postgres::Error, endpoint: &str, params: &ConnParams) -> anyhow::
             "28P01" => format!(
                 ": check the password for role \"{user}\" (password=, PGPASSWORD or ~/.pgpass)"
             ),
+            // Also the code of a role that does not exist, which pg_hba.conf cannot fix.
+            "28000" if msg.starts_with("role ") => ": check user (or PGUSER)".to_string(),
             "28000" => ": the server's pg_hba.conf does not allow this connection; ask its \
                          administrator for an entry"
                 .to_string(),
@@ -163,6 +233,9 @@ fn explain(e: &postgres::Error, endpoint: &str, params: &ConnParams) -> anyhow::
         ": no PostgreSQL socket there; check host (a socket directory) and port"
     } else if text.contains("bytes remaining on stream") || text.contains("unexpected message") {
         ": whatever answers there does not speak the PostgreSQL protocol; check host and port"
+    } else if detail.contains("password missing") {
+        ": the server asks for a password and none was found; give password=, PGPASSWORD or a \
+         password file line for this host and port"
     } else if text.contains("server does not support TLS") {
         ": the server has no TLS; use sslmode=prefer or disable, or enable ssl on the server"
     } else if detail.contains("certificate verify failed") || detail.contains("certificate") {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-use steep::conn::{ConnParams, TARGET_ENV};
+use steep::conn::{ConnParams, Environment, TARGET_ENV};
 use steep::output::Output;
 use steep::sandbox;
 
@@ -11,7 +11,7 @@ use steep::sandbox;
 pub enum ConnSource {
     /// `-c/--connection` or `STEEP_CONNECTION`.
     Given,
-    /// PGHOST, PGPORT, ... in the environment.
+    /// PGSERVICE, PGHOST, PGPORT, ... in the environment.
     Environment,
     /// The running `steep local` sandbox of this name.
     Sandbox(String),
@@ -31,17 +31,16 @@ impl Ctx {
 
     /// Resolve the connection in steep's documented order: `-c`, else `STEEP_CONNECTION` (both arrive
     /// here through clap), else the libpq environment, else the running local sandbox, else
-    /// libpq's defaults. PG* variables fill whatever the chosen string leaves unset.
+    /// libpq's defaults. Whichever is chosen is completed as libpq would (`ConnParams::resolve`).
+    /// The sandbox is only a stand-in for "nothing given": any variable that names a server,
+    /// database, role or service means libpq would go there, and so does steep.
     pub fn conn_params(&self) -> Result<(ConnParams, ConnSource)> {
-        let env = |k: &str| std::env::var(k).ok();
-        let (mut params, source) = if let Some(s) = &self.connection {
+        let env = Environment::of_process();
+        let (given, source) = if let Some(s) = &self.connection {
             let p = ConnParams::parse(s)
                 .context("reading the connection string (-c/--connection or STEEP_CONNECTION)")?;
             (p, ConnSource::Given)
-        } else if TARGET_ENV
-            .iter()
-            .any(|k| env(k).is_some_and(|v| !v.is_empty()))
-        {
+        } else if TARGET_ENV.iter().any(|k| (env.var)(k).is_some()) {
             (ConnParams::default(), ConnSource::Environment)
         } else if let Some(sb) = sandbox::running_sandbox()? {
             let p = ConnParams::parse(&sb.connection_string("postgres"))?;
@@ -49,34 +48,36 @@ impl Ctx {
         } else {
             (ConnParams::default(), ConnSource::Defaults)
         };
-        params.apply_env(&env);
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten();
-        let os_user = user
-            .as_ref()
-            .map(|u| u.name.clone())
-            .unwrap_or_else(|| "postgres".into());
-        let home = std::env::var_os("HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| user.map(|u| u.dir));
-        params.apply_defaults(&os_user, home.as_deref())?;
-        Ok((params, source))
+        Ok((given.resolve(&env)?, source))
     }
 
     /// Connect to the resolved server.
     pub fn connect(&self) -> Result<postgres::Client> {
+        Ok(self.open()?.0)
+    }
+
+    /// Connect, and return the parameters of the one server that answered (of several hosts,
+    /// the one chosen), for work that opens more connections to the same server.
+    pub fn open(&self) -> Result<(postgres::Client, ConnParams)> {
         let (params, source) = self.conn_params()?;
         self.out.verbose(format!(
             "connecting with {} ({source:?})",
             params.redacted()
         ));
-        steep::client::connect(&params).with_context(|| match source {
+        steep::client::open(&params).with_context(|| match source {
             ConnSource::Defaults => "no connection given (-c, STEEP_CONNECTION, PG* variables) \
                                      and no local sandbox running: start one with `steep local \
                                      up` or pass -c"
                 .to_string(),
             _ => String::from("connecting to PostgreSQL"),
         })
+    }
+
+    /// Resolve another server's connection string (`--peer`) exactly as `-c` is resolved.
+    pub fn other_params(&self, conninfo: &str, what: &str) -> Result<ConnParams> {
+        ConnParams::parse(conninfo)
+            .with_context(|| format!("reading {what}"))?
+            .resolve(&Environment::of_process())
+            .with_context(|| format!("resolving {what}"))
     }
 }

@@ -90,18 +90,16 @@ impl DoctorArgs {
 
 fn run_checks(ctx: &Ctx) -> Vec<Check> {
     let mut checks = Vec::new();
-    let params = match ctx.conn_params() {
-        Ok((p, _)) => p,
-        Err(e) => {
-            checks.push(fail(
-                "connection",
-                format!("{e:#}"),
-                "pass a valid -c connection string",
-            ));
-            return checks;
-        }
-    };
-    let mut client = match ctx.connect() {
+    // A setting that cannot be used is a different fix from a server that cannot be reached.
+    if let Err(e) = ctx.conn_params() {
+        checks.push(fail(
+            "connection",
+            format!("{e:#}"),
+            "fix the connection settings (-c, STEEP_CONNECTION, PG* variables, service file)",
+        ));
+        return checks;
+    }
+    let (mut client, params) = match ctx.open() {
         Ok(c) => c,
         Err(e) => {
             checks.push(fail(

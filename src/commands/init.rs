@@ -68,8 +68,7 @@ struct InitReport {
 impl InitArgs {
     pub fn execute(&self, ctx: &Ctx) -> Result<()> {
         let out = &ctx.out;
-        let (params, _) = ctx.conn_params()?;
-        let mut client = ctx.connect()?;
+        let (mut client, params) = ctx.open()?;
         let endpoint = params.endpoint();
         let mut state = lifecycle::inspect(&mut client)?;
         out.status(

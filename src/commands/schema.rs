@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::commands::{require_extension, Blocking};
 use crate::context::Ctx;
-use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::output::table;
 use steep::sql::parse_qualified_name;
@@ -99,12 +98,9 @@ struct Compared {
 
 fn capture_both(ctx: &Ctx, peer: &PeerArgs) -> Result<Compared> {
     let mut client = ctx.connect()?;
-    let mut params = ConnParams::parse(&peer.peer).context("reading --peer")?;
-    params.apply_env(&|k| std::env::var(k).ok());
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let user = std::env::var("USER").unwrap_or_else(|_| "postgres".into());
-    params.apply_defaults(&user, home.as_deref())?;
-    let mut peer_client = steep::client::connect(&params).context("connecting to the peer")?;
+    let params = ctx.other_params(&peer.peer, "--peer")?;
+    let (mut peer_client, params) =
+        steep::client::open(&params).context("connecting to the peer")?;
     let local = local_node(&mut client, "local")?;
     let peer_id = local_node(&mut peer_client, "peer")?;
     if local == peer_id {

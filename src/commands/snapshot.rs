@@ -330,8 +330,9 @@ impl GenerateArgs {
         }
         let compression = Compression::parse(&self.compression, self.level)
             .map_err(|e| super::Usage(format!("{e:#}")))?;
-        let (params, _) = ctx.conn_params()?;
-        let mut c = ctx.connect()?;
+        // The server that answered: every connection of this run (and pg_dump/pg_restore) goes
+        // to it, even when the connection names several hosts.
+        let (mut c, params) = ctx.open()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {
             Mode::Direct => {
                 let spec = format!("{}:{}", compression.name(), compression.level);
@@ -474,8 +475,9 @@ pub struct ApplyArgs {
 
 impl ApplyArgs {
     fn execute(&self, ctx: &Ctx) -> Result<()> {
-        let (params, _) = ctx.conn_params()?;
-        let mut c = ctx.connect()?;
+        // The server that answered: every connection of this run (and pg_dump/pg_restore) goes
+        // to it, even when the connection names several hosts.
+        let (mut c, params) = ctx.open()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {
             Mode::Direct => {
                 let row = c

@@ -21,6 +21,11 @@ struct VersionReport {
 #[derive(Serialize)]
 pub struct ServerVersions {
     pub server_version: String,
+    /// Who and where the session is: `current_user`, `current_database()` and the server's port
+    /// (its `port` setting, which a Unix-socket session reports too).
+    pub user: String,
+    pub database: String,
+    pub port: i32,
     /// `default_version` of the control file on the server, if the extension is available there.
     pub available_version: Option<String>,
     /// `pg_extension.extversion`, if created in the connected database.
@@ -34,7 +39,8 @@ pub fn server_versions(client: &mut postgres::Client) -> Result<ServerVersions> 
     let row = client.query_one(
         "SELECT current_setting('server_version'),
                 (SELECT default_version FROM pg_available_extensions WHERE name = $1),
-                (SELECT extversion FROM pg_extension WHERE extname = $1)",
+                (SELECT extversion FROM pg_extension WHERE extname = $1),
+                current_user::text, current_database()::text, current_setting('port')::int",
         &[&EXTENSION],
     )?;
     let installed: Option<String> = row.get(2);
@@ -48,6 +54,9 @@ pub fn server_versions(client: &mut postgres::Client) -> Result<ServerVersions> 
     };
     Ok(ServerVersions {
         server_version: row.get(0),
+        user: row.get(3),
+        database: row.get(4),
+        port: row.get(5),
         available_version: row.get(1),
         installed_version: installed,
         library_version,
@@ -98,8 +107,12 @@ impl VersionArgs {
         if let Some(s) = &report.server {
             let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             ctx.out.line(format!(
-                "server: PostgreSQL {}; steep_repl available {}, installed {}, library {}",
+                "server: PostgreSQL {} on port {}, database {} as {}; steep_repl available {}, \
+                 installed {}, library {}",
                 s.server_version,
+                s.port,
+                s.database,
+                s.user,
                 or_none(&s.available_version),
                 or_none(&s.installed_version),
                 or_none(&s.library_version)

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::*;
-use steep::conn::ConnParams;
+use steep::conn::{ConnParams, Environment};
 use steep::sandbox::{ClusterOptions, PgInstall};
 
 fn version_server(home: &Path, conn: &str) -> serde_json::Value {
@@ -272,11 +272,16 @@ fn sslmode_require_verify_ca_and_verify_full_against_a_self_signed_server() {
     };
 
     // The library client negotiates TLS for require and the server sees an encrypted session.
-    let mut p = ConnParams::parse(&format!(
+    let no_vars = |_: &str| None;
+    let p = ConnParams::parse(&format!(
         "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require"
     ))
+    .unwrap()
+    .resolve(&Environment {
+        var: &no_vars,
+        os_user: Some(("postgres".into(), empty_home.clone())),
+    })
     .unwrap();
-    p.apply_defaults("postgres", Some(&empty_home)).unwrap();
     let mut c = steep::client::connect(&p).unwrap();
     let ssl: bool = c
         .query_one(

@@ -5,6 +5,7 @@
 
 mod common;
 mod connection;
+mod libpq_oracle;
 mod lifecycle;
 mod local;
 mod node;
