@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 
+use steep::cli::output::Output;
+use steep::cli::sandbox;
 use steep::conn::{ConnParams, Environment, TARGET_ENV};
-use steep::output::Output;
-use steep::sandbox;
 
 /// Where the connection parameters came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Ctx {
             "connecting with {} ({source:?})",
             params.redacted()
         ));
-        steep::client::open(&params).with_context(|| match source {
+        steep::cli::client::open(&params).with_context(|| match source {
             ConnSource::Defaults => "no connection given (-c, STEEP_CONNECTION, PG* variables) \
                                      and no local sandbox running: start one with `steep local \
                                      up` or pass -c"

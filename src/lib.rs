@@ -7,21 +7,9 @@
 pub mod conn;
 pub mod db_error;
 pub mod engine;
-pub mod progress_event;
+pub mod progress_record;
 pub mod schema_shape;
 pub mod sql;
 
 #[cfg(feature = "cli")]
-pub mod client;
-#[cfg(feature = "cli")]
-pub mod embedded;
-#[cfg(feature = "cli")]
-pub mod lifecycle;
-#[cfg(feature = "cli")]
-pub mod output;
-#[cfg(feature = "cli")]
-pub mod paths;
-#[cfg(feature = "cli")]
-pub mod progress;
-#[cfg(feature = "cli")]
-pub mod sandbox;
+pub mod cli;

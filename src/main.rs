@@ -9,7 +9,7 @@ mod context;
 
 use commands::{demo, doctor, health, init, local, node, ops, schema, snapshot, version};
 use context::Ctx;
-use steep::output::Output;
+use steep::cli::output::Output;
 
 #[derive(Parser)]
 #[command(

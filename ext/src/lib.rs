@@ -14,7 +14,7 @@ mod operations;
 mod schema_shapes;
 mod security;
 mod shmem;
-mod snapshots;
+mod snapshot_api;
 mod tables;
 mod worker;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::prelude::*;
-use steep::progress_event::{ProgressEvent, CHANNEL, SIGNAL_SQL};
+use steep::progress_record::{ProgressEvent, CHANNEL, SIGNAL_SQL};
 
 use crate::preloaded;
 

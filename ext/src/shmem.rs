@@ -3,7 +3,7 @@
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
-use steep::progress_event::ProgressEvent;
+use steep::progress_record::ProgressEvent;
 
 pub const MAX_DATABASES: usize = 64;
 pub const MAX_SLOTS: usize = 64;
@@ -202,7 +202,7 @@ pub fn init() {
     pg_shmem_init!(STATE = Shared::default());
 }
 
-pub use steep::progress_event::now_ms;
+pub use steep::progress_record::now_ms;
 
 /// Whether a process exists (EPERM means it exists but is not ours to signal).
 pub fn pid_alive(pid: i32) -> bool {

@@ -9,8 +9,8 @@ use clap::Args;
 use serde_json::json;
 
 use crate::context::Ctx;
-use steep::paths;
-use steep::sandbox::{ClusterOptions, PgInstall, TempCluster};
+use steep::cli::home;
+use steep::cli::sandbox::{ClusterOptions, PgInstall, TempCluster};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -27,7 +27,7 @@ impl DemoArgs {
         let out = &ctx.out;
         let install = PgInstall::locate(self.pg_config.as_deref())?;
         install.require_extension()?;
-        let base = paths::steep_home().join("demo");
+        let base = home::steep_home().join("demo");
         out.status(
             "Starting",
             format!("two sandboxes, node A and node B ({})", install.version),

@@ -6,9 +6,9 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::context::Ctx;
-use steep::embedded::{self, EXTENSION};
-use steep::lifecycle::{self, version_cmp, ServerState};
-use steep::output::CheckLevel;
+use steep::cli::embedded::{self, EXTENSION};
+use steep::cli::lifecycle::{self, version_cmp, ServerState};
+use steep::cli::output::CheckLevel;
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -460,11 +460,11 @@ fn worker_selftest(ctx: &Ctx) -> Check {
             .query_one("SELECT id FROM steep_repl.start_selftest(0.5, 5)", &[])
             .map_err(steep::db_error::db_error)?
             .get(0);
-        let quiet = steep::output::Output {
+        let quiet = steep::cli::output::Output {
             quiet: true,
             ..ctx.out
         };
-        let f = steep::progress::Follower::new(&quiet, "selftest").follow(&mut client, id)?;
+        let f = steep::cli::follow::Follower::new(&quiet, "selftest").follow(&mut client, id)?;
         if f.last.status != "complete" {
             anyhow::bail!(
                 "the job ended {}: {}",

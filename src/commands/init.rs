@@ -9,9 +9,9 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::context::Ctx;
-use steep::embedded::{self, EXTENSION};
-use steep::lifecycle::{self, version_cmp, ServerState};
-use steep::sandbox::parse_major;
+use steep::cli::embedded::{self, EXTENSION};
+use steep::cli::lifecycle::{self, version_cmp, ServerState};
+use steep::cli::sandbox::parse_major;
 use steep::sql::quote_literal;
 
 #[derive(Args)]

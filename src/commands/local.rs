@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::context::Ctx;
-use steep::output::table;
-use steep::sandbox::{self, Cluster, ClusterOptions, PgInstall};
+use steep::cli::output::table;
+use steep::cli::sandbox::{self, Cluster, ClusterOptions, PgInstall};
 
 #[derive(Args)]
 pub struct LocalArgs {

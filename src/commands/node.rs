@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::commands::require_extension;
 use crate::context::Ctx;
+use steep::cli::output::table;
 use steep::db_error::db_error;
-use steep::output::table;
 
 #[derive(Args)]
 pub struct NodeArgs {

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::commands::require_extension;
 use crate::context::Ctx;
+use steep::cli::follow::{describe, percentile, wait_for_end, Ending, Followed, Follower};
+use steep::cli::output::table;
 use steep::db_error::db_error;
-use steep::output::table;
-use steep::progress::{describe, percentile, wait_for_end, Ending, Followed, Follower};
-use steep::progress_event::CHANNEL;
+use steep::progress_record::CHANNEL;
 
 #[derive(Args)]
 pub struct OpsArgs {
@@ -162,7 +162,7 @@ impl WatchArgs {
     fn execute(&self, ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
         match self.id {
             Some(id) => {
-                if steep::progress::poll(client, id)?.is_none() {
+                if steep::cli::follow::poll(client, id)?.is_none() {
                     bail!("no operation {id} here (or not yours): see `steep ops list`");
                 }
                 let f = Follower::new(&ctx.out, format!("operation {id}")).follow(client, id)?;
@@ -186,7 +186,7 @@ fn watch_all(ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
             break;
         }
         let mut moved: Vec<i64> = Vec::new();
-        for sig in steep::progress::wait_signals(client, Duration::from_millis(500), None)? {
+        for sig in steep::cli::follow::wait_signals(client, Duration::from_millis(500), None)? {
             if !moved.contains(&sig.id) {
                 moved.push(sig.id);
             }
@@ -194,7 +194,7 @@ fn watch_all(ctx: &Ctx, client: &mut postgres::Client) -> Result<()> {
         // A signal says only which operation moved; what it is and where it stands is read
         // through operation_progress, which shows only this role's operations.
         for id in moved {
-            if let Some(e) = steep::progress::poll(client, id)? {
+            if let Some(e) = steep::cli::follow::poll(client, id)? {
                 ctx.out.status(
                     "Progress",
                     format!("{} #{} {:>5.1}% {}", e.op, e.id, e.percent, describe(&e)),

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::commands::{require_extension, Blocking};
 use crate::context::Ctx;
+use steep::cli::output::table;
 use steep::db_error::db_error;
-use steep::output::table;
 use steep::sql::parse_qualified_name;
 
 #[derive(Args)]
@@ -100,7 +100,7 @@ fn capture_both(ctx: &Ctx, peer: &PeerArgs) -> Result<Compared> {
     let mut client = ctx.connect()?;
     let params = ctx.other_params(&peer.peer, "--peer")?;
     let (mut peer_client, params) =
-        steep::client::open(&params).context("connecting to the peer")?;
+        steep::cli::client::open(&params).context("connecting to the peer")?;
     let local = local_node(&mut client, "local")?;
     let peer_id = local_node(&mut peer_client, "peer")?;
     if local == peer_id {

@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::context::{ConnSource, Ctx};
-use steep::embedded::{self, Embedded, EXTENSION};
+use steep::cli::embedded::{self, Embedded, EXTENSION};
 
 #[derive(Args)]
 pub struct VersionArgs {}

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, Result};
 
-use crate::engine::progress::Progress;
-use crate::progress_event::ProgressEvent;
+use crate::engine::counters::Counters;
+use crate::progress_record::ProgressEvent;
 
 /// What a driven run ended with.
 pub struct Driven<T> {
@@ -28,7 +28,7 @@ pub struct Driven<T> {
 /// programs it starts inherit that mask, so whoever starts one resets it (see
 /// `schema_archive::spawn`).
 pub fn drive<T: Send>(
-    progress: &Progress,
+    progress: &Counters,
     base: &ProgressEvent,
     mut tick: impl FnMut(&ProgressEvent) -> ControlFlow<()>,
     work: impl FnOnce() -> Result<T> + Send,
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_stop_cancels_the_run_and_the_last_record_is_returned() {
-        let progress = Progress::default();
+        let progress = Counters::default();
         let base = ProgressEvent {
             op: "test".into(),
             id: 3,

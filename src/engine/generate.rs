@@ -14,9 +14,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::engine::catalog::{self, prepare_session, TableInfo};
 use crate::engine::checksum::HashingWriter;
 use crate::engine::compress::Compression;
+use crate::engine::counters::Counters;
 use crate::engine::manifest::{self, DataFile, Manifest, Sequence, Source, Table};
 use crate::engine::partial_output;
-use crate::engine::progress::Progress;
 use crate::engine::scheduler::{self, Stop, Tasks};
 use crate::engine::schema_archive;
 use crate::engine::wire::Session;
@@ -108,7 +108,7 @@ fn prepare_output(dir: &Path, snapshot_id: &str) -> Result<OutputGuard> {
 pub fn generate(
     src: &dyn Connect,
     opts: &GenerateOptions,
-    progress: &Progress,
+    progress: &Counters,
 ) -> Result<Manifest> {
     let parallel = opts.parallel.clamp(1, 64);
     let mut guard = prepare_output(&opts.output, &opts.snapshot_id)?;
@@ -342,7 +342,7 @@ fn copy_out(
     item: &Item,
     dir: &Path,
     compression: &Compression,
-    progress: &Progress,
+    progress: &Counters,
     stop: &Stop,
 ) -> Result<DataFile> {
     let sql = match item.range {

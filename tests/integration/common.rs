@@ -4,13 +4,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use steep::sandbox::{ClusterOptions, PgInstall, TempCluster};
+use steep::cli::sandbox::{ClusterOptions, PgInstall, TempCluster};
 
 /// The pg_config of the PostgreSQL under test.
 pub fn pg_config() -> PathBuf {
     std::env::var_os("STEEP_TEST_PG_CONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(steep::paths::default_pg_config)
+        .unwrap_or_else(steep::cli::home::default_pg_config)
 }
 
 pub fn install() -> PgInstall {
@@ -19,7 +19,7 @@ pub fn install() -> PgInstall {
 
 /// A directory the unprivileged server user can traverse, removed at the end of the test.
 pub fn temp_home() -> tempfile::TempDir {
-    let base = steep::paths::steep_home().join("test-tmp");
+    let base = steep::cli::home::steep_home().join("test-tmp");
     std::fs::create_dir_all(&base).unwrap();
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tempfile::Builder::new()
@@ -43,7 +43,7 @@ pub fn node_with(opts: ClusterOptions) -> TempCluster {
 }
 
 pub fn node_with_install(install: PgInstall, opts: ClusterOptions) -> TempCluster {
-    let base = steep::paths::steep_home().join("test-clusters");
+    let base = steep::cli::home::steep_home().join("test-clusters");
     TempCluster::start(&base, install, &opts).expect("start a test cluster")
 }
 
@@ -108,7 +108,7 @@ pub fn json(s: &str) -> serde_json::Value {
 }
 
 pub fn pid_alive(pid: i64) -> bool {
-    steep::sandbox::process_alive(pid as i32)
+    steep::cli::sandbox::process_alive(pid as i32)
 }
 
 /// A copy of the PostgreSQL under test without steep_repl's files, as a server looks before
@@ -174,7 +174,7 @@ pub fn tree_without_extension(dest: &Path) -> PgInstall {
 
 /// The package scripts/install-extension.sh built for the PostgreSQL under test.
 pub fn package_dir() -> PathBuf {
-    steep::paths::steep_home().join(format!("packages/pg{}", install().major))
+    steep::cli::home::steep_home().join(format!("packages/pg{}", install().major))
 }
 
 /// `steep init` against `conn`, requiring success; returns its JSON report.

@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::*;
+use steep::cli::sandbox::{ClusterOptions, PgInstall};
 use steep::conn::{ConnParams, Environment};
-use steep::sandbox::{ClusterOptions, PgInstall};
 
 fn version_server(home: &Path, conn: &str) -> serde_json::Value {
     let v = json(&ok(steep(home).args(["version", "--json", "-c", conn])));
@@ -282,7 +282,7 @@ fn sslmode_require_verify_ca_and_verify_full_against_a_self_signed_server() {
         os_user: Some(("postgres".into(), empty_home.clone())),
     })
     .unwrap();
-    let mut c = steep::client::connect(&p).unwrap();
+    let mut c = steep::cli::client::connect(&p).unwrap();
     let ssl: bool = c
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

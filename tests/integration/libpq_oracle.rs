@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use steep::sandbox::{ClusterOptions, TempCluster};
+use steep::cli::sandbox::{ClusterOptions, TempCluster};
 
 /// A port nothing listens on (connections are refused at once).
 const CLOSED: u16 = 1;

@@ -1,8 +1,8 @@
 //! The extension's lifecycle: catalog signature, `steep init`, `steep doctor`, `steep health`.
 
 use crate::common::*;
-use steep::embedded;
-use steep::lifecycle::{self, catalog_signature, diff_signatures, render_signature};
+use steep::cli::embedded;
+use steep::cli::lifecycle::{self, catalog_signature, diff_signatures, render_signature};
 
 /// A fresh install's catalog equals the signature the binary embeds for that version. With
 /// STEEP_BLESS=1 the embedded file is rewritten instead (after an intended change).
@@ -180,7 +180,7 @@ fn init_installs_the_package_into_a_server_without_the_extension_and_preloads() 
     let copy = tree_without_extension(&home.path().join("tree"));
     let mut server = node_with_install(
         copy.clone(),
-        steep::sandbox::ClusterOptions {
+        steep::cli::sandbox::ClusterOptions {
             preload: false,
             durable: false,
             ..Default::default()
@@ -223,7 +223,7 @@ fn init_installs_the_package_into_a_server_without_the_extension_and_preloads() 
 #[test]
 fn init_without_a_terminal_does_not_touch_preload_unless_told() {
     let home = temp_home();
-    let server = node_with(steep::sandbox::ClusterOptions {
+    let server = node_with(steep::cli::sandbox::ClusterOptions {
         preload: false,
         durable: false,
         ..Default::default()

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::common::*;
-use steep::sandbox::{ClusterOptions, PgInstall, TempCluster};
+use steep::cli::sandbox::{ClusterOptions, PgInstall, TempCluster};
 
 #[test]
 fn two_sandboxes_side_by_side_then_down_leaves_nothing() {
@@ -25,7 +25,7 @@ fn two_sandboxes_side_by_side_then_down_leaves_nothing() {
         .query_one("SELECT steep_repl.version()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, steep::embedded::embedded().default_version);
+    assert_eq!(v, steep::cli::embedded::embedded().default_version);
     for (setting, want) in [
         ("shared_preload_libraries", "steep_repl"),
         ("wal_level", "logical"),
@@ -171,7 +171,7 @@ fn missing_extension_points_at_install() {
 
 #[test]
 fn as_root_without_a_server_user_is_a_clear_error() {
-    if !steep::paths::is_root() {
+    if !steep::cli::home::is_root() {
         eprintln!("skipped: only meaningful as root");
         return;
     }

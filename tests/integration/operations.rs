@@ -9,8 +9,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 
 use crate::common::*;
-use steep::progress_event::{ProgressEvent, ProgressSignal};
-use steep::sandbox::ClusterOptions;
+use steep::cli::sandbox::ClusterOptions;
+use steep::progress_record::{ProgressEvent, ProgressSignal};
 
 fn selftest(c: &mut postgres::Client, seconds: f64, steps: i32) -> i64 {
     c.query_one(
@@ -72,7 +72,7 @@ fn connect_retry(conn: &str) -> postgres::Client {
     }
 }
 
-fn initialized() -> (tempfile::TempDir, steep::sandbox::TempCluster, String) {
+fn initialized() -> (tempfile::TempDir, steep::cli::sandbox::TempCluster, String) {
     let home = temp_home();
     let node = node();
     let conn = node.connection_string("postgres");
@@ -179,7 +179,9 @@ fn notifications_arrive_every_500ms_per_job_and_the_cli_follows_only_its_own() {
             signals.push(s);
         }
         for s in signals.drain(..) {
-            let e = steep::progress::poll(&mut reader, s.id).unwrap().unwrap();
+            let e = steep::cli::follow::poll(&mut reader, s.id)
+                .unwrap()
+                .unwrap();
             arrivals.entry(s.id).or_default().push((Instant::now(), e));
         }
     }
@@ -600,7 +602,7 @@ fn init_upgrades_an_older_install_and_doctor_reports_it_first() {
     let home = temp_home();
     let node = node();
     let conn = node.connection_string("postgres");
-    let e = steep::embedded::embedded();
+    let e = steep::cli::embedded::embedded();
     let old = e.versions.first().unwrap().clone();
     if old == e.default_version {
         return; // only one version embedded: nothing to upgrade from

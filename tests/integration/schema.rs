@@ -5,8 +5,8 @@ use crate::common::*;
 /// Two initialized servers; returns (home, a, b, conn_a, conn_b).
 fn pair() -> (
     tempfile::TempDir,
-    steep::sandbox::TempCluster,
-    steep::sandbox::TempCluster,
+    steep::cli::sandbox::TempCluster,
+    steep::cli::sandbox::TempCluster,
     String,
     String,
 ) {

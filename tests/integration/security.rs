@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use steep::sandbox::TempCluster;
+use steep::cli::sandbox::TempCluster;
 
 /// A connection string for `role` (trust authentication on the test clusters).
 fn as_role(node: &TempCluster, role: &str, db: &str) -> String {

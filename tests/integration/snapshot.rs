@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use steep::cli::sandbox::TempCluster;
 use steep::engine::manifest::Manifest;
-use steep::sandbox::TempCluster;
 
 /// A source with pgbench tables, a table of many types, quoted identifiers, a self-referencing
 /// foreign key, a foreign-key cycle, a generated column and sequences.
@@ -51,7 +51,7 @@ const RICH: &str = r#"
 
 /// A target for client-mode applies: no extension needed, and no durability (faster to start).
 pub(crate) fn plain_node() -> TempCluster {
-    node_with(steep::sandbox::ClusterOptions {
+    node_with(steep::cli::sandbox::ClusterOptions {
         preload: false,
         durable: false,
         ..Default::default()

@@ -8,7 +8,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use steep::progress_event::{CHANNEL, SIGNAL_SQL};
+use steep::progress_record::{CHANNEL, SIGNAL_SQL};
 
 use crate::gucs;
 use crate::shmem::{now_ms, DbState, MAX_SLOTS, STATE};
@@ -295,10 +295,10 @@ fn show_waiting(reason: &str) -> Result<(), pgrx::spi::Error> {
 /// Remove the partial output a dead generate left at `path` (checked again as its owner would be
 /// confined), and say what became of it.
 fn remove_partial(path: &str, snapshot_id: &str, owner: &str) -> String {
-    let privileged = crate::snapshots::may_use_server_files(owner, true);
+    let privileged = crate::snapshot_api::may_use_server_files(owner, true);
     let dir = match steep::engine::paths::confine(
         path,
-        crate::snapshots::snapshot_dir().as_deref(),
+        crate::snapshot_api::snapshot_dir().as_deref(),
         privileged,
     ) {
         Ok(d) => d,

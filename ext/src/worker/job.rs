@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use serde_json::Value;
 use steep::engine::error::ErrorKind;
 use steep::engine::snapshot_row::{self, Totals};
-use steep::progress_event::{ProgressEvent, ProgressSignal, CHANNEL};
+use steep::progress_record::{ProgressEvent, ProgressSignal, CHANNEL};
 
 use crate::shmem::{now_ms, pid_alive, Slot, STATE};
 use crate::worker::{db_oid_arg, selftest, tx};
@@ -125,8 +125,8 @@ fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
     }
     match ctx.job.op.as_str() {
         "selftest" => selftest::run(ctx),
-        "snapshot_generate" => super::snapshot::generate(ctx),
-        "snapshot_apply" => super::snapshot::apply(ctx),
+        "snapshot_generate" => super::snapshot_jobs::generate(ctx),
+        "snapshot_apply" => super::snapshot_jobs::apply(ctx),
         other => Err(JobError::Failed(format!(
             "{other} is not implemented yet in steep_repl {}",
             env!("CARGO_PKG_VERSION")

@@ -13,7 +13,7 @@ pub mod database;
 pub mod job;
 pub mod launcher;
 mod selftest;
-mod snapshot;
+mod snapshot_jobs;
 
 /// Run `f` in a transaction of its own. An ERROR or panic inside aborts the transaction and
 /// comes back as the error's message, so a worker can record it instead of dying.

@@ -25,7 +25,7 @@ pub fn run(ctx: &mut JobCtx) -> Result<Value, JobError> {
         .clamp(1, 1_000_000);
     let slice = Duration::from_secs_f64(seconds / steps as f64);
     ctx.event.phase = Some("connecting".into());
-    let connection_role: String = crate::worker::snapshot::worker_connect(ctx)?
+    let connection_role: String = crate::worker::snapshot_jobs::worker_connect(ctx)?
         .connect()
         .and_then(|mut c| Ok(c.query_one("SELECT current_user::text", &[])?.get(0)))
         .map_err(|e| JobError::Failed(format!("{e:#}")))?;

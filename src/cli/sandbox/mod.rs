@@ -4,6 +4,14 @@
 //! its Unix socket. When steep runs as root, every server command runs as an unprivileged OS user
 //! (`STEEP_RUN_AS`, default `postgres`), because PostgreSQL refuses to run as root.
 
+mod install;
+mod registry;
+mod temp;
+
+pub use install::*;
+pub use registry::*;
+pub use temp::*;
+
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -14,147 +22,14 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
-use nix::unistd::{Gid, Uid, User};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-
-use crate::paths;
 
 /// The name of the bootstrap superuser in every cluster steep creates.
 pub const SUPERUSER: &str = "postgres";
 const STATE_FILE: &str = "sandbox.json";
 const INSTALL_HINT: &str =
     "run ./install.sh (or scripts/setup.sh and scripts/install-extension.sh)";
-
-/// A PostgreSQL installation, located through its `pg_config`.
-#[derive(Debug, Clone)]
-pub struct PgInstall {
-    pub pg_config: PathBuf,
-    pub bindir: PathBuf,
-    pub pkglibdir: PathBuf,
-    pub sharedir: PathBuf,
-    /// As `pg_config --version` prints it, e.g. "PostgreSQL 18.6".
-    pub version: String,
-    pub major: u32,
-}
-
-impl PgInstall {
-    /// The installation at `pg_config`, or the default one (`STEEP_PG_CONFIG`, else the
-    /// PostgreSQL 18 tree under `STEEP_HOME`).
-    pub fn locate(pg_config: Option<&Path>) -> Result<Self> {
-        let pg_config = pg_config
-            .map(Path::to_path_buf)
-            .unwrap_or_else(paths::default_pg_config);
-        if !pg_config.is_file() {
-            bail!(
-                "PostgreSQL is not installed at {}: {INSTALL_HINT}, or pass --pg-config",
-                pg_config.display()
-            );
-        }
-        let out = Command::new(&pg_config)
-            .args(["--bindir", "--pkglibdir", "--sharedir", "--version"])
-            .output()
-            .with_context(|| format!("running {}", pg_config.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                pg_config.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        let [bindir, pkglibdir, sharedir, version] = lines[..] else {
-            bail!("unexpected output from {}: {text:?}", pg_config.display());
-        };
-        let major = parse_major(version)
-            .with_context(|| format!("reading the version from {}", pg_config.display()))?;
-        Ok(Self {
-            pg_config,
-            bindir: bindir.into(),
-            pkglibdir: pkglibdir.into(),
-            sharedir: sharedir.into(),
-            version: version.to_string(),
-            major,
-        })
-    }
-
-    pub fn bin(&self, program: &str) -> PathBuf {
-        self.bindir.join(program)
-    }
-
-    /// Whether the `steep_repl` extension's library and control file are in this tree.
-    pub fn extension_installed(&self) -> bool {
-        self.pkglibdir.join("steep_repl.so").is_file()
-            && self.sharedir.join("extension/steep_repl.control").is_file()
-    }
-
-    pub fn require_extension(&self) -> Result<()> {
-        if self.extension_installed() {
-            return Ok(());
-        }
-        bail!(
-            "the steep_repl extension is not installed in {} ({}): {INSTALL_HINT}",
-            self.bindir.parent().unwrap_or(&self.bindir).display(),
-            self.version
-        )
-    }
-}
-
-/// "PostgreSQL 18.6" -> 18, "PostgreSQL 15.18 (Debian ...)" -> 15, "PostgreSQL 19devel" -> 19.
-pub fn parse_major(version: &str) -> Result<u32> {
-    let rest = version
-        .strip_prefix("PostgreSQL ")
-        .ok_or_else(|| anyhow!("not a PostgreSQL version string: {version:?}"))?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits
-        .parse()
-        .map_err(|_| anyhow!("not a PostgreSQL version string: {version:?}"))
-}
-
-/// The unprivileged OS user that runs servers. `None` when steep itself is not root.
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: Uid,
-    pub gid: Gid,
-    pub home: PathBuf,
-}
-
-impl RunAs {
-    pub fn resolve() -> Result<Option<Self>> {
-        if !paths::is_root() {
-            return Ok(None);
-        }
-        let name = paths::run_as_user();
-        let user = User::from_name(&name)
-            .with_context(|| format!("looking up the OS user '{name}'"))?
-            .ok_or_else(|| {
-                anyhow!(
-                    "PostgreSQL cannot run as root, and the OS user '{name}' that steep runs servers \
-                     as does not exist: {INSTALL_HINT} to create it, or set STEEP_RUN_AS to an \
-                     existing unprivileged user"
-                )
-            })?;
-        if user.uid.is_root() {
-            bail!(
-                "PostgreSQL cannot run as root, and STEEP_RUN_AS='{name}' is a root account: \
-                 set STEEP_RUN_AS to an unprivileged user (default: postgres)"
-            );
-        }
-        Ok(Some(Self {
-            name,
-            uid: user.uid,
-            gid: user.gid,
-            home: user.dir,
-        }))
-    }
-
-    fn chown(&self, path: &Path) -> Result<()> {
-        nix::unistd::chown(path, Some(self.uid), Some(self.gid))
-            .with_context(|| format!("giving {} to the OS user '{}'", path.display(), self.name))
-    }
-}
 
 /// How to set up a new cluster.
 #[derive(Debug, Clone)]
@@ -599,152 +474,6 @@ impl Cluster {
             u.chown(path)?;
         }
         Ok(())
-    }
-}
-
-/// The directory of the `steep local` sandbox `name`. Names are restricted so they cannot
-/// escape the sandboxes directory.
-pub fn sandbox_dir(name: &str) -> Result<PathBuf> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-');
-    if !ok {
-        bail!(
-            "invalid sandbox name {name:?}: use 1-32 letters, digits, '-' or '_' (not starting \
-             with '-')"
-        );
-    }
-    Ok(paths::sandboxes_dir().join(name))
-}
-
-/// Every `steep local` sandbox on this machine, by name.
-pub fn list_sandboxes() -> Result<Vec<Cluster>> {
-    let dir = paths::sandboxes_dir();
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        if entry.path().join(STATE_FILE).is_file() {
-            out.push(Cluster::open(&entry.path())?);
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// The sandbox a command uses when no connection is given: `default` when it runs, else the only
-/// running one. Several running and none named `default` is ambiguous, and an error.
-pub fn running_sandbox() -> Result<Option<Cluster>> {
-    let running: Vec<Cluster> = list_sandboxes()?
-        .into_iter()
-        .filter(Cluster::is_running)
-        .collect();
-    if running.len() <= 1 {
-        return Ok(running.into_iter().next());
-    }
-    let names: Vec<String> = running.iter().map(|c| c.name.clone()).collect();
-    match running.into_iter().find(|c| c.name == "default") {
-        Some(c) => Ok(Some(c)),
-        None => bail!(
-            "no connection given and several sandboxes are running ({}): pass -c, e.g. \
-             -c \"$(steep local status {} --json | jq -r .connection)\"",
-            names.join(", "),
-            names[0]
-        ),
-    }
-}
-
-/// Delete a cluster directory; refuses a directory that is not a steep cluster.
-fn remove_cluster_dir(dir: &Path) -> Result<()> {
-    if !dir.join(STATE_FILE).is_file() {
-        bail!(
-            "refusing to delete {}: it is not a steep cluster (no {STATE_FILE})",
-            dir.display()
-        );
-    }
-    fs::remove_dir_all(dir).with_context(|| format!("deleting {}", dir.display()))
-}
-
-/// A cluster that is stopped and deleted when dropped, also while a panic unwinds. Each lives
-/// under `base`; clusters left there by a process that died are swept when the next one starts.
-#[derive(Debug)]
-pub struct TempCluster {
-    cluster: Option<Cluster>,
-}
-
-static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl TempCluster {
-    /// Create and start a temporary cluster.
-    pub fn start(base: &Path, install: PgInstall, opts: &ClusterOptions) -> Result<Self> {
-        sweep_stale(base);
-        let pid = std::process::id();
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{pid}-{n}");
-        let dir = base.join(&name);
-        let mut cluster = Cluster::create_owned(&name, &dir, install, opts, Some(pid))?;
-        let guard_dir = dir.clone();
-        if let Err(e) = cluster.start() {
-            let _ = remove_cluster_dir(&guard_dir);
-            return Err(e);
-        }
-        Ok(Self {
-            cluster: Some(cluster),
-        })
-    }
-
-    pub fn cluster(&self) -> &Cluster {
-        self.cluster.as_ref().expect("cluster present until drop")
-    }
-
-    pub fn cluster_mut(&mut self) -> &mut Cluster {
-        self.cluster.as_mut().expect("cluster present until drop")
-    }
-}
-
-impl std::ops::Deref for TempCluster {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        self.cluster()
-    }
-}
-
-impl Drop for TempCluster {
-    fn drop(&mut self) {
-        if let Some(c) = self.cluster.take() {
-            let _ = c.stop_mode("immediate");
-            let _ = remove_cluster_dir(&c.dir);
-        }
-    }
-}
-
-/// Remove temporary clusters whose owning process no longer exists.
-fn sweep_stale(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(text) = fs::read_to_string(dir.join(STATE_FILE)) else {
-            continue;
-        };
-        let Ok(state) = serde_json::from_str::<ClusterState>(&text) else {
-            continue;
-        };
-        let Some(owner) = state.owner_pid else {
-            continue;
-        };
-        if process_alive(owner as i32) {
-            continue;
-        }
-        if let Ok(c) = Cluster::open(&dir) {
-            let _ = c.stop_mode("immediate");
-        }
-        let _ = remove_cluster_dir(&dir);
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 
 use crate::engine::checksum::HashingReader;
+use crate::engine::counters::Counters;
 use crate::engine::manifest::{DataFile, Manifest};
-use crate::engine::progress::Progress;
 
 /// One file that does not match the manifest.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,7 +36,7 @@ pub fn check(
     m: &Manifest,
     deep: bool,
     parallel: usize,
-    progress: &Progress,
+    progress: &Counters,
 ) -> Vec<Problem> {
     let mut work: Vec<(&DataFile, Option<String>, bool)> = Vec::new();
     for t in &m.tables {
@@ -99,7 +99,7 @@ fn check_one(
     m: &Manifest,
     f: &DataFile,
     deep: bool,
-    progress: &Progress,
+    progress: &Counters,
 ) -> Result<()> {
     let file = crate::engine::paths::open_inside(dir, &f.name)
         .map_err(|e| anyhow::anyhow!("missing or unreadable ({e})"))?;

@@ -11,13 +11,13 @@ use serde_json::Value;
 use steep::conn::ConnParams;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
+use steep::engine::counters::Counters;
 use steep::engine::generate::{self, GenerateOptions};
-use steep::engine::progress::Progress;
 use steep::engine::snapshot_row::Totals;
 use steep::engine::{Connect, Tool, ToolAccess};
 use steep::sql::quote_literal;
 
-use crate::snapshots::{may_read_snapshot, may_use_server_files, snapshot_dir};
+use crate::snapshot_api::{may_read_snapshot, may_use_server_files, snapshot_dir};
 use crate::worker::job::{JobCtx, JobError};
 use crate::worker::tx;
 
@@ -199,7 +199,7 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
 /// progress from this thread until it ends; a cancel request or shutdown stops it.
 fn drive<T: Send>(
     ctx: &mut JobCtx,
-    progress: &Progress,
+    progress: &Counters,
     work: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> Result<T, JobError> {
     let mut stop = None;
@@ -261,7 +261,7 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         pg_dump,
         chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
     };
-    let progress = Progress::default();
+    let progress = Counters::default();
     let m = drive(ctx, &progress, || {
         generate::generate(&connect, &opts, &progress)
     })?;
@@ -286,7 +286,7 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
         resume: p["resume"].as_bool().unwrap_or(false),
         pg_restore: server_program("pg_restore"),
     };
-    let progress = Progress::default();
+    let progress = Counters::default();
     let s = drive(ctx, &progress, || apply::apply(&connect, &opts, &progress))?;
     ctx.totals = Some(Totals::of_apply(&s, ctx.event.bytes));
     Ok(serde_json::to_value(&s).unwrap_or(Value::Null))

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use postgres::fallible_iterator::FallibleIterator;
 use serde::Serialize;
 
-use crate::output::Output;
-use crate::progress_event::{now_ms, ProgressEvent, ProgressSignal, CHANNEL};
+use crate::cli::output::Output;
+use crate::progress_record::{now_ms, ProgressEvent, ProgressSignal, CHANNEL};
 
 /// Poll this often until notifications for the operation arrive.
 const POLL_EVERY: Duration = Duration::from_millis(200);

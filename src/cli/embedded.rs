@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn default_version_is_the_extension_crate_version() {
-        let cargo = include_str!("../ext/Cargo.toml");
+        let cargo = include_str!("../../ext/Cargo.toml");
         let line = cargo
             .lines()
             .find(|l| l.starts_with("version = "))

@@ -1,13 +1,13 @@
-//! Progress an engine run reports while it works: read by whoever drives it (the CLI's bar, the
-//! worker's shared-memory slot and NOTIFY).
+//! The counters an engine run keeps while it works (phase, table, bytes, rows, cancel flag): read by
+//! whoever drives it (the driver fills the progress record from them) and its cancel flag.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::progress_event::ProgressEvent;
+use crate::progress_record::ProgressEvent;
 
-pub struct Progress {
+pub struct Counters {
     pub phase: Mutex<String>,
     pub current_table: Mutex<Option<String>>,
     pub tables_total: AtomicU64,
@@ -20,7 +20,7 @@ pub struct Progress {
     started: Instant,
 }
 
-impl Default for Progress {
+impl Default for Counters {
     fn default() -> Self {
         Self {
             phase: Mutex::new("starting".into()),
@@ -36,7 +36,7 @@ impl Default for Progress {
     }
 }
 
-impl Progress {
+impl Counters {
     pub fn set_phase(&self, p: &str) {
         *self.phase.lock().expect("phase lock") = p.to_string();
     }
