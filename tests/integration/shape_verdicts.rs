@@ -2,7 +2,7 @@
 //! same pair of schemas they reach the same verdict (partitioned tables, generated columns).
 
 use crate::common::*;
-use crate::snapshot::snapshot_dir_of;
+use crate::snapshot::client_snapshot;
 
 /// The verdicts of both for source schema `a` and target schema `b`: (compare blocks, verify
 /// blocks), each checked to be a clean exit 0 or a blocking exit 3.
@@ -20,26 +20,9 @@ fn verdicts(a: &str, b: &str) -> (bool, bool, String) {
         .unwrap();
     let compare_code = o.status.code().unwrap();
     assert!(compare_code == 0 || compare_code == 3, "{}", stderr(&o));
-    let out = snapshot_dir_of(home.path()).join("v");
-    ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        out.to_str().unwrap(),
-        "-c",
-        &ca,
-    ]));
+    let out = client_snapshot(home.path(), &ca, "v");
     let o = steep(home.path())
-        .args([
-            "snapshot",
-            "apply",
-            "--client",
-            "-i",
-            out.to_str().unwrap(),
-            "-c",
-            &cb,
-        ])
+        .args(["snapshot", "apply", "--client", "-i", &out, "-c", &cb])
         .output()
         .unwrap();
     let verify_code = o.status.code().unwrap();

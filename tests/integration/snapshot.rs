@@ -156,6 +156,48 @@ fn constraints_valid(conn: &str) {
     assert_eq!(fks, 3, "foreign keys missing");
 }
 
+/// Cancel a direct-mode snapshot and check it ended as cancelled within 1.5 s.
+pub(crate) fn cancel_within_a_second(c: &mut postgres::Client, id: &str) {
+    let asked = Instant::now();
+    let ok_: bool = c
+        .query_one("SELECT steep_repl.cancel_snapshot($1)", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(ok_);
+    loop {
+        let st: String = c
+            .query_one(
+                "SELECT status FROM steep_repl.snapshots WHERE snapshot_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if st != "running" {
+            assert_eq!(st, "cancelled");
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(5), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(1500), "cancel took {took:?}");
+}
+
+/// A client-mode snapshot of `conn` into the snapshot directory under `name`; its path.
+pub(crate) fn client_snapshot(home: &Path, conn: &str, name: &str) -> String {
+    let out = snapshot_dir_of(home).join(name);
+    ok(steep(home).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        conn,
+    ]));
+    out.to_str().unwrap().to_string()
+}
+
 pub(crate) fn snapshot_dir_of(home: &Path) -> PathBuf {
     let d = home.join("snaps");
     std::fs::create_dir_all(&d).unwrap();
@@ -1029,29 +1071,7 @@ fn cancel_during_pg_dump_stops_it_within_a_second_and_removes_the_output() {
         .unwrap()
         .get(0);
     assert_eq!(waiting, 1, "pg_dump is not waiting on the lock");
-    let asked = Instant::now();
-    let ok_: bool = c
-        .query_one("SELECT steep_repl.cancel_snapshot($1)", &[&id])
-        .unwrap()
-        .get(0);
-    assert!(ok_);
-    loop {
-        let st: String = c
-            .query_one(
-                "SELECT status FROM steep_repl.snapshots WHERE snapshot_id = $1",
-                &[&id],
-            )
-            .unwrap()
-            .get(0);
-        if st != "running" {
-            assert_eq!(st, "cancelled");
-            break;
-        }
-        assert!(asked.elapsed() < Duration::from_secs(5), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = asked.elapsed();
-    assert!(took < Duration::from_millis(1500), "cancel took {took:?}");
+    cancel_within_a_second(&mut c, &id);
     std::thread::sleep(Duration::from_millis(300));
     let left: i64 = c
         .query_one(
@@ -1207,21 +1227,7 @@ fn cancel_mid_generate_removes_partial_files_and_leaves_the_source_alone() {
         .unwrap()
         .get(0);
     let dir = src.snapshot_dir().join("cancelled");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let bytes: i64 = c
-            .query_one("SELECT coalesce(sum(bytes_processed), 0)::int8 FROM steep_repl.snapshot_progress($1)", &[&id])
-            .unwrap()
-            .get(0);
-        if bytes > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot never started copying"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    copying(&mut c, &id);
     assert!(
         dir.join("data").is_dir(),
         "no partial files to clean up yet"

@@ -2,21 +2,7 @@
 //! foreign keys, resume markers instead of row counts, resuming in the mode that was started.
 
 use crate::common::*;
-use crate::snapshot::{plain_node, snapshot_dir_of, table_hashes};
-
-fn generate(home: &std::path::Path, conn: &str, name: &str) -> String {
-    let out = snapshot_dir_of(home).join(name);
-    ok(steep(home).args([
-        "snapshot",
-        "generate",
-        "--client",
-        "-o",
-        out.to_str().unwrap(),
-        "-c",
-        conn,
-    ]));
-    out.to_str().unwrap().to_string()
-}
+use crate::snapshot::{client_snapshot as generate, plain_node, table_hashes};
 
 fn apply(home: &std::path::Path, snap: &str, conn: &str, extra: &[&str]) -> assert_cmd::Command {
     let mut cmd = steep(home);
