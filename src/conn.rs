@@ -177,6 +177,49 @@ const ENV_SETTINGS: &[(&str, &str)] = &[
 /// Environment variables that choose *which* server (or database, or role) to talk to. When none
 /// is set and no connection string was given, the CLI may fall back to the local sandbox; when
 /// one is set, libpq would go where it says, and so must steep.
+/// A parse error must not show a piece of a password: a malformed string (an unquoted password
+/// with a space, a URI password with an unescaped `/` or `@`) makes the parser take a piece of it
+/// for a keyword, a host or a port and name it. When the message holds any three characters in a
+/// row that follow a password in the string, it is replaced by one that names only the fix.
+fn withhold_secret_fragments(s: &str, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let lower = s.to_ascii_lowercase();
+    let mut secret_tails: Vec<&str> = Vec::new();
+    if let Some(i) = lower.find("password") {
+        secret_tails.push(&s[i + "password".len()..]);
+    }
+    if let Some(rest) = s
+        .strip_prefix("postgresql://")
+        .or_else(|| s.strip_prefix("postgres://"))
+    {
+        // A password is there only with user info (`user:password@`).
+        if let (Some(colon), Some(at)) = (rest.find(':'), rest.rfind('@')) {
+            if colon < at {
+                secret_tails.push(&rest[colon + 1..]);
+            }
+        }
+    }
+    let leaks = secret_tails.iter().any(|tail| {
+        let chars: Vec<char> = tail
+            .trim_start_matches(|c: char| c == '=' || c.is_whitespace() || c == '\'')
+            .chars()
+            .take(64)
+            .collect();
+        chars
+            .windows(3)
+            .any(|w| text.contains(&w.iter().collect::<String>()))
+    });
+    if leaks {
+        anyhow::anyhow!(
+            "the connection string is malformed, and it holds a password, so the details are not \
+             shown: quote values with spaces (password='...'), percent-encode a URI password \
+             (%2F for /, %40 for @, %3A for :), or give the password in a passfile"
+        )
+    } else {
+        e
+    }
+}
+
 pub const TARGET_ENV: &[&str] = &[
     "PGSERVICE",
     "PGHOST",
@@ -280,6 +323,10 @@ impl ConnParams {
     /// Parse a libpq connection string: `postgresql://...` / `postgres://...` URIs or
     /// `key=value` pairs. Unknown keywords and invalid values are errors (as in libpq).
     pub fn parse(s: &str) -> Result<Self> {
+        Self::parse_unchecked(s).map_err(|e| withhold_secret_fragments(s, e))
+    }
+
+    fn parse_unchecked(s: &str) -> Result<Self> {
         let t = s.trim();
         let params = if t.starts_with("postgresql://") || t.starts_with("postgres://") {
             parse_uri(t)?
@@ -1006,6 +1053,26 @@ fn percent_decode(s: &str, what: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_errors_never_show_a_piece_of_a_password() {
+        for s in [
+            "host=h password=Zq9x Kv7w dbname=x",
+            "postgresql://u:Zq9x/Kv7w@h/db",
+            "postgresql://u:Zq9x?Kv7w@h/db",
+        ] {
+            let e = format!("{:#}", super::ConnParams::parse(s).unwrap_err());
+            assert!(!e.contains("Zq9") && !e.contains("Kv7"), "{s}: {e}");
+        }
+        // Without a password the details stay.
+        for (s, want) in [
+            ("hots=x", "hots"),
+            ("postgresql://h:notaport/db", "notaport"),
+        ] {
+            let e = format!("{:#}", super::ConnParams::parse(s).unwrap_err());
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

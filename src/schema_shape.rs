@@ -24,9 +24,12 @@ pub struct ColumnShape {
     pub not_null: bool,
     #[serde(default)]
     pub default: Option<String>,
-    /// A stored generated column (its value is computed, never copied or replicated).
+    /// A generated column, stored or virtual (its value is computed, never copied or replicated).
+    /// None when the shape came from somewhere that did not say (a 0.3.0 capture, a format-2
+    /// manifest): then generated-ness, the default (which may be the generation expression) and
+    /// the table's partitioning are not compared.
     #[serde(default)]
-    pub generated: bool,
+    pub generated: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +47,28 @@ impl TableShape {
     pub fn qualified(&self) -> String {
         qualified(&self.schema, &self.name)
     }
+
+    /// Whether this shape says which columns are generated (see `ColumnShape::generated`).
+    fn complete(&self) -> bool {
+        self.columns.iter().all(|c| c.generated.is_some())
+    }
+}
+
+impl ColumnShape {
+    pub fn is_generated(&self) -> bool {
+        self.generated == Some(true)
+    }
 }
 
 /// Every user table (plain, partition, partitioned) with its shape, oid and size, in name order.
 /// Run with search_path = pg_catalog, pg_temp (type names are then qualified the same way
 /// everywhere). Columns: schema, name, partitioned, columns (JSON), primary key (JSON), oid, size.
-pub fn table_shapes_sql() -> String {
-    TABLE_SHAPES.replace("{user}", USER_RELATION)
+/// With `sizes` false the size column is 0: reading a table's size waits for its lock, which
+/// comparing shapes has no need to.
+pub fn table_shapes_sql(sizes: bool) -> String {
+    TABLE_SHAPES
+        .replace("{user}", USER_RELATION)
+        .replace("{sizes}", if sizes { "true" } else { "false" })
 }
 
 const TABLE_SHAPES: &str = "
@@ -72,7 +90,7 @@ const TABLE_SHAPES: &str = "
             WHERE con.conrelid = c.oid AND con.contype = 'p')::text,
            c.oid::int8,
            -- (a partitioned table holds no rows; its size would only wait for its lock)
-           CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) ELSE 0 END::int8
+           CASE WHEN {sizes} AND c.relkind = 'r' THEN pg_relation_size(c.oid) ELSE 0 END::int8
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND {user}
     ORDER BY 1, 2";
@@ -173,7 +191,8 @@ pub fn diff(local: &[TableShape], peer: &[TableShape], scope: Scope) -> Vec<Diff
             }
             .to_string()
         };
-        if l.partitioned != p.partitioned {
+        let complete = l.complete() && p.complete();
+        if complete && l.partitioned != p.partitioned {
             out.push(d(None, "partitioned", Some(kind(&l)), Some(kind(&p)), true));
         }
         if l.primary_key != p.primary_key {
@@ -193,7 +212,7 @@ pub fn diff(local: &[TableShape], peer: &[TableShape], scope: Scope) -> Vec<Diff
                     "missing_on_peer",
                     Some(c.type_name.clone()),
                     None,
-                    !c.generated,
+                    !c.is_generated(),
                 ));
             }
         }
@@ -204,7 +223,7 @@ pub fn diff(local: &[TableShape], peer: &[TableShape], scope: Scope) -> Vec<Diff
                     "missing_locally",
                     None,
                     Some(c.type_name.clone()),
-                    !c.generated,
+                    !c.is_generated(),
                 ));
             }
         }
@@ -241,16 +260,11 @@ pub fn diff(local: &[TableShape], peer: &[TableShape], scope: Scope) -> Vec<Diff
                     true,
                 ));
             }
-            if c.generated != o.generated {
-                cols.push(d(
-                    col,
-                    "generated",
-                    Some(gen(c.generated)),
-                    Some(gen(o.generated)),
-                    true,
-                ));
+            let known = c.generated.zip(o.generated);
+            if let Some((cg, og)) = known.filter(|(a, b)| a != b) {
+                cols.push(d(col, "generated", Some(gen(cg)), Some(gen(og)), true));
             }
-            if c.default != o.default {
+            if known.is_some() && c.default != o.default {
                 cols.push(d(
                     col,
                     "default",
@@ -286,7 +300,7 @@ mod tests {
             type_name: ty.into(),
             not_null: false,
             default: None,
-            generated: false,
+            generated: Some(false),
         }
     }
 
@@ -308,7 +322,7 @@ mod tests {
                 col("id", 1, "integer"),
                 col("a", 2, "text"),
                 ColumnShape {
-                    generated: true,
+                    generated: Some(true),
                     ..col("g", 3, "integer")
                 },
             ],
@@ -338,6 +352,17 @@ mod tests {
         assert!(diff(&l, &q, Scope::Both)
             .iter()
             .any(|d| d.difference == "partitioned" && d.breaks_replication));
+        // A shape that does not say which columns are generated (an older capture) compares
+        // neither generated-ness, defaults nor partitioning.
+        let mut old = q.clone();
+        for c in &mut old[0].columns {
+            c.generated = None;
+            c.default = Some("x".into());
+        }
+        old[0].columns.pop();
+        assert!(diff(&l, &old, Scope::Both)
+            .iter()
+            .all(|d| !d.breaks_replication));
     }
 
     #[test]

@@ -44,10 +44,14 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET row_security = on
 AS $fn$
+    -- The table no longer holds what other snapshots' markers say it holds (those the caller
+    -- may see: its own and its members').
+    DELETE FROM steep_repl.apply_markers m
+    WHERE m.table_schema = $3 AND m.table_name = $4 AND m.snapshot_id <> $1;
     INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
     VALUES ($1, $3, $4, $2)
     ON CONFLICT (snapshot_id, loaded_by, table_schema, table_name)
-    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at
+    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at;
 $fn$;
 COMMENT ON FUNCTION steep_repl.mark_applied(text, text, text, text)
     IS 'Record, inside the transaction that loaded it, that a table holds a snapshot''s data';

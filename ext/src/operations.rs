@@ -112,7 +112,11 @@ fn cancel_operation(id: i64) -> bool {
             WHERE id = $1 AND status = 'pending'
             RETURNING id, operation, snapshot_id, merge_id
          ), s AS (
-            UPDATE steep_repl.snapshots sn SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp()
+            -- The columns snapshot_end sets (the function may predate the installed version).
+            UPDATE steep_repl.snapshots sn
+            SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp(),
+                phase = 'cancelled', error_message = 'cancelled before it started',
+                eta_seconds = NULL, current_table = NULL
             FROM c WHERE sn.snapshot_id = c.snapshot_id AND sn.status = 'pending'
          ), m AS (
             UPDATE steep_repl.merges mg SET status = 'cancelled', completed_at = pg_catalog.clock_timestamp()

@@ -29,7 +29,7 @@ fn table_shapes() -> TableIterator<
 > {
     let shapes: Vec<TableShape> = Spi::connect(|c| {
         let mut out = Vec::new();
-        for r in c.select(&schema_shape::table_shapes_sql(), None, &[])? {
+        for r in c.select(&schema_shape::table_shapes_sql(false), None, &[])? {
             let shape = schema_shape::from_row(
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<String>(2)?.unwrap_or_default(),

@@ -215,6 +215,26 @@ fn diffs(
         .collect())
 }
 
+/// A table's status from the one diff: on one side only, or whether anything its fingerprint
+/// covers differs (a default is reported, and fingerprinted nowhere).
+fn status_of(differences: &[Difference]) -> &'static str {
+    if differences
+        .iter()
+        .any(|d| d.difference == "table_missing_on_peer")
+    {
+        "local_only"
+    } else if differences
+        .iter()
+        .any(|d| d.difference == "table_missing_locally")
+    {
+        "peer_only"
+    } else if differences.iter().any(|d| d.difference != "default") {
+        "mismatch"
+    } else {
+        "match"
+    }
+}
+
 fn describe(d: &Difference) -> String {
     let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
     let what = match d.difference.as_str() {
@@ -249,7 +269,7 @@ impl CompareArgs {
         let statuses = c
             .client
             .query(
-                "SELECT schema_name, table_name, status FROM steep_repl.compare_fingerprints($1, $2)",
+                "SELECT schema_name, table_name FROM steep_repl.compare_fingerprints($1, $2)",
                 &[&c.local, &c.peer],
             )
             .map_err(db_error)?;
@@ -266,7 +286,7 @@ impl CompareArgs {
                     breaks_replication: differences.iter().any(|d| d.breaks_replication),
                     schema: key.0,
                     table: key.1,
-                    status: r.get(2),
+                    status: status_of(&differences).to_string(),
                     differences,
                 }
             })

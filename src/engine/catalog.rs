@@ -69,7 +69,7 @@ pub fn shapes_and_tables(c: &mut postgres::Client) -> Result<(Vec<TableShape>, V
             columns: t
                 .columns
                 .iter()
-                .filter(|c| !c.generated)
+                .filter(|c| !c.is_generated())
                 .map(|c| Column {
                     name: c.name.clone(),
                     type_name: c.type_name.clone(),
@@ -87,7 +87,7 @@ pub fn shapes_and_tables(c: &mut postgres::Client) -> Result<(Vec<TableShape>, V
 
 fn shapes_with_ids(c: &mut postgres::Client) -> Result<Vec<(TableShape, i64, i64)>> {
     let rows = c
-        .query(&schema_shape::table_shapes_sql(), &[])
+        .query(&schema_shape::table_shapes_sql(true), &[])
         .context("listing tables")?;
     rows.iter()
         .map(|r| {

@@ -17,8 +17,6 @@ pub struct Driven<T> {
     pub result: Result<T>,
     /// The progress record as it stood at the end (on top of the caller's `base`).
     pub last: ProgressEvent,
-    /// Whether `tick` asked the run to stop.
-    pub stopped: bool,
 }
 
 /// Run `work` on a thread and call `tick` with the progress record (`base` with the run's
@@ -55,7 +53,6 @@ pub fn drive<T: Send>(
     Driven {
         result,
         last: event,
-        stopped,
     }
 }
 
@@ -104,7 +101,7 @@ mod tests {
                 Err(crate::engine::error::cancelled("nothing kept"))
             },
         );
-        assert!(d.stopped);
+        assert!(progress.cancelled());
         assert_eq!(d.last.phase.as_deref(), Some("working"));
         assert_eq!(
             crate::engine::error::ErrorKind::of(&d.result.unwrap_err()),

@@ -29,6 +29,9 @@ pub struct GenerateOptions {
     pub snapshot_id: String,
     /// "direct" or "client".
     pub mode: String,
+    /// Who writes it ("job 42", "client pid 123"), named in the partial-output marker: a dead
+    /// job's sweep removes only what that very job wrote.
+    pub run: String,
     pub compression: Compression,
     pub parallel: usize,
     /// The pg_dump that writes the schema archive (None: the snapshot has no schema DDL).
@@ -75,7 +78,7 @@ impl Drop for OutputGuard {
     }
 }
 
-fn prepare_output(dir: &Path, snapshot_id: &str) -> Result<OutputGuard> {
+fn prepare_output(dir: &Path, snapshot_id: &str, run: &str) -> Result<OutputGuard> {
     let created_dir = if dir.exists() {
         if !dir.is_dir() {
             bail!("{} exists and is not a directory", dir.display());
@@ -97,7 +100,7 @@ fn prepare_output(dir: &Path, snapshot_id: &str) -> Result<OutputGuard> {
         created_dir,
         armed: true,
     };
-    partial_output::mark(dir, snapshot_id)?;
+    partial_output::mark(dir, snapshot_id, run)?;
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir.join("data"))
@@ -111,7 +114,7 @@ pub fn generate(
     progress: &Counters,
 ) -> Result<Manifest> {
     let parallel = opts.parallel.clamp(1, 64);
-    let mut guard = prepare_output(&opts.output, &opts.snapshot_id)?;
+    let mut guard = prepare_output(&opts.output, &opts.snapshot_id, &opts.run)?;
     progress.set_phase("preparing");
 
     let mut coord = src.connect().context("connecting to the source")?;

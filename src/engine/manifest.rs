@@ -225,7 +225,8 @@ impl Manifest {
                         type_name: c.type_name.clone(),
                         not_null: c.not_null,
                         default: None,
-                        generated: false,
+                        // Format 2 left generated columns out without saying so.
+                        generated: None,
                     })
                     .collect(),
                 primary_key: t.primary_key.clone(),

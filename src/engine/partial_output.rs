@@ -1,7 +1,8 @@
-//! A generate's output directory while it is being written: a marker names the snapshot, so that
-//! after the process was killed (kill -9, a crash, a server restart) the partial output is
-//! recognised — removed by the database worker's sweep in direct mode, named with the command
-//! that removes it when client mode meets it again — and nothing else is ever removed.
+//! A generate's output directory while it is being written: a marker names the snapshot and the
+//! run writing it (a job's id, or a client process), so that after the process was killed
+//! (kill -9, a crash, a server restart) the partial output is recognised — removed by the
+//! database worker's sweep for exactly that job in direct mode, named with the command that
+//! removes it when client mode meets it again — and nothing else is ever removed.
 
 use std::fs;
 use std::io::Write;
@@ -15,15 +16,16 @@ use crate::engine::manifest;
 /// The marker's file name: present from the first write until the manifest is in place.
 pub const MARKER: &str = ".steep-partial";
 
-/// Mark `dir` (empty, or created just now) as the partial output of `snapshot_id`.
-pub fn mark(dir: &Path, snapshot_id: &str) -> Result<()> {
+/// Mark `dir` (empty, or created just now) as the partial output of `snapshot_id`, written by
+/// `run` (e.g. "job 42").
+pub fn mark(dir: &Path, snapshot_id: &str, run: &str) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(dir.join(MARKER))
         .with_context(|| format!("creating {}/{MARKER}", dir.display()))?;
-    f.write_all(snapshot_id.as_bytes())?;
+    f.write_all(format!("{snapshot_id}\n{run}\n").as_bytes())?;
     Ok(())
 }
 
@@ -32,8 +34,9 @@ pub fn unmark(dir: &Path) {
     let _ = fs::remove_file(dir.join(MARKER));
 }
 
-/// The snapshot whose partial output `dir` holds, if it does (a marker, and no manifest).
-pub fn partial_of(dir: &Path) -> Option<String> {
+/// The snapshot and run whose partial output `dir` holds, if it does (a marker, and no
+/// manifest).
+pub fn partial_of(dir: &Path) -> Option<(String, String)> {
     if dir.join(manifest::FILE).exists() {
         return None;
     }
@@ -41,16 +44,19 @@ pub fn partial_of(dir: &Path) -> Option<String> {
     if !meta.is_file() {
         return None;
     }
-    fs::read_to_string(dir.join(MARKER))
-        .ok()
-        .map(|s| s.trim().to_string())
+    let text = fs::read_to_string(dir.join(MARKER)).ok()?;
+    let mut lines = text.lines();
+    Some((
+        lines.next()?.to_string(),
+        lines.next().unwrap_or("").to_string(),
+    ))
 }
 
 /// What a directory that is not empty says to a new generate: the command that removes an
 /// interrupted run's output, or that it is someone else's.
 pub fn refusal(dir: &Path) -> String {
     match partial_of(dir) {
-        Some(id) => format!(
+        Some((id, _)) => format!(
             "{} holds the partial output of snapshot {id}, which did not finish (its process \
              was stopped): remove it with `rm -r -- {}` and generate again",
             dir.display(),
@@ -64,10 +70,11 @@ pub fn refusal(dir: &Path) -> String {
     }
 }
 
-/// Remove the partial output of `snapshot_id` in `dir` (everything in it: generate starts only
-/// in an empty directory), keeping the directory. Ok(false) when `dir` holds no such output.
-pub fn remove(dir: &Path, snapshot_id: &str) -> Result<bool> {
-    if partial_of(dir).as_deref() != Some(snapshot_id) {
+/// Remove the partial output that run `run` of `snapshot_id` left in `dir` (everything in it:
+/// generate starts only in an empty directory), keeping the directory. Ok(false) when `dir` holds
+/// no such output.
+pub fn remove(dir: &Path, snapshot_id: &str, run: &str) -> Result<bool> {
+    if partial_of(dir) != Some((snapshot_id.to_string(), run.to_string())) {
         return Ok(false);
     }
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -98,15 +105,16 @@ mod tests {
         let dir = d.path();
         fs::create_dir(dir.join("data")).unwrap();
         fs::write(dir.join("data/t.copy"), "x").unwrap();
-        assert!(!remove(dir, "s1").unwrap(), "no marker: not ours");
+        assert!(!remove(dir, "s1", "job 1").unwrap(), "no marker: not ours");
         assert!(refusal(dir).contains("is not empty"));
-        mark(dir, "s1").unwrap();
+        mark(dir, "s1", "job 1").unwrap();
         assert!(refusal(dir).contains("partial output of snapshot s1"));
-        assert!(!remove(dir, "s2").unwrap(), "another snapshot's");
+        assert!(!remove(dir, "s2", "job 1").unwrap(), "another snapshot's");
+        assert!(!remove(dir, "s1", "job 2").unwrap(), "another run's");
         fs::write(dir.join(manifest::FILE), "{}").unwrap();
-        assert!(!remove(dir, "s1").unwrap(), "complete");
+        assert!(!remove(dir, "s1", "job 1").unwrap(), "complete");
         fs::remove_file(dir.join(manifest::FILE)).unwrap();
-        assert!(remove(dir, "s1").unwrap());
+        assert!(remove(dir, "s1", "job 1").unwrap());
         assert_eq!(fs::read_dir(dir).unwrap().count(), 0);
     }
 }

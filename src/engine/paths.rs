@@ -69,11 +69,21 @@ pub fn refuse_nested(path: &Path, base: Option<&str>) -> Result<(), String> {
     else {
         return Ok(());
     };
+    // The directory itself holds every role's snapshots: a snapshot there would be their parent.
+    if std::fs::canonicalize(path).is_ok_and(|p| p == base) || path == base {
+        return Err(format!(
+            "snapshot path {} is steep_repl.snapshot_dir itself: give a directory inside it",
+            path.display()
+        ));
+    }
     for dir in path.ancestors().skip(1) {
         if !dir.starts_with(&base) || dir == base {
             break;
         }
-        if dir.join(crate::engine::manifest::FILE).exists() || dir.join("data").is_dir() {
+        if dir.join(crate::engine::manifest::FILE).exists()
+            || dir.join("data").is_dir()
+            || dir.join(crate::engine::partial_output::MARKER).exists()
+        {
             return Err(format!(
                 "snapshot path {} is inside the snapshot at {}: choose a path outside it",
                 path.display(),

@@ -109,13 +109,22 @@ pub fn run<S, R: Send>(
                                 fail(anyhow!("internal error: the task order is stuck"));
                                 continue;
                             }
-                            st = wake.wait(st).expect("scheduler");
+                            // Woken when a task ends; a cancel is seen within 100 ms.
+                            st = wake
+                                .wait_timeout(st, std::time::Duration::from_millis(100))
+                                .expect("scheduler")
+                                .0;
                         }
                     };
-                    let result = match own.as_mut() {
-                        Some(s) => work(s, task, &stop),
-                        None => open().and_then(|s| work(own.insert(s), task, &stop)),
-                    };
+                    // A panicking task is a failed task: the others must not wait for it.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            match own.as_mut() {
+                                Some(s) => work(s, task, &stop),
+                                None => open().and_then(|s| work(own.insert(s), task, &stop)),
+                            }
+                        }))
+                        .unwrap_or_else(|_| Err(anyhow!("internal error: task {task} panicked")));
                     let mut st = state.lock().expect("scheduler");
                     st.running -= 1;
                     match result {
@@ -215,6 +224,28 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), [1, 2]);
         assert_eq!(ran.finished, 1);
         assert_eq!(ran.error.unwrap().to_string(), "task 2 failed");
+    }
+
+    #[test]
+    fn a_panicking_task_fails_the_run_instead_of_hanging_it() {
+        let ran = run(
+            Tasks {
+                count: 4,
+                after: &[(1, 0), (2, 0), (3, 0)],
+                rank: None,
+            },
+            2,
+            &|| false,
+            || Ok(()),
+            |_, t, _| -> Result<()> {
+                if t == 0 {
+                    panic!("boom");
+                }
+                Ok(())
+            },
+        );
+        assert!(ran.error.unwrap().to_string().contains("panicked"));
+        assert_eq!(ran.finished, 0);
     }
 
     #[test]

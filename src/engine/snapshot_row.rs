@@ -17,6 +17,37 @@ pub const RECORD: &str = "SELECT steep_repl.snapshot_record($1, $2::text::jsonb)
 /// Record the end: ($1 snapshot id, $2 status, $3 error, $4 `Totals` JSON as text, or NULL).
 pub const END: &str = "SELECT steep_repl.snapshot_end($1, $2, $3, $4::text::jsonb)";
 
+/// The same as RECORD and END for a database whose installed steep_repl predates those functions
+/// (the worker's library serves every installed version): one statement each, same parameters.
+pub const RECORD_BEFORE_0_4: &str = "UPDATE steep_repl.snapshots s
+     SET status = 'running', started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
+         phase = x.p ->> 'phase',
+         overall_percent = least(100, greatest(0, coalesce((x.p ->> 'percent')::float8, 0))),
+         tables_completed = coalesce((x.p ->> 'tables_completed')::int, 0),
+         table_count = coalesce(nullif((x.p ->> 'tables_total')::int, 0), s.table_count),
+         current_table = x.p ->> 'table',
+         bytes_processed = coalesce((x.p ->> 'bytes')::bigint, 0),
+         rows_processed = coalesce((x.p ->> 'rows')::bigint, 0),
+         eta_seconds = (x.p ->> 'eta_seconds')::int
+     FROM (SELECT $2::text::jsonb AS p) x
+     WHERE s.snapshot_id = $1 AND s.status IN ('pending', 'running')";
+
+/// See RECORD_BEFORE_0_4.
+pub const END_BEFORE_0_4: &str = "UPDATE steep_repl.snapshots s
+     SET status = $2, error_message = $3, completed_at = pg_catalog.clock_timestamp(),
+         started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()), phase = $2,
+         overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE s.overall_percent END,
+         table_count = coalesce((x.t ->> 'tables')::int, s.table_count),
+         tables_completed = coalesce((x.t ->> 'tables')::int, s.tables_completed),
+         rows_processed = coalesce((x.t ->> 'rows')::bigint, s.rows_processed),
+         bytes_processed = coalesce((x.t ->> 'bytes')::bigint, s.bytes_processed),
+         bytes_total = coalesce((x.t ->> 'bytes')::bigint, s.bytes_total),
+         lsn = coalesce((x.t ->> 'lsn')::pg_lsn, s.lsn),
+         compression = coalesce(x.t ->> 'compression', s.compression),
+         eta_seconds = NULL, current_table = NULL
+     FROM (SELECT $4::text::jsonb AS t) x
+     WHERE s.snapshot_id = $1";
+
 /// Whether the server has these functions (steep_repl 0.4.0 or newer).
 pub const AVAILABLE: &str =
     "SELECT to_regprocedure('steep_repl.snapshot_begin(text,text,text,text,integer)') IS NOT NULL";

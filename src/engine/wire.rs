@@ -175,7 +175,14 @@ impl Wire {
             .map_err(|_| anyhow!("invalid port"))?;
         let timeout = p.connect_timeout()?;
         let sslmode = p.get("sslmode").unwrap_or("prefer");
-        let (stream, endpoint) = if host.starts_with('/') {
+        // As libpq: a hostaddr wins over host (which then only names the server for TLS and
+        // .pgpass), even when host is a socket directory.
+        let hostaddr = p
+            .get("hostaddr")
+            .and_then(|h| h.split(',').next())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        let (stream, endpoint) = if host.starts_with('/') && hostaddr.is_none() {
             let path = format!("{host}/.s.PGSQL.{port}");
             (
                 RawStream::Unix(
@@ -187,10 +194,7 @@ impl Wire {
             if matches!(sslmode, "require" | "verify-ca" | "verify-full") {
                 return Ok(None);
             }
-            let addr = p
-                .get("hostaddr")
-                .map(str::to_string)
-                .unwrap_or(host.clone());
+            let addr = hostaddr.unwrap_or(host.clone());
             let s = match timeout {
                 Some(t) => {
                     let sa = std::net::ToSocketAddrs::to_socket_addrs(&(addr.as_str(), port))?

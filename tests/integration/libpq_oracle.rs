@@ -44,7 +44,12 @@ struct Case {
 }
 
 fn psql(case: &Case) -> Outcome {
-    let psql = pg_config().parent().unwrap().join("psql");
+    // PostgreSQL 18's libpq whichever server version the suite runs against (15's lacks
+    // load_balance_hosts and other 16+ options).
+    let psql = steep::cli::home::default_pg_config()
+        .parent()
+        .unwrap()
+        .join("psql");
     let mut cmd = Command::new(psql);
     cmd.env_clear()
         .env("HOME", &case.home)

@@ -43,7 +43,7 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
             match tx(|| fail_orphans(db)) {
                 Ok(n) if n > 0 => log!("steep_repl: failed {n} job(s) whose worker stopped"),
                 Ok(_) => {}
-                Err(e) if extension_gone(&e) => {
+                Err(_) if extension_gone() => {
                     set_state(db, DbState::Absent, 0);
                     break;
                 }
@@ -68,7 +68,7 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
                 warning!("steep_repl worker: counting pending jobs: {e}");
                 0
             }
-            Err(e) if extension_gone(&e) => {
+            Err(_) if extension_gone() => {
                 set_state(db, DbState::Absent, 0);
                 break;
             }
@@ -149,7 +149,7 @@ fn has_work_queue() -> bool {
 
 /// After a failed statement: was it DROP EXTENSION while we run? Asked of the catalog, not read
 /// from the error's text (which depends on lc_messages and on object names).
-fn extension_gone(_error: &str) -> bool {
+fn extension_gone() -> bool {
     !has_work_queue()
 }
 
@@ -224,7 +224,7 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
             );
             notes.push(format!(
                 "{id}\t{}",
-                remove_partial(&path, &snapshot, &owner)
+                remove_partial(&path, &snapshot, &format!("job {id}"), &owner)
             ));
         }
         let n = c
@@ -244,9 +244,12 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                     WHERE w.id = ANY($1) AND w.status = 'running'
                     RETURNING w.id, w.operation, w.snapshot_id, w.merge_id, w.error_message
                  ), snaps AS (
+                    -- The columns snapshot_end sets (the function may predate the installed
+                    -- version).
                     UPDATE steep_repl.snapshots s
                     SET status = 'failed', completed_at = clock_timestamp(),
-                        error_message = f.error_message
+                        error_message = f.error_message, phase = 'failed',
+                        eta_seconds = NULL, current_table = NULL
                     FROM failed f
                     WHERE s.snapshot_id = f.snapshot_id AND s.status IN ('pending', 'running')
                  ), merges AS (
@@ -281,7 +284,10 @@ fn show_waiting(reason: &str) -> Result<(), pgrx::spi::Error> {
                      UPDATE steep_repl.work_queue
                      SET progress = pg_catalog.jsonb_build_object(
                              'op', operation, 'id', id, 'status', 'pending', 'phase', $1::text)
-                     WHERE status = 'pending' AND (progress ->> 'phase') IS DISTINCT FROM $1::text
+                     WHERE id IN (SELECT id FROM steep_repl.work_queue
+                                  WHERE status = 'pending'
+                                    AND (progress ->> 'phase') IS DISTINCT FROM $1::text
+                                  FOR UPDATE SKIP LOCKED)
                      RETURNING id)
                  SELECT pg_catalog.pg_notify('{CHANNEL}', {SIGNAL_SQL}) FROM w"
             ),
@@ -292,9 +298,11 @@ fn show_waiting(reason: &str) -> Result<(), pgrx::spi::Error> {
     })
 }
 
-/// Remove the partial output a dead generate left at `path` (checked again as its owner would be
-/// confined), and say what became of it.
-fn remove_partial(path: &str, snapshot_id: &str, owner: &str) -> String {
+/// Remove the partial output the dead generate job `run` left at `path` (checked again as its
+/// owner would be confined; only a directory whose marker names this snapshot and this very job,
+/// so a row forged with another job's path and snapshot removes nothing), and say what became of
+/// it.
+fn remove_partial(path: &str, snapshot_id: &str, run: &str, owner: &str) -> String {
     let privileged = crate::snapshot_api::may_use_server_files(owner, true);
     let dir = match steep::engine::paths::confine(
         path,
@@ -304,7 +312,7 @@ fn remove_partial(path: &str, snapshot_id: &str, owner: &str) -> String {
         Ok(d) => d,
         Err(_) => return format!("its partial output (if any) at {path} was left alone"),
     };
-    match steep::engine::partial_output::remove(&dir, snapshot_id) {
+    match steep::engine::partial_output::remove(&dir, snapshot_id, run) {
         Ok(true) => format!("its partial output at {} was removed", dir.display()),
         Ok(false) => "it left no partial output".to_string(),
         Err(e) => format!(

@@ -300,16 +300,12 @@ impl JobCtx {
         event.sent_at_ms = now_ms();
         let payload = event.to_payload();
         let (id, sent) = (self.job.id, event.sent_at_ms);
-        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.owner);
-        let write = move || {
-            let rows = refresh_row.then_some(Rows {
-                snapshot_id: snapshot.as_deref(),
-                owner,
-                payload: payload.as_str(),
-            });
-            record_progress(id, sent, rows, None)
-        };
-        if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
+        let rows = refresh_row.then_some(Rows {
+            snapshot_id: self.job.snapshot_id.as_deref(),
+            owner: &self.job.created_by,
+            payload: payload.as_str(),
+        });
+        if let Err(e) = record_progress(id, sent, rows, None) {
             warning!("steep_repl job {id}: publishing progress failed: {e}");
         }
         self.last_notify = Instant::now();
@@ -361,24 +357,20 @@ impl JobCtx {
         let mut event = self.event.clone();
         event.sent_at_ms = now_ms();
         let (id, sent) = (self.job.id, event.sent_at_ms);
-        let (snapshot, owner) = (self.job.snapshot_id.clone(), self.job.owner);
         let payload = event.to_payload();
         let totals = self.totals.as_ref().map(Totals::to_json);
-        let write = move || {
-            let end = FinalState {
-                status,
-                error: error.as_deref(),
-                result: result.as_ref(),
-                totals: totals.as_deref(),
-            };
-            let rows = Some(Rows {
-                snapshot_id: snapshot.as_deref(),
-                owner,
-                payload: payload.as_str(),
-            });
-            record_progress(id, sent, rows, Some(&end))
+        let end = FinalState {
+            status,
+            error: error.as_deref(),
+            result: result.as_ref(),
+            totals: totals.as_deref(),
         };
-        if let Err(e) = tx(write).and_then(|r| r.map_err(|e| e.to_string())) {
+        let rows = Some(Rows {
+            snapshot_id: self.job.snapshot_id.as_deref(),
+            owner: &self.job.created_by,
+            payload: payload.as_str(),
+        });
+        if let Err(e) = record_progress(id, sent, rows, Some(&end)) {
             // The database worker's sweep fails the job once this process is gone.
             warning!(
                 "steep_repl job {}: recording its end failed: {e}",
@@ -402,63 +394,116 @@ struct FinalState<'a> {
 /// What goes into the rows: the job's progress record, and the snapshot it works on.
 struct Rows<'a> {
     snapshot_id: Option<&'a str>,
-    /// The job's owner (InvalidOid when the role is gone).
-    owner: pg_sys::Oid,
+    /// The job's owner (created_by).
+    owner: &'a str,
     payload: &'a str,
 }
 
-/// A signal on CHANNEL (sent at `sent_at_ms`), and with `rows` the progress and end state into
-/// the job's row and, through the SQL functions client mode calls too, its snapshot's row — as
-/// the job's owner, so row security decides as it would for the owner's own session.
-/// Parameterised: nothing here is SQL text built from values.
+/// A signal on CHANNEL (sent at `sent_at_ms`), and with `rows` the progress and end state: first
+/// its snapshot's row, in a transaction of its own (so a failure there never loses the job's
+/// end, and whoever reads the job ended finds the snapshot ended too), then the job's row with
+/// the signal. Parameterised: nothing here is SQL text built from values.
 fn record_progress(
     id: i64,
     sent_at_ms: i64,
     rows: Option<Rows>,
     end: Option<&FinalState>,
-) -> Result<(), pgrx::spi::Error> {
-    if let Some(r) = rows {
-        let (status, error, result) = match end {
-            Some(e) => (
-                Some(e.status.to_string()),
-                e.error.map(str::to_string),
-                e.result.map(|r| r.to_string()),
-            ),
-            None => (None, None, None),
-        };
-        Spi::run_with_args(
-            "UPDATE steep_repl.work_queue
-             SET progress = $2::jsonb,
-                 status = coalesce($3, status),
-                 completed_at = CASE WHEN $3 IS NULL THEN completed_at
-                                     ELSE pg_catalog.clock_timestamp() END,
-                 error_message = CASE WHEN $3 IS NULL THEN error_message ELSE $4 END,
-                 result = CASE WHEN $3 IS NULL THEN result ELSE $5::jsonb END
-             WHERE id = $1",
-            &[
-                id.into(),
-                r.payload.into(),
-                status.into(),
-                error.into(),
-                result.into(),
-            ],
-        )?;
-        if let Some(sid) = r.snapshot_id.filter(|_| r.owner != pg_sys::InvalidOid) {
-            crate::security::as_owner(r.owner, || match end {
-                None => Spi::run_with_args(snapshot_row::RECORD, &[sid.into(), r.payload.into()]),
-                Some(e) => Spi::run_with_args(
-                    snapshot_row::END,
-                    &[sid.into(), e.status.into(), e.error.into(), e.totals.into()],
-                ),
-            })?;
+) -> Result<(), String> {
+    if let Some(sid) = rows.as_ref().and_then(|r| r.snapshot_id) {
+        let (owner, payload) = rows
+            .as_ref()
+            .map(|r| (r.owner, r.payload))
+            .unwrap_or_default();
+        if let Err(e) = tx(|| record_snapshot(sid, owner, payload, end))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            warning!("steep_repl job {id}: recording its snapshot {sid}: {e}");
         }
     }
-    // Listeners learn only that this job moved; its progress stays behind row security.
-    let signal = ProgressSignal { id, sent_at_ms };
-    Spi::run_with_args(
-        "SELECT pg_catalog.pg_notify($1, $2)",
-        &[CHANNEL.into(), signal.to_payload().into()],
-    )
+    let write = || {
+        if let Some(r) = &rows {
+            let (status, error, result) = match end {
+                Some(e) => (
+                    Some(e.status.to_string()),
+                    e.error.map(str::to_string),
+                    e.result.map(|r| r.to_string()),
+                ),
+                None => (None, None, None),
+            };
+            Spi::run_with_args(
+                "UPDATE steep_repl.work_queue
+                 SET progress = $2::jsonb,
+                     status = coalesce($3, status),
+                     completed_at = CASE WHEN $3 IS NULL THEN completed_at
+                                         ELSE pg_catalog.clock_timestamp() END,
+                     error_message = CASE WHEN $3 IS NULL THEN error_message ELSE $4 END,
+                     result = CASE WHEN $3 IS NULL THEN result ELSE $5::jsonb END
+                 WHERE id = $1",
+                &[
+                    id.into(),
+                    r.payload.into(),
+                    status.into(),
+                    error.into(),
+                    result.into(),
+                ],
+            )?;
+        }
+        // Listeners learn only that this job moved; its progress stays behind row security.
+        let signal = ProgressSignal { id, sent_at_ms };
+        Spi::run_with_args(
+            "SELECT pg_catalog.pg_notify($1, $2)",
+            &[CHANNEL.into(), signal.to_payload().into()],
+        )
+    };
+    tx(write).and_then(|r| r.map_err(|e| e.to_string()))
+}
+
+/// The job's snapshot row, through the functions client mode calls too (0.4.0+; an older
+/// installed version gets the same columns from one statement). Only the job owner's own snapshot
+/// (a job row may name no other), and as the worker: the owner's grants or a dropped owner must
+/// not leave the row behind.
+fn record_snapshot(
+    snapshot_id: &str,
+    owner: &str,
+    payload: &str,
+    end: Option<&FinalState>,
+) -> Result<(), pgrx::spi::Error> {
+    let mine = Spi::get_one_with_args::<bool>(
+        "SELECT s.created_by = $2 FROM steep_repl.snapshots s WHERE s.snapshot_id = $1",
+        &[snapshot_id.into(), owner.into()],
+    )?
+    .unwrap_or(false);
+    if !mine {
+        return Ok(());
+    }
+    let current = Spi::get_one::<bool>(snapshot_row::AVAILABLE)?.unwrap_or(false);
+    match (end, current) {
+        (None, true) => {
+            Spi::run_with_args(snapshot_row::RECORD, &[snapshot_id.into(), payload.into()])
+        }
+        (Some(e), true) => Spi::run_with_args(
+            snapshot_row::END,
+            &[
+                snapshot_id.into(),
+                e.status.into(),
+                e.error.into(),
+                e.totals.into(),
+            ],
+        ),
+        (None, false) => Spi::run_with_args(
+            snapshot_row::RECORD_BEFORE_0_4,
+            &[snapshot_id.into(), payload.into()],
+        ),
+        (Some(e), false) => Spi::run_with_args(
+            snapshot_row::END_BEFORE_0_4,
+            &[
+                snapshot_id.into(),
+                e.status.into(),
+                e.error.into(),
+                e.totals.into(),
+            ],
+        ),
+    }
 }
 
 /// Whether the postmaster is shutting down: it marks its lock file "stopping" before it signals

@@ -256,6 +256,7 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         output: path,
         snapshot_id: ctx.job.snapshot_id.clone().unwrap_or_default(),
         mode: "direct".into(),
+        run: format!("job {}", ctx.job.id),
         compression,
         parallel: p["parallel"].as_u64().unwrap_or(4) as usize,
         pg_dump,

@@ -47,9 +47,12 @@ pub fn has_grants(client: &mut postgres::Client, role: &str) -> Result<bool> {
     let row = client
         .query_one(
             "SELECT has_schema_privilege($1, 'steep_repl', 'USAGE')
-            AND coalesce(bool_and(has_table_privilege($1, c.oid,
-                CASE WHEN c.relname = 'coordinator_state' THEN 'SELECT'
-                     ELSE 'SELECT, INSERT, UPDATE, DELETE' END)), true)
+            -- (a list of privileges asks for any one of them: each on its own)
+            AND coalesce(bool_and(has_table_privilege($1, c.oid, 'SELECT')
+                AND (c.relname = 'coordinator_state'
+                     OR (has_table_privilege($1, c.oid, 'INSERT')
+                         AND has_table_privilege($1, c.oid, 'UPDATE')
+                         AND has_table_privilege($1, c.oid, 'DELETE')))), true)
             AND (SELECT coalesce(bool_and(has_function_privilege($1, f, 'EXECUTE')), true)
                  FROM unnest($2::text[]) f WHERE to_regprocedure(f) IS NOT NULL)
          FROM pg_class c

@@ -117,6 +117,7 @@ impl GenerateArgs {
                     output: output.clone(),
                     snapshot_id: id.clone(),
                     mode: "client".into(),
+                    run: format!("client pid {}", std::process::id()),
                     compression,
                     parallel: self.parallel as usize,
                     pg_dump,

@@ -20,8 +20,11 @@ impl Markers {
                 "SELECT CASE WHEN to_regclass('steep_repl.apply_markers') IS NULL
                           OR to_regprocedure('steep_repl.mark_applied(text,text,text,text)') IS NULL
                         THEN false
-                        ELSE has_table_privilege(to_regclass('steep_repl.apply_markers'),
-                                                 'SELECT, INSERT, UPDATE, DELETE')
+                        -- (a list of privileges asks for any one of them: each on its own)
+                        ELSE has_table_privilege(to_regclass('steep_repl.apply_markers'), 'SELECT')
+                         AND has_table_privilege(to_regclass('steep_repl.apply_markers'), 'INSERT')
+                         AND has_table_privilege(to_regclass('steep_repl.apply_markers'), 'UPDATE')
+                         AND has_table_privilege(to_regclass('steep_repl.apply_markers'), 'DELETE')
                          AND has_function_privilege(
                                  to_regprocedure('steep_repl.mark_applied(text,text,text,text)'),
                                  'EXECUTE')
