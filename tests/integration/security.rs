@@ -1042,3 +1042,61 @@ fn a_job_can_be_queued_only_as_a_role_one_may_become() {
         "row-level security",
     );
 }
+
+#[test]
+fn a_forged_job_row_removes_no_snapshot_and_the_directory_root_takes_none() {
+    let home = temp_home();
+    let (n, _, bob) = with_bob(home.path(), "forge");
+    let admin = n.connection_string("forge");
+    sql(&bob, "CREATE TABLE bt (id int PRIMARY KEY)");
+    // Snapshots go inside steep_repl.snapshot_dir, never into the directory itself (it would be
+    // every other snapshot's parent).
+    refused(
+        &bob,
+        "SELECT steep_repl.start_snapshot('.')",
+        "steep_repl.snapshot_dir itself",
+    );
+    // The superuser's snapshot, and one of bob's.
+    let theirs = start(
+        &admin,
+        "SELECT snapshot_id FROM steep_repl.start_snapshot('admins')",
+    );
+    assert_eq!(wait_snapshot(&admin, &theirs).0, "complete");
+    let mine = start(
+        &bob,
+        "SELECT snapshot_id FROM steep_repl.start_snapshot('bobs')",
+    );
+    assert_eq!(wait_snapshot(&bob, &mine).0, "complete");
+    // Bob forges a generate 'whose worker died', naming the other directory: the sweep fails
+    // it and removes nothing.
+    let id: i64 = connect(&bob)
+        .query_one(
+            "INSERT INTO steep_repl.work_queue (operation, snapshot_id, status, params)
+             VALUES ('snapshot_generate', $1, 'running', '{\"path\": \"admins\"}')
+             RETURNING id",
+            &[&mine],
+        )
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let err: String = loop {
+        let r = connect(&admin)
+            .query_one(
+                "SELECT status, coalesce(error_message, '') FROM steep_repl.work_queue WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        if r.get::<_, String>(0) == "failed" {
+            break r.get(1);
+        }
+        assert!(Instant::now() < deadline, "the forged job was never failed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(err.contains("left no partial output"), "{err}");
+    let dir = n.snapshot_dir().join("admins");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "the snapshot was touched"
+    );
+    assert!(dir.join("data").read_dir().unwrap().next().is_some());
+}
