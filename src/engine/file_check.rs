@@ -79,9 +79,10 @@ pub fn check(
     p
 }
 
-/// Raw bytes and rows of a compressed stream.
-fn decode_counts<R: Read>(m: &Manifest, r: R) -> Result<(u64, u64)> {
-    let mut dec = m.compression.decoder(r)?;
+/// Raw bytes and rows of a compressed stream, reading at most one byte more than `limit` (a
+/// small compressed file can expand to gigabytes).
+fn decode_counts<R: Read>(m: &Manifest, r: R, limit: u64) -> Result<(u64, u64)> {
+    let mut dec = m.compression.decoder(r)?.take(limit.saturating_add(1));
     let (mut raw, mut rows) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -111,7 +112,7 @@ fn check_one(
     // Decompress (deep) while hashing; whatever decompression says, the rest of the file is
     // still hashed, and a checksum mismatch (the root cause) is what gets reported.
     let decoded = if deep {
-        Some(decode_counts(m, &mut hashing))
+        Some(decode_counts(m, &mut hashing, f.raw_bytes))
     } else {
         None
     };
@@ -122,6 +123,10 @@ fn check_one(
         anyhow::bail!("checksum mismatch: the file is damaged or was changed");
     }
     match decoded {
+        Some(Ok((raw, _))) if raw > f.raw_bytes => anyhow::bail!(
+            "decompresses to more than the {} bytes the manifest says",
+            f.raw_bytes
+        ),
         Some(Ok((raw, rows))) if raw != f.raw_bytes || rows != f.rows => anyhow::bail!(
             "decompresses to {raw} bytes / {rows} rows, the manifest says {} / {}",
             f.raw_bytes,

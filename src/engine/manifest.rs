@@ -13,6 +13,9 @@ use crate::engine::compress::Compression;
 use crate::schema_shape::{ColumnShape, TableShape};
 
 pub const FILE: &str = "manifest.json";
+/// The largest count or size a manifest may state (what SQL's bigint holds).
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
 /// 2: the schema is a pg_dump custom-format archive (1 held pre-data and post-data SQL text),
 /// and the manifest names the role that made the snapshot. 3: the source's table shapes
 /// (`shapes`), which `--schema verify` compares with the target's; format 2 is still read (its
@@ -183,13 +186,30 @@ impl Manifest {
             );
         }
         let mut names = std::collections::HashSet::new();
+        // Every number is checked as it is added: counts that wrap (2^64 - 1 plus 1 is 0) would
+        // otherwise add up, and anything beyond i64 cannot be stored or compared in SQL.
+        let sum = |what: &str, values: Vec<u64>| -> Result<u64> {
+            values
+                .into_iter()
+                .try_fold(0u64, |acc, v| {
+                    (v <= MAX_COUNT).then_some(()).and(acc.checked_add(v))
+                })
+                .filter(|total| *total <= MAX_COUNT)
+                .ok_or_else(|| anyhow::anyhow!("{what}: a count is out of range"))
+        };
+        let mut all_raw = 0u64;
         for t in &self.tables {
-            let rows: u64 = t.files.iter().map(|f| f.rows).sum();
-            let raw: u64 = t.files.iter().map(|f| f.raw_bytes).sum();
-            let stored: u64 = t.files.iter().map(|f| f.stored_bytes).sum();
+            let what = format!("table {}", t.qualified());
+            let rows = sum(&what, t.files.iter().map(|f| f.rows).collect())?;
+            let raw = sum(&what, t.files.iter().map(|f| f.raw_bytes).collect())?;
+            let stored = sum(&what, t.files.iter().map(|f| f.stored_bytes).collect())?;
             if rows != t.rows || raw != t.raw_bytes || stored != t.stored_bytes {
                 bail!("table {}: the per-file counts do not add up", t.qualified());
             }
+            all_raw = all_raw
+                .checked_add(raw)
+                .filter(|total| *total <= MAX_COUNT)
+                .ok_or_else(|| anyhow::anyhow!("the snapshot's sizes are out of range"))?;
             for f in &t.files {
                 check_file_name(&f.name)?;
                 if !names.insert(f.name.clone()) {
@@ -376,6 +396,21 @@ mod tests {
             .to_string()
             .contains("do not add up"));
         let mut m = sample();
+        let mut wrap = sample();
+        wrap.tables[0].files.push(DataFile {
+            name: "data/t00000.001.copy".into(),
+            rows: u64::MAX,
+            raw_bytes: 0,
+            stored_bytes: 0,
+            sha256: "y".into(),
+        });
+        wrap.tables[0].files[0].rows = 1;
+        wrap.tables[0].rows = 0; // u64::MAX + 1 wraps to 0 without checked arithmetic
+        assert!(wrap
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
         m.format = 99;
         assert!(m.validate().unwrap_err().to_string().contains("format 99"));
         let text = serde_json::to_string(&sample())

@@ -1576,3 +1576,114 @@ fn bad_snapshot_arguments_are_usage_errors() {
     );
     assert!(!err.contains("contradict"), "{err}");
 }
+
+/// A file whose stored bytes and checksum were made to agree but which expands far beyond what
+/// the manifest says is stopped at the manifest's size; counts that wrap are refused.
+#[test]
+fn manifest_numbers_are_trusted_only_as_far_as_they_check() {
+    use std::io::Write;
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    );
+    let out = snapshot_dir_of(home.path()).join("bomb");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "--compression",
+        "gzip",
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        &conn,
+    ]));
+    let manifest_path = out.join("manifest.json");
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut m: serde_json::Value = json(&original);
+    let file = m["tables"][0]["files"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 30 MB of rows, compressed to a few dozen KB.
+    let c = steep::engine::compress::Compression::parse("gzip:9", None).unwrap();
+    let mut enc = c
+        .encoder(std::fs::File::create(out.join(&file)).unwrap())
+        .unwrap();
+    let line = format!("1\t{}\n", "x".repeat(1023));
+    for _ in 0..30_000 {
+        enc.write_all(line.as_bytes()).unwrap();
+    }
+    enc.finish().unwrap();
+    let bytes = std::fs::read(out.join(&file)).unwrap();
+    let sha = steep::engine::checksum::sha256_of(&bytes[..]).unwrap().0;
+    let stored = bytes.len() as u64;
+    m["tables"][0]["files"][0]["stored_bytes"] = serde_json::json!(stored);
+    m["tables"][0]["stored_bytes"] = serde_json::json!(stored);
+    m["tables"][0]["files"][0]["sha256"] = serde_json::json!(sha);
+    std::fs::write(&manifest_path, m.to_string()).unwrap();
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    sql(&dconn, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let started = std::time::Instant::now();
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "--client",
+            "--no-verify",
+            "-i",
+            out.to_str().unwrap(),
+            "-c",
+            &dconn,
+        ]),
+        1,
+    );
+    assert!(err.contains("decompresses to more than"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let o = steep(home.path())
+        .args(["snapshot", "verify", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("decompresses to more than"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Row counts that wrap: 2^64 - 1 in one file and 1 in another add up to 0.
+    let mut m: serde_json::Value = json(&original);
+    let mut second = m["tables"][0]["files"][0].clone();
+    second["name"] = serde_json::json!(format!("{file}.2"));
+    second["rows"] = serde_json::json!(u64::MAX);
+    m["tables"][0]["files"][0]["rows"] = serde_json::json!(1);
+    m["tables"][0]["files"].as_array_mut().unwrap().push(second);
+    m["tables"][0]["rows"] = serde_json::json!(0);
+    let raw = m["tables"][0]["raw_bytes"].as_u64().unwrap();
+    let stored0 = m["tables"][0]["stored_bytes"].as_u64().unwrap();
+    m["tables"][0]["raw_bytes"] = serde_json::json!(raw * 2);
+    m["tables"][0]["stored_bytes"] = serde_json::json!(stored0 * 2);
+    std::fs::write(&manifest_path, m.to_string()).unwrap();
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "apply",
+            "--client",
+            "-i",
+            out.to_str().unwrap(),
+            "-c",
+            &dconn,
+        ]),
+        1,
+    );
+    assert!(err.contains("out of range"), "{err}");
+}

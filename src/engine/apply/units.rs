@@ -211,10 +211,13 @@ impl Plan<'_> {
         for f in &t.files {
             let file = crate::engine::paths::open_inside(self.dir, &f.name)
                 .with_context(|| format!("opening {}", f.name))?;
+            // At most one byte more than the manifest says: a file that expands further (a
+            // small compressed file can expand to gigabytes) is stopped there, not sent.
             let mut dec = self
                 .m
                 .compression
-                .decoder(BufReader::with_capacity(1 << 20, file))?;
+                .decoder(BufReader::with_capacity(1 << 20, file))?
+                .take(f.raw_bytes.saturating_add(1));
             let (mut raw, mut rows) = (0u64, 0u64);
             loop {
                 if progress.cancelled() {
@@ -228,6 +231,14 @@ impl Plan<'_> {
                 }
                 raw += n as u64;
                 rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                if raw > f.raw_bytes {
+                    bail!(
+                        "{} decompresses to more than the {} bytes the manifest says: the \
+                         snapshot is damaged",
+                        f.name,
+                        f.raw_bytes
+                    );
+                }
                 writer.write_all(&buf[..n])?;
                 progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
             }
