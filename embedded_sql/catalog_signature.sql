@@ -91,5 +91,10 @@ WITH nsp AS (
                 ELSE format_type(t.typbasetype, t.typtypmod) END
     FROM pg_type t
     WHERE t.typnamespace = (SELECT oid FROM nsp) AND t.typtype IN ('e', 'd')
+  UNION ALL
+    -- What pg_dump carries of the extension's tables (pg_extension_config_dump), and which rows.
+    SELECT 'dumped', x.tab::regclass::text, coalesce(nullif(x.cond, ''), 'every row')
+    FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(tab, cond)
+    WHERE e.extname = 'steep_repl'
 )
 SELECT kind, identity, definition FROM objects ORDER BY kind, identity

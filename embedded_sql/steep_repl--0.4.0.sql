@@ -701,7 +701,7 @@ AS 'MODULE_PATHNAME', 'health_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/lib.rs:50
+-- ext/src/lib.rs:51
 -- steep_repl::min_pg_version
 CREATE  FUNCTION "min_pg_version"() RETURNS INT /* i32 */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -1226,6 +1226,36 @@ COMMENT ON FUNCTION steep_repl.forget_applied(text)
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/dump.rs:4
+-- requires:
+--   security
+--   fingerprints
+--   nodes
+
+-- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
+-- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
+-- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
+-- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
+-- merges and the merge audit log are.
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
+
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
+ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
+
+-- The cascade the fingerprints' foreign key did, done by the function that removes a node.
+CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
+         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/schema_shapes.rs:54
 -- steep_repl::schema_shapes::shape_diff
 CREATE  FUNCTION "shape_diff"(
@@ -1454,7 +1484,7 @@ $fn$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/lib.rs:44
+-- ext/src/lib.rs:45
 -- steep_repl::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

@@ -32,17 +32,31 @@ fi
 
 steep_log "building and installing steep_repl into PostgreSQL $major ($pg_config)"
 cd "$here/../ext"
-cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$major" "${profile[@]}"
+# Built into a staging tree, then each file written beside its destination and renamed over it:
+# a running server keeps the library it mapped (rewriting it in place crashed every server that
+# had it loaded).
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+debug=(--debug); [ "${#profile[@]}" -gt 0 ] && debug=()
+cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$major" \
+  "${debug[@]}" --out-dir "$stage"
 libdir="$("$pg_config" --pkglibdir)"
 extdir="$("$pg_config" --sharedir)/extension"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+# The server runs as an unprivileged user: it must read what root installed.
+put() { # put SOURCE DEST_DIR
+  local dest="$2/$(basename "$1")"
+  install -m 0644 "$1" "$dest.steep-new"
+  mv -f "$dest.steep-new" "$dest"
+}
+mkdir -p "$libdir" "$extdir"
+put "$stage$libdir/steep_repl.so" "$libdir"
+for f in "$stage$extdir"/steep_repl*; do put "$f" "$extdir"; done
 for f in "$here"/../embedded_sql/steep_repl--*.sql; do
   # The current version's script is the one pgrx just generated (gen-sql.sh --check keeps the
   # embedded copy identical).
-  [ "$(basename "$f")" = "steep_repl--$version.sql" ] || install -m 0644 "$f" "$extdir/"
+  [ "$(basename "$f")" = "steep_repl--$version.sql" ] || put "$f" "$extdir"
 done
-# The server runs as an unprivileged user: it must read what root installed.
-chmod a+r "$libdir/steep_repl.so" "$extdir"/steep_repl*
 
 pkg="$STEEP_HOME/packages/pg$major"
 rm -rf "$pkg.tmp"

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 
 mod apply_markers;
+mod dump;
 mod fingerprints;
 mod gucs;
 mod health;

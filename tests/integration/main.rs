@@ -5,6 +5,7 @@
 
 mod common;
 mod connection;
+mod dump_restore;
 mod libpq_oracle;
 mod lifecycle;
 mod local;
