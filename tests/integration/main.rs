@@ -16,5 +16,6 @@ mod schema;
 mod security;
 mod shape_verdicts;
 mod snapshot;
+mod snapshot_objects;
 mod snapshot_resume;
 mod version;
