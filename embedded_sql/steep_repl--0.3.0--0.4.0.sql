@@ -5,6 +5,160 @@
 -- requires:
 --   security
 
+-- Snapshot apply's resume markers (0.4.0). An apply commits one marker per table in the same
+-- transaction as that table's rows, so `--resume` knows exactly which tables hold the snapshot's
+-- data (a matching row count proved nothing: stale rows can have the same count). The rows are
+-- operational state of one apply: not a configuration table, so pg_dump does not carry them.
+-- The functions set row_security on: the engine's sessions turn it off (a table whose policies
+-- would hide rows from COPY must fail loudly), and these rows are under a policy.
+
+CREATE TABLE steep_repl.apply_markers (
+    snapshot_id  text NOT NULL CHECK (length(snapshot_id) BETWEEN 1 AND 200),
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    schema_mode  text NOT NULL CHECK (schema_mode IN ('verify', 'create', 'skip')),
+    loaded_by    name NOT NULL DEFAULT current_user,
+    loaded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (snapshot_id, loaded_by, table_schema, table_name)
+);
+COMMENT ON TABLE steep_repl.apply_markers
+    IS 'Tables a snapshot apply has loaded (committed with their rows); read by --resume';
+
+ALTER TABLE steep_repl.apply_markers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY apply_markers_owner ON steep_repl.apply_markers
+    USING (pg_catalog.pg_has_role(current_user,
+               (SELECT r.oid FROM pg_catalog.pg_roles r
+                WHERE r.rolname = apply_markers.loaded_by), 'USAGE'))
+    WITH CHECK (apply_markers.loaded_by = current_user);
+
+CREATE FUNCTION steep_repl.apply_markers_of(snapshot_id text)
+RETURNS TABLE (table_schema text, table_name text, schema_mode text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    SELECT m.table_schema, m.table_name, m.schema_mode FROM steep_repl.apply_markers m
+    WHERE m.snapshot_id = $1 AND m.loaded_by = current_user
+    ORDER BY 1, 2
+$fn$;
+COMMENT ON FUNCTION steep_repl.apply_markers_of(text)
+    IS 'The tables the current role''s apply of a snapshot has loaded';
+
+CREATE FUNCTION steep_repl.mark_applied(snapshot_id text, schema_mode text,
+                                        table_schema text, table_name text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    -- The table no longer holds what other snapshots' markers say it holds (those the caller
+    -- may see: its own and its members').
+    DELETE FROM steep_repl.apply_markers m
+    WHERE m.table_schema = $3 AND m.table_name = $4 AND m.snapshot_id <> $1;
+    INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
+    VALUES ($1, $3, $4, $2)
+    ON CONFLICT (snapshot_id, loaded_by, table_schema, table_name)
+    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at;
+$fn$;
+COMMENT ON FUNCTION steep_repl.mark_applied(text, text, text, text)
+    IS 'Record, inside the transaction that loaded it, that a table holds a snapshot''s data';
+
+CREATE FUNCTION steep_repl.forget_applied(snapshot_id text)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    WITH gone AS (DELETE FROM steep_repl.apply_markers m
+                  WHERE m.snapshot_id = $1 AND m.loaded_by = current_user RETURNING 1)
+    SELECT count(*) FROM gone
+$fn$;
+COMMENT ON FUNCTION steep_repl.forget_applied(text)
+    IS 'Drop the current role''s markers of a snapshot (a new, non-resuming apply starts over)';
+
+-- requires:
+--   snapshots
+--   security
+
+-- User triggers during an apply (0.4.0): by default they do not fire while rows are loaded (as in
+-- replication; the table's owner keeps them from firing inside the load's transaction), and
+-- start_apply takes fire_triggers to let them. A new argument is a new signature.
+
+DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
+CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
+                                       verify boolean DEFAULT true,
+                                       schema_mode text DEFAULT 'verify',
+                                       resume boolean DEFAULT false,
+                                       fire_triggers boolean DEFAULT false)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    id text := steep_repl._new_snapshot_id();
+    source_id text;
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
+        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    path := steep_repl._snapshot_path($1, false);
+    -- Refuse a missing or malformed manifest now, not in the worker.
+    source_id := steep_repl._manifest_snapshot_id(path);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_apply', id,
+            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
+                               'schema', $4, 'resume', coalesce($5, false),
+                               'source_snapshot', source_id,
+                               'fire_triggers', coalesce($6, false)));
+    RETURN snap;
+END
+$fn$;
+
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean)
+    IS 'Queue loading the snapshot at input_path (on the server) into this database';
+
+-- requires:
+--   security
+--   fingerprints
+--   nodes
+
+-- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
+-- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
+-- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
+-- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
+-- merges and the merge audit log are.
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
+
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
+ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
+
+-- The cascade the fingerprints' foreign key did, done by the function that removes a node.
+CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
+         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
+
+-- requires:
+--   security
+
 -- How a snapshot run records itself in its steep_repl.snapshots row (0.4.0): the same functions
 -- for a background job (direct mode, which calls them as the job's owner) and for the CLI's
 -- client mode (as the connected role), with the caller's rights and row security. `progress` is
@@ -79,107 +233,6 @@ END
 $fn$;
 COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
     IS 'Record how a snapshot run ended and what it produced (tables, rows, bytes, lsn, compression)';
-
--- requires:
---   security
-
--- Snapshot apply's resume markers (0.4.0). An apply commits one marker per table in the same
--- transaction as that table's rows, so `--resume` knows exactly which tables hold the snapshot's
--- data (a matching row count proved nothing: stale rows can have the same count). The rows are
--- operational state of one apply: not a configuration table, so pg_dump does not carry them.
--- The functions set row_security on: the engine's sessions turn it off (a table whose policies
--- would hide rows from COPY must fail loudly), and these rows are under a policy.
-
-CREATE TABLE steep_repl.apply_markers (
-    snapshot_id  text NOT NULL CHECK (length(snapshot_id) BETWEEN 1 AND 200),
-    table_schema text NOT NULL,
-    table_name   text NOT NULL,
-    schema_mode  text NOT NULL CHECK (schema_mode IN ('verify', 'create', 'skip')),
-    loaded_by    name NOT NULL DEFAULT current_user,
-    loaded_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (snapshot_id, loaded_by, table_schema, table_name)
-);
-COMMENT ON TABLE steep_repl.apply_markers
-    IS 'Tables a snapshot apply has loaded (committed with their rows); read by --resume';
-
-ALTER TABLE steep_repl.apply_markers ENABLE ROW LEVEL SECURITY;
-CREATE POLICY apply_markers_owner ON steep_repl.apply_markers
-    USING (pg_catalog.pg_has_role(current_user,
-               (SELECT r.oid FROM pg_catalog.pg_roles r
-                WHERE r.rolname = apply_markers.loaded_by), 'USAGE'))
-    WITH CHECK (apply_markers.loaded_by = current_user);
-
-CREATE FUNCTION steep_repl.apply_markers_of(snapshot_id text)
-RETURNS TABLE (table_schema text, table_name text, schema_mode text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    SELECT m.table_schema, m.table_name, m.schema_mode FROM steep_repl.apply_markers m
-    WHERE m.snapshot_id = $1 AND m.loaded_by = current_user
-    ORDER BY 1, 2
-$fn$;
-COMMENT ON FUNCTION steep_repl.apply_markers_of(text)
-    IS 'The tables the current role''s apply of a snapshot has loaded';
-
-CREATE FUNCTION steep_repl.mark_applied(snapshot_id text, schema_mode text,
-                                        table_schema text, table_name text)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    -- The table no longer holds what other snapshots' markers say it holds (those the caller
-    -- may see: its own and its members').
-    DELETE FROM steep_repl.apply_markers m
-    WHERE m.table_schema = $3 AND m.table_name = $4 AND m.snapshot_id <> $1;
-    INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
-    VALUES ($1, $3, $4, $2)
-    ON CONFLICT (snapshot_id, loaded_by, table_schema, table_name)
-    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at;
-$fn$;
-COMMENT ON FUNCTION steep_repl.mark_applied(text, text, text, text)
-    IS 'Record, inside the transaction that loaded it, that a table holds a snapshot''s data';
-
-CREATE FUNCTION steep_repl.forget_applied(snapshot_id text)
-RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    WITH gone AS (DELETE FROM steep_repl.apply_markers m
-                  WHERE m.snapshot_id = $1 AND m.loaded_by = current_user RETURNING 1)
-    SELECT count(*) FROM gone
-$fn$;
-COMMENT ON FUNCTION steep_repl.forget_applied(text)
-    IS 'Drop the current role''s markers of a snapshot (a new, non-resuming apply starts over)';
-
--- requires:
---   security
---   fingerprints
---   nodes
-
--- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
--- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
--- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
--- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
--- merges and the merge audit log are.
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
-
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
-ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
-
--- The cascade the fingerprints' foreign key did, done by the function that removes a node.
-CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
-         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
-    SELECT EXISTS (SELECT FROM gone);
-$fn$;
 
 -- steep_repl::schema_shapes::shape_diff
 CREATE  FUNCTION "shape_diff"(

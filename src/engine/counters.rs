@@ -17,8 +17,13 @@ pub struct Counters {
     pub rows_done: AtomicU64,
     /// Set to stop the run; it cleans up after itself and returns an error.
     pub cancel: AtomicBool,
+    /// How to cancel the statement of each connection the run opened (see `watch`).
+    cancellers: Mutex<Vec<std::sync::Arc<dyn Fn() + Send + Sync>>>,
     started: Instant,
 }
+
+/// Sends a cancel request for one connection's running statement.
+pub type Canceller = Box<dyn Fn() + Send + Sync>;
 
 impl Default for Counters {
     fn default() -> Self {
@@ -31,6 +36,7 @@ impl Default for Counters {
             bytes_done: AtomicU64::new(0),
             rows_done: AtomicU64::new(0),
             cancel: AtomicBool::new(false),
+            cancellers: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -47,6 +53,41 @@ impl Counters {
 
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Remember how to cancel a connection's statement: a stop cancels what every connection of
+    /// the run is doing (a long DELETE, COPY or index build), as pg_restore does, instead of
+    /// waiting for the statement to end. Connections that ended meanwhile ignore the request.
+    pub fn watch(&self, canceller: Canceller) {
+        let canceller: std::sync::Arc<dyn Fn() + Send + Sync> = canceller.into();
+        self.cancellers
+            .lock()
+            .expect("cancellers")
+            .push(canceller.clone());
+        // Registered first, checked second: a stop in between still reaches this connection.
+        if self.cancelled() {
+            std::thread::spawn(move || canceller());
+        }
+    }
+
+    /// Watch a `postgres` crate connection.
+    pub fn watch_client(&self, c: &postgres::Client) {
+        let token = c.cancel_token();
+        self.watch(Box::new(move || {
+            let _ = token.cancel_query(postgres::NoTls);
+        }));
+    }
+
+    /// Stop the run: set the flag, then cancel every watched connection's statement, each on a
+    /// thread of its own (a server that does not answer must not hold up the caller).
+    pub fn request_cancel(&self) {
+        if self.cancel.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let all = self.cancellers.lock().expect("cancellers").clone();
+        for c in all {
+            std::thread::spawn(move || c());
+        }
     }
 
     /// Fill an event's progress fields (percent by bytes, ETA by rate so far).

@@ -5,11 +5,11 @@
 //! and ends with `Cancelled`.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, Result};
 
 use crate::engine::counters::Counters;
+use crate::engine::error::Cancelled;
 use crate::progress_record::ProgressEvent;
 
 /// What a driven run ended with.
@@ -42,7 +42,7 @@ pub fn drive<T: Send>(
             progress.fill(&mut event);
             if tick(&event).is_break() && !stopped {
                 stopped = true;
-                progress.cancel.store(true, Ordering::Relaxed);
+                progress.request_cancel();
             }
         }
         handle
@@ -50,6 +50,14 @@ pub fn drive<T: Send>(
             .unwrap_or_else(|_| Err(anyhow!("the engine's thread panicked")))
     });
     progress.fill(&mut event);
+    // A statement the stop cancelled fails with the server's query_canceled: that is the stop.
+    // Any other error stays what it is.
+    let result = match result {
+        Err(e) if stopped && crate::db_error::sqlstate(&e) == Some("57014") => Err(e.context(
+            Cancelled("cancelled; partial work was removed or rolled back".into()),
+        )),
+        r => r,
+    };
     Driven {
         result,
         last: event,

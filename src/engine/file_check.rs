@@ -108,7 +108,13 @@ fn check_one(
     if len != f.stored_bytes {
         anyhow::bail!("{len} bytes on disk, the manifest says {}", f.stored_bytes);
     }
-    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    let mut hashing = HashingReader::new(BufReader::with_capacity(
+        1 << 20,
+        Cancellable {
+            inner: file,
+            progress,
+        },
+    ));
     // Decompress (deep) while hashing; whatever decompression says, the rest of the file is
     // still hashed, and a checksum mismatch (the root cause) is what gets reported.
     let decoded = if deep {
@@ -116,7 +122,12 @@ fn check_one(
     } else {
         None
     };
-    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    let copied = std::io::copy(&mut hashing, &mut std::io::sink());
+    if progress.cancelled() {
+        // Not a finding: the caller reports the cancel.
+        return Ok(());
+    }
+    copied?;
     let (sha, _) = hashing.finish();
     progress.bytes_done.fetch_add(len, Ordering::Relaxed);
     if sha != f.sha256 {
@@ -136,4 +147,20 @@ fn check_one(
         _ => {}
     }
     Ok(())
+}
+
+/// A file that stops being readable once the run is cancelled, so a check of a large file ends
+/// within a read (1 MiB) of the cancel.
+struct Cancellable<'a, R> {
+    inner: R,
+    progress: &'a Counters,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.progress.cancelled() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
 }

@@ -118,6 +118,7 @@ pub fn generate(
     progress.set_phase("preparing");
 
     let mut coord = src.connect().context("connecting to the source")?;
+    progress.watch_client(&coord);
     prepare_session(&mut coord)?;
     coord.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
     let exported: String = coord
@@ -175,6 +176,9 @@ pub fn generate(
         &|| progress.cancelled(),
         || {
             let mut c = src.session().context("opening a parallel connection")?;
+            if let Some(cancel) = c.canceller() {
+                progress.watch(cancel);
+            }
             c.simple(catalog::SESSION_SETTINGS)?;
             c.simple(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;

@@ -197,7 +197,7 @@ impl Manifest {
                 .filter(|total| *total <= MAX_COUNT)
                 .ok_or_else(|| anyhow::anyhow!("{what}: a count is out of range"))
         };
-        let mut all_raw = 0u64;
+        let (mut all_raw, mut all_rows, mut all_stored) = (0u64, 0u64, 0u64);
         for t in &self.tables {
             let what = format!("table {}", t.qualified());
             let rows = sum(&what, t.files.iter().map(|f| f.rows).collect())?;
@@ -206,10 +206,16 @@ impl Manifest {
             if rows != t.rows || raw != t.raw_bytes || stored != t.stored_bytes {
                 bail!("table {}: the per-file counts do not add up", t.qualified());
             }
-            all_raw = all_raw
-                .checked_add(raw)
-                .filter(|total| *total <= MAX_COUNT)
-                .ok_or_else(|| anyhow::anyhow!("the snapshot's sizes are out of range"))?;
+            for (total, n) in [
+                (&mut all_raw, raw),
+                (&mut all_rows, rows),
+                (&mut all_stored, stored),
+            ] {
+                *total = total
+                    .checked_add(n)
+                    .filter(|t| *t <= MAX_COUNT)
+                    .ok_or_else(|| anyhow::anyhow!("the snapshot's totals are out of range"))?;
+            }
             for f in &t.files {
                 check_file_name(&f.name)?;
                 if !names.insert(f.name.clone()) {
@@ -219,6 +225,9 @@ impl Manifest {
         }
         if let Some(s) = &self.schema {
             check_file_name(&s.archive.name)?;
+            if s.archive.stored_bytes > MAX_COUNT || s.archive.raw_bytes > MAX_COUNT {
+                bail!("the schema archive's size is out of range");
+            }
         }
         Ok(())
     }

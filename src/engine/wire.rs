@@ -416,6 +416,24 @@ pub enum Session {
 }
 
 impl Session {
+    /// How to cancel this session's running statement.
+    pub fn canceller(&self) -> Option<crate::engine::counters::Canceller> {
+        match self {
+            Session::Wire(w) => {
+                let token = w.cancel_token()?;
+                Some(Box::new(move || {
+                    let _ = token.cancel();
+                }))
+            }
+            Session::Pg(c) => {
+                let token = c.cancel_token();
+                Some(Box::new(move || {
+                    let _ = token.cancel_query(postgres::NoTls);
+                }))
+            }
+        }
+    }
+
     pub fn simple(&mut self, sql: &str) -> Result<()> {
         match self {
             Session::Wire(w) => w.simple(sql),

@@ -254,11 +254,13 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
     let _ = sel;
     database(home.path(), &n, "probe_dst", "bob", &["bob"]);
     let bob_dst = as_role(&n, "bob", "probe_dst");
+    // (The triggers are asked to fire: by default a load fires none.)
     for mode in ["create", "verify"] {
         let id = start(
             &bob_dst,
             &format!(
-                "SELECT snapshot_id FROM steep_repl.start_apply('probe-snap', schema_mode => '{mode}')"
+                "SELECT snapshot_id FROM steep_repl.start_apply('probe-snap', schema_mode => '{mode}',
+                                                                fire_triggers => true)"
             ),
         );
         let (status, err) = wait_snapshot(&bob_dst, &id);
@@ -298,6 +300,7 @@ fn user_code_run_by_jobs_never_gains_rights_in_direct_or_client_mode() {
             "snapshot",
             "apply",
             "--client",
+            "--fire-triggers",
             "--schema",
             mode,
             "-i",
@@ -343,7 +346,7 @@ fn a_trigger_that_resets_role_fails_the_apply_instead_of_escalating() {
     );
     let id = start(
         &bob,
-        "SELECT snapshot_id FROM steep_repl.start_apply('bob_snap1')",
+        "SELECT snapshot_id FROM steep_repl.start_apply('bob_snap1', fire_triggers => true)",
     );
     let (status, err) = wait_snapshot(&bob, &id);
     assert_eq!(status, "failed");

@@ -67,3 +67,112 @@ fn a_foreign_key_to_a_partitioned_table_survives_schema_create_in_both_modes() {
     assert_eq!(r["status"], "complete", "{r}");
     assert_eq!(table_hashes(&d2), table_hashes(&conn));
 }
+
+/// (A deferrable foreign key queues checks for commit: triggers are enabled again after them.)
+const TRIGGERED: &str = "
+    CREATE TABLE audit (id serial PRIMARY KEY, note text);
+    CREATE TABLE tr (id int PRIMARY KEY, v text,
+                     aid int REFERENCES audit DEFERRABLE INITIALLY DEFERRED);";
+
+const TRIGGERS: &str = "
+    CREATE FUNCTION bang() RETURNS trigger LANGUAGE plpgsql AS
+      $f$BEGIN NEW.v := NEW.v || '!'; RETURN NEW; END$f$;
+    CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS
+      $f$BEGIN INSERT INTO public.audit (note) VALUES ('loaded ' || NEW.id); RETURN NULL; END$f$;
+    CREATE TRIGGER bang BEFORE INSERT ON tr FOR EACH ROW EXECUTE FUNCTION bang();
+    CREATE TRIGGER note AFTER INSERT ON tr FOR EACH ROW EXECUTE FUNCTION note();
+    ALTER TABLE tr ENABLE ALWAYS TRIGGER note;";
+
+#[test]
+fn the_targets_user_triggers_do_not_fire_during_a_load_unless_asked() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(&conn, TRIGGERED);
+    sql(
+        &conn,
+        "INSERT INTO audit (note) SELECT 'old ' || g FROM generate_series(1, 5) g;
+         INSERT INTO tr SELECT g, 'A', 1 + g % 5 FROM generate_series(1, 50) g;",
+    );
+    let snap = client_snapshot(home.path(), &conn, "triggers");
+    let dst = node();
+    let dconn = dst.connection_string("postgres");
+    init(home.path(), &dconn, &[]);
+    sql(&dconn, TRIGGERED);
+    sql(&dconn, TRIGGERS);
+    let apply = |extra: &[&str], conn: &str| {
+        let mut cmd = steep(home.path());
+        cmd.args(["snapshot", "apply", "--client", "-i", &snap, "-c", conn])
+            .args(extra);
+        cmd
+    };
+    // Neither the BEFORE trigger nor the AFTER one (ALWAYS included) fires; both stay enabled.
+    ok(&mut apply(&[], &dconn));
+    assert_eq!(table_hashes(&dconn), table_hashes(&conn));
+    let enabled: Vec<String> = connect(&dconn)
+        .query(
+            "SELECT tgname::text || tgenabled::text FROM pg_trigger
+             WHERE tgrelid = 'tr'::regclass AND NOT tgisinternal ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(enabled, ["bangO", "noteA"]);
+    // Asked to, they fire.
+    ok(&mut apply(&["--fire-triggers", "-j", "1"], &dconn));
+    let v: String = connect(&dconn)
+        .query_one("SELECT v FROM tr WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "A!");
+    // A role that may load tr but does not own it cannot keep the triggers from firing: refused
+    // with the option, and nothing changes.
+    sql(
+        &dconn,
+        "CREATE ROLE loader LOGIN;
+         GRANT SELECT, INSERT, DELETE, TRUNCATE ON tr, audit TO loader;
+         GRANT USAGE, UPDATE ON SEQUENCE audit_id_seq TO loader;",
+    );
+    let lconn = format!(
+        "host=127.0.0.1 port={} user=loader dbname=postgres",
+        dst.port()
+    );
+    let before = table_hashes(&dconn);
+    let err = fails(&mut apply(&["--schema", "skip"], &lconn), 1);
+    assert!(
+        err.contains("--fire-triggers") && err.contains("tr"),
+        "{err}"
+    );
+    assert_eq!(table_hashes(&dconn), before);
+    ok(&mut apply(&["--schema", "skip", "--fire-triggers"], &lconn));
+
+    // Direct mode: the same default.
+    sql(&dconn, "CREATE DATABASE trg_direct");
+    let d2 = dst.connection_string("trg_direct");
+    init(home.path(), &d2, &[]);
+    sql(&d2, TRIGGERED);
+    sql(&d2, TRIGGERS);
+    let out = dst.snapshot_dir().join("triggers");
+    let st = std::process::Command::new("cp")
+        .args(["-r", &snap])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = std::process::Command::new("chown")
+        .args([
+            "-R",
+            &std::env::var("STEEP_RUN_AS").unwrap_or("postgres".into()),
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = json(&ok(steep(home.path()).args([
+        "snapshot", "apply", "--direct", "-i", "triggers", "--json", "-c", &d2,
+    ])));
+    assert_eq!(r["status"], "complete", "{r}");
+    assert_eq!(table_hashes(&d2), table_hashes(&conn));
+}

@@ -286,6 +286,7 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
         schema,
         resume: p["resume"].as_bool().unwrap_or(false),
         pg_restore: server_program("pg_restore"),
+        fire_triggers: p["fire_triggers"].as_bool().unwrap_or(false),
     };
     let progress = Counters::default();
     let s = drive(ctx, &progress, || apply::apply(&connect, &opts, &progress))?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
@@ -35,11 +35,16 @@ pub struct ApplyArgs {
     /// Skip the checksum pass before loading (row counts are still checked).
     #[arg(long)]
     no_verify: bool,
-    /// Continue a failed apply: tables whose row count already matches are skipped, and with
-    /// --schema create so are the schema (when every table exists) and the indexes,
-    /// constraints, triggers, policies and rules the target already has.
+    /// Continue a failed apply, in the schema mode it was started with: tables whose load
+    /// committed are skipped (steep_repl 0.4.0+ on the target records them; without it every
+    /// table is loaded again), and with --schema create so are the schema (when every table
+    /// exists) and the indexes, constraints, triggers, policies and rules the target has.
     #[arg(long)]
     resume: bool,
+    /// Let the target's user triggers fire while rows are loaded. By default they do not, as in
+    /// replication (the table's owner keeps them from firing inside the load's transaction).
+    #[arg(long)]
+    fire_triggers: bool,
     /// Direct mode: queue it and return at once.
     #[arg(long)]
     detach: bool,
@@ -54,10 +59,42 @@ impl ApplyArgs {
         let (mut c, params) = ctx.open()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {
             Mode::Direct => {
+                // A server whose steep_repl predates fire_triggers lets triggers fire: say so.
+                let current: bool = c
+                    .query_one(
+                        "SELECT to_regprocedure('steep_repl.start_apply(text,integer,boolean,text,boolean,boolean)') IS NOT NULL",
+                        &[],
+                    )
+                    .map_err(db_error)?
+                    .get(0);
+                if !current {
+                    if self.fire_triggers {
+                        bail!(
+                            "the server's steep_repl is older than 0.4.0 and has no --fire-triggers \
+                             (its worker lets triggers fire anyway): upgrade it with `steep init`"
+                        );
+                    }
+                    ctx.out.warn(
+                        "the server's steep_repl is older than 0.4.0: its worker lets the target's \
+                         user triggers fire during the load; upgrade it with `steep init`",
+                    );
+                }
+                let verify = !self.no_verify;
+                let schema = self.schema.name();
+                let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    vec![&self.input, &self.parallel, &verify, &schema, &self.resume];
+                // (Only asked for when wanted: older servers take five arguments.)
+                if self.fire_triggers {
+                    args.push(&self.fire_triggers);
+                }
+                let list: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
                 let row = c
                     .query_one(
-                        "SELECT snapshot_id, storage_path FROM steep_repl.start_apply($1, $2, $3, $4, $5)",
-                        &[&self.input, &self.parallel, &!self.no_verify, &self.schema.name(), &self.resume],
+                        &format!(
+                            "SELECT snapshot_id, storage_path FROM steep_repl.start_apply({})",
+                            list.join(", ")
+                        ),
+                        &args,
                     )
                     .map_err(db_error)?;
                 let (id, path): (String, String) = (row.get(0), row.get(1));
@@ -99,6 +136,7 @@ impl ApplyArgs {
                     schema: self.schema,
                     resume: self.resume,
                     pg_restore,
+                    fire_triggers: self.fire_triggers,
                 };
                 ctx.out.status(
                     "Applying",

@@ -28,13 +28,13 @@ impl VerifyArgs {
         let progress = Arc::new(Counters::default());
         let mut rec = None;
         let problems = run_local(ctx, "verify", &progress, &mut rec, || {
-            Ok(file_check::check(
-                &self.dir,
-                &m,
-                true,
-                self.parallel,
-                &progress,
-            ))
+            let problems = file_check::check(&self.dir, &m, true, self.parallel, &progress);
+            if progress.cancelled() {
+                return Err(steep::engine::error::cancelled(
+                    "not every file was checked",
+                ));
+            }
+            Ok(problems)
         })
         .0?;
         let nfiles: usize = m.tables.iter().map(|t| t.files.len()).sum::<usize>()

@@ -17,7 +17,11 @@ impl Markers {
     pub(super) fn detect(c: &mut postgres::Client, snapshot_id: &str) -> Result<Option<Markers>> {
         let usable: bool = c
             .query_one(
-                "SELECT CASE WHEN to_regclass('steep_repl.apply_markers') IS NULL
+                "SELECT CASE WHEN NOT EXISTS (SELECT FROM pg_namespace n
+                                              WHERE n.nspname = 'steep_repl'
+                                                AND has_schema_privilege(n.oid, 'USAGE'))
+                        THEN false
+                        WHEN to_regclass('steep_repl.apply_markers') IS NULL
                           OR to_regprocedure('steep_repl.mark_applied(text,text,text,text)') IS NULL
                         THEN false
                         -- (a list of privileges asks for any one of them: each on its own)

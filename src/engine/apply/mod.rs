@@ -7,6 +7,7 @@
 
 mod markers;
 mod schema_check;
+mod triggers;
 mod units;
 
 use markers::Markers;
@@ -75,6 +76,9 @@ pub struct ApplyOptions {
     pub resume: bool,
     /// The pg_restore that restores the schema archive (needed for `SchemaMode::Create`).
     pub pg_restore: Option<PathBuf>,
+    /// Let the target's user triggers fire during the load (by default they do not, as in
+    /// replication; the table's owner keeps them from firing).
+    pub fire_triggers: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +117,9 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
     if opts.verify_checksums {
         progress.set_phase("verifying");
         let problems = file_check::check(&opts.input, &m, false, parallel, progress);
+        if progress.cancelled() {
+            return Err(crate::engine::error::cancelled("nothing was changed"));
+        }
         if let Some(p) = problems.first() {
             bail!(
                 "the snapshot is damaged, nothing was changed on the target: {p}{}",
@@ -123,11 +130,9 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
                 }
             );
         }
-        if progress.cancelled() {
-            return Err(crate::engine::error::cancelled("nothing was changed"));
-        }
     }
     let mut coord = dst.connect().context("connecting to the target")?;
+    progress.watch_client(&coord);
     prepare_session(&mut coord)?;
 
     // Which tables an earlier, interrupted apply of this snapshot loaded (resume markers, when
@@ -236,6 +241,16 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         mk.forget(&mut tx)?;
         tx.commit()?;
     }
+    if !opts.fire_triggers {
+        let to_load: Vec<String> = m
+            .tables
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(t, _)| t.qualified())
+            .collect();
+        triggers::refuse_unowned(&mut coord, &to_load)?;
+    }
     let skipped = done.iter().filter(|d| **d).count();
     progress
         .tables_total
@@ -260,6 +275,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         m: &m,
         dir: &opts.input,
         markers: markers.as_ref(),
+        fire_triggers: opts.fire_triggers,
         schema: opts.schema,
         oids: &oids,
         fks: &fks,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 
 use super::markers::Markers;
+use super::triggers;
 use super::SchemaMode;
 use crate::db_error::db_error;
 use crate::engine::catalog::{prepare_session, ForeignKey};
@@ -23,6 +24,8 @@ pub(super) struct Plan<'a> {
     pub(super) m: &'a Manifest,
     pub(super) dir: &'a Path,
     pub(super) markers: Option<&'a Markers>,
+    /// Let the target's user triggers fire during the load.
+    pub(super) fire_triggers: bool,
     pub(super) schema: SchemaMode,
     pub(super) oids: &'a [i64],
     pub(super) fks: &'a [ForeignKey],
@@ -68,6 +71,7 @@ impl Plan<'_> {
             &|| progress.cancelled(),
             || {
                 let mut c = dst.connect().context("opening a loading connection")?;
+                progress.watch_client(&c);
                 prepare_session(&mut c)?;
                 Ok(c)
             },
@@ -122,15 +126,31 @@ impl Plan<'_> {
                 .and_then(|i| order.iter().position(|u| u.len() > 1 && u.contains(i)))
         };
         let mut tx = c.transaction()?;
-        // Foreign keys inside a cycle are checked at commit when they are deferrable;
-        // non-deferrable ones are dropped and added back (which validates every row).
-        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
+        // User triggers (DELETE and TRUNCATE ones included) do not fire unless asked to.
+        let mut held = Vec::new();
+        if !self.fire_triggers {
+            for &t in tables {
+                held.push(triggers::hold(&mut tx, &self.m.tables[t].qualified())?);
+            }
+        }
+        let holding = held.iter().any(|h| !h.is_empty());
+        // Foreign keys inside a cycle: deferrable ones are checked at commit, non-deferrable ones
+        // are dropped and added back (which validates every row). Held triggers are enabled
+        // again before commit, which ALTER TABLE refuses while checks are pending (and a
+        // restricted session may not run them early): then every key inside the cycle is set
+        // aside, and checks stay immediate.
+        let cyclic = order.iter().any(|u| u.len() > 1);
+        tx.batch_execute(if cyclic && !holding {
+            "SET CONSTRAINTS ALL DEFERRED"
+        } else {
+            "SET CONSTRAINTS ALL IMMEDIATE"
+        })?;
         let unit_oids: Vec<i64> = tables.iter().map(|t| self.oids[*t]).collect();
         let internal: Vec<&ForeignKey> = self
             .fks
             .iter()
             .filter(|f| {
-                !f.deferrable
+                (!f.deferrable || holding)
                     && cycle_of(f.child).is_some()
                     && cycle_of(f.child) == cycle_of(f.parent)
             })
@@ -170,6 +190,9 @@ impl Plan<'_> {
             total += self
                 .copy_in(&mut tx, table, frozen, progress)
                 .with_context(|| format!("loading {}", table.qualified()))?;
+        }
+        for h in held {
+            triggers::release(&mut tx, h)?;
         }
         if let Some(mk) = self.markers {
             for &t in tables {
