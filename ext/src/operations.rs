@@ -255,6 +255,17 @@ fn operation_progress(
                WHERE CASE WHEN $1 IS NULL THEN w.status = 'pending' ELSE w.id = $1 END
                  AND NOT (w.id = ANY($2))
                ORDER BY w.id";
+    // Why this database's worker could not be started, if the launcher said so: what its pending
+    // jobs wait for.
+    let blocked = if preloaded() {
+        let s = STATE.share();
+        s.dbs
+            .iter()
+            .find(|e| e.db_oid == this_db)
+            .and_then(|e| e.blocked.non_empty())
+    } else {
+        None
+    };
     Spi::connect(|c| {
         for r in c.select(sql, None, &[id.into(), seen.into()])? {
             let mut e = r
@@ -266,6 +277,9 @@ fn operation_progress(
             e.status = r.get(3)?.unwrap_or_default();
             e.error = r.get(5)?;
             e.snapshot_id = r.get(6)?;
+            if e.status == "pending" && e.phase.is_none() {
+                e.phase = blocked.clone();
+            }
             rows.push(progress_row(e, r.get(7)?, r.get(8)?));
         }
         Ok::<_, pgrx::spi::Error>(())

@@ -53,6 +53,9 @@ pub enum DbState {
     Running = 2,
     /// The database has no steep_repl (checked at `checked_ms`).
     Absent = 3,
+    /// The database has steep_repl and nothing to do: no worker is connected (so DROP DATABASE
+    /// works as without steep); one is started when a job is queued.
+    Idle = 4,
 }
 
 #[derive(Clone, Copy)]
@@ -64,6 +67,8 @@ pub struct DbEntry {
     /// A backend queued work here and found no worker: start one now.
     pub wanted: bool,
     pub checked_ms: i64,
+    /// Why the launcher could not start this database's worker (shown on its pending jobs).
+    pub blocked: FixedStr<160>,
 }
 
 impl DbEntry {
@@ -73,6 +78,7 @@ impl DbEntry {
         state: DbState::Empty,
         wanted: false,
         checked_ms: 0,
+        blocked: FixedStr::EMPTY,
     };
 }
 

@@ -291,13 +291,31 @@ fn settings_checks(client: &mut postgres::Client, state: &ServerState, checks: &
     });
     let int = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let workers = int(setting(client, "max_worker_processes"));
-    checks.push(if workers >= 8 {
-        ok("max_worker_processes", workers.to_string())
+    // The rule: steep's launcher and PostgreSQL's logical replication launcher, then per database
+    // running jobs at the same time its worker and up to max_jobs job workers (a database without
+    // work has no worker). Checked for one such database; parallel queries need their own.
+    // (Unknown before the library is loaded: its default.)
+    let max_jobs = setting(client, "steep_repl.max_jobs")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(4)
+        .max(1);
+    let needed = 2 + 1 + max_jobs;
+    checks.push(if workers >= needed {
+        ok(
+            "max_worker_processes",
+            format!("{workers} (steep needs {needed} for one database running jobs)"),
+        )
     } else {
         warn(
             "max_worker_processes",
-            format!("{workers}: too few for steep's workers and parallel queries"),
-            "ALTER SYSTEM SET max_worker_processes = 16; then restart PostgreSQL",
+            format!(
+                "{workers}: steep needs 2 + (1 + steep_repl.max_jobs = {max_jobs}) per database \
+                 running jobs at once = {needed} for one, plus what parallel queries use"
+            ),
+            format!(
+                "ALTER SYSTEM SET max_worker_processes = {}; then restart PostgreSQL",
+                (needed + 8).max(16)
+            ),
         )
     });
     let wal = setting(client, "wal_level").unwrap_or_default();

@@ -383,12 +383,70 @@ fn a_waiting_job_stays_pending_and_says_why() {
     std::thread::sleep(Duration::from_millis(1500));
     let (s, _) = status(&mut c, stuck);
     assert_eq!(s, "pending");
+    // Not even the database's worker can start (the launchers take both): the launcher says so
+    // on the pending job, and doctor applies the rule.
+    sql(&conn, "ALTER SYSTEM SET max_worker_processes = 2");
+    node.cluster_mut().restart().unwrap();
+    let mut c = connect_retry(&conn);
+    let blocked = selftest(&mut c, 0.2, 2);
+    let p = phase_becomes(&mut c, blocked, "this database's steep_repl worker");
+    assert!(p.contains("max_worker_processes (2)"), "{p}");
+    let d = steep(home.path())
+        .args(["doctor", "--json", "-c", &conn])
+        .output()
+        .unwrap();
+    let report = json(&stdout(&d));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "max_worker_processes")
+        .unwrap()
+        .clone();
+    assert_eq!(check["level"], "warn", "{check}");
     sql(&conn, "ALTER SYSTEM RESET max_worker_processes");
     node.cluster_mut().restart().unwrap();
     assert_eq!(
         wait_for(&conn, stuck, &["complete"], Duration::from_secs(20)).0,
         "complete"
     );
+    assert_eq!(
+        wait_for(&conn, blocked, &["complete"], Duration::from_secs(20)).0,
+        "complete"
+    );
+}
+
+#[test]
+fn an_idle_database_can_be_dropped_and_a_new_job_still_starts_at_once() {
+    let home = temp_home();
+    let n = node();
+    let admin = n.connection_string("postgres");
+    sql(&admin, "CREATE DATABASE dropme");
+    let conn = n.connection_string("dropme");
+    init(home.path(), &conn, &[]);
+    let mut c = connect(&conn);
+    let id = selftest(&mut c, 0.1, 1);
+    assert_eq!(
+        wait_for(&conn, id, &["complete"], Duration::from_secs(20)).0,
+        "complete"
+    );
+    // After a second with nothing to do the database's worker has left: a job still starts at
+    // once (the launcher starts a worker for it).
+    std::thread::sleep(Duration::from_millis(2500));
+    let queued = Instant::now();
+    let id = selftest(&mut c, 0.0, 1);
+    wait_for(&conn, id, &["running", "complete"], Duration::from_secs(5));
+    assert!(
+        queued.elapsed() < Duration::from_secs(1),
+        "started after {:?}",
+        queued.elapsed()
+    );
+    wait_for(&conn, id, &["complete"], Duration::from_secs(20));
+    drop(c);
+    // DROP DATABASE waits up to 5 s for other sessions: the worker leaves within that.
+    let started = Instant::now();
+    sql(&admin, "DROP DATABASE dropme");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The database worker: one per database with steep_repl. On start and every few seconds it fails
-//! jobs left `running` by a worker that is gone; whenever woken (a job was queued) it starts a job
-//! worker per pending job, up to steep_repl.max_jobs.
+//! The database worker: one per database with steep_repl while the database has work. On start
+//! and every few seconds it fails jobs left `running` by a worker that is gone; whenever woken (a
+//! job was queued) it starts a job worker per pending job, up to steep_repl.max_jobs. With no job
+//! pending or running for IDLE_EXIT it leaves (the launcher starts it again when a job is queued),
+//! so an idle database has no steep process connected.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use crate::shmem::{now_ms, DbState, MAX_SLOTS, STATE};
 use crate::worker::{db_oid_arg, reload_config, start_job_worker, tx};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long a database worker stays with nothing to do (DROP DATABASE waits 5 s for sessions).
+const IDLE_EXIT: Duration = Duration::from_secs(1);
 
 #[pg_guard]
 #[no_mangle]
@@ -35,6 +39,7 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
 
     let mut jobs: Vec<DynamicBackgroundWorker> = Vec::new();
     let mut last_sweep = Instant::now() - SWEEP_EVERY;
+    let mut idle_since: Option<Instant> = None;
     loop {
         if BackgroundWorker::sighup_received() {
             reload_config();
@@ -58,15 +63,11 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
                 Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)
             )
         });
-        let pending = match tx(|| {
-            Spi::get_one::<i64>(
-                "SELECT count(*) FROM steep_repl.work_queue WHERE status = 'pending'",
-            )
-        }) {
-            Ok(Ok(n)) => n.unwrap_or(0) as usize,
+        let (pending, running) = match tx(count_jobs) {
+            Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 warning!("steep_repl worker: counting pending jobs: {e}");
-                0
+                (0, 1)
             }
             Err(_) if extension_gone() => {
                 set_state(db, DbState::Absent, 0);
@@ -74,7 +75,7 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
             }
             Err(e) => {
                 warning!("steep_repl worker: counting pending jobs: {e}");
-                0
+                (0, 1)
             }
         };
         let ours: Vec<i32> = jobs.iter().filter_map(|h| h.pid().ok()).collect();
@@ -134,7 +135,22 @@ pub extern "C-unwind" fn steep_repl_database_worker_main(arg: pg_sys::Datum) {
                 warning!("steep_repl worker: recording why jobs wait: {e}");
             }
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+        // Nothing pending, running or starting here: after IDLE_EXIT, leave.
+        let busy = pending > 0 || running > 0 || !jobs.is_empty() || others > 0;
+        if busy {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_EXIT {
+            if leave_if_idle(db, me) {
+                break;
+            }
+            idle_since = None;
+        }
+        let tick = if idle_since.is_some() {
+            IDLE_EXIT
+        } else {
+            Duration::from_secs(1)
+        };
+        if !BackgroundWorker::wait_latch(Some(tick)) {
             break;
         }
     }
@@ -168,10 +184,33 @@ unsafe extern "C-unwind" fn unregister(_code: i32, arg: pg_sys::Datum) {
     // SAFETY: reading our own pid.
     let me = unsafe { pg_sys::MyProcPid };
     let mut s = STATE.exclusive();
+    // Still registered as running: it did not leave on purpose (a signal, an error); the
+    // launcher starts it again.
     if let Some(e) = s.dbs.iter_mut().find(|e| e.db_oid == db && e.pid == me) {
         e.pid = 0;
         e.state = DbState::Empty;
     }
+}
+
+/// Pending and running jobs of this database.
+fn count_jobs() -> Result<(usize, usize), pgrx::spi::Error> {
+    let (pending, running) = Spi::get_two::<i64, i64>(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running')
+         FROM steep_repl.work_queue WHERE status IN ('pending', 'running')",
+    )?;
+    Ok((pending.unwrap_or(0) as usize, running.unwrap_or(0) as usize))
+}
+
+/// Leave when the database still has nothing to do. Marked idle first, checked second: a job
+/// committed before the mark finds this worker registered and is seen by the check; one
+/// committed after finds the database idle and has the launcher start a worker.
+fn leave_if_idle(db: pg_sys::Oid, me: i32) -> bool {
+    set_state(db, DbState::Idle, 0);
+    let still_idle = matches!(tx(count_jobs), Ok(Ok((0, 0))));
+    if !still_idle {
+        set_state(db, DbState::Running, me);
+    }
+    still_idle
 }
 
 /// Fail the jobs marked running whose worker is gone. Candidates are read first (rows already

@@ -1,6 +1,8 @@
-//! The launcher: registered at server start when preloaded. It keeps one database worker running
-//! for every database that has steep_repl, re-checking the others now and then, and at once when
-//! a backend queues work in a database without a worker.
+//! The launcher: registered at server start when preloaded. At its start it runs a database
+//! worker once in every database (the sweep of jobs a restart interrupted; databases without
+//! steep_repl are noted); afterwards it starts a database's worker only when a backend queues work
+//! there. A database worker leaves when its database has nothing to do, so no steep process stays
+//! connected to an idle database (DROP DATABASE works as without steep).
 
 use std::time::Duration;
 
@@ -10,8 +12,6 @@ use pgrx::prelude::*;
 use crate::shmem::{now_ms, pid_alive, DbEntry, DbState, STATE};
 use crate::worker::{reload_config, start_database_worker, tx};
 
-/// How long a database without steep_repl is left alone before it is checked again.
-const RECHECK_ABSENT_MS: i64 = 30_000;
 /// A worker that has not registered this long after being started is started again.
 const STARTING_TIMEOUT_MS: i64 = 10_000;
 
@@ -97,7 +97,7 @@ fn ensure_workers(dbs: &[pg_sys::Oid]) {
                 DbState::Empty => true,
                 DbState::Running => !pid_alive(e.pid),
                 DbState::Starting => now - e.checked_ms > STARTING_TIMEOUT_MS,
-                DbState::Absent => e.wanted || now - e.checked_ms > RECHECK_ABSENT_MS,
+                DbState::Absent | DbState::Idle => e.wanted,
             };
             if start {
                 e.state = DbState::Starting;
@@ -109,17 +109,31 @@ fn ensure_workers(dbs: &[pg_sys::Oid]) {
         }
     }
     for db in to_start {
-        if start_database_worker(db).is_none() {
-            let msg = format!(
-                "steep_repl launcher: cannot start a worker for database {} (raise max_worker_processes)",
-                db.to_u32()
-            );
-            warning!("{msg}");
-            crate::shmem::record_error(&msg);
-            let mut s = STATE.exclusive();
-            if let Some(e) = s.dbs.iter_mut().find(|e| e.db_oid == db.to_u32()) {
-                e.state = DbState::Empty;
-            }
+        let started = start_database_worker(db).is_some();
+        let mut s = STATE.exclusive();
+        let Some(e) = s.dbs.iter_mut().find(|e| e.db_oid == db.to_u32()) else {
+            continue;
+        };
+        if started {
+            e.blocked.set("");
+            continue;
+        }
+        // Tried again on the next round (every 2 s); its pending jobs show the reason.
+        let reason = format!(
+            "waiting for a background worker process to run this database's steep_repl worker: \
+             all max_worker_processes ({}) are in use; raise it (server restart) or stop other \
+             workers",
+            // SAFETY: a plain integer setting, read-only.
+            unsafe { pg_sys::max_worker_processes }
+        );
+        let first = e.blocked.as_str() != reason;
+        e.blocked.set(&reason);
+        e.state = DbState::Empty;
+        e.wanted = true;
+        drop(s);
+        if first {
+            warning!("steep_repl launcher: database {}: {reason}", db.to_u32());
+            crate::shmem::record_error(&format!("database {}: {reason}", db.to_u32()));
         }
     }
 }
