@@ -77,19 +77,50 @@ COMMENT ON FUNCTION steep_repl.forget_applied(text)
     IS 'Drop the current role''s markers of a snapshot (a new, non-resuming apply starts over)';
 
 -- requires:
+--   security
+--   fingerprints
+--   nodes
+
+-- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
+-- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
+-- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
+-- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
+-- merges and the merge audit log are.
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
+
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
+ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
+
+-- The cascade the fingerprints' foreign key did, done by the function that removes a node.
+CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
+         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
+
+-- requires:
 --   snapshots
 --   security
 
--- User triggers during an apply (0.4.0): by default they do not fire while rows are loaded (as in
--- replication; the table's owner keeps them from firing inside the load's transaction), and
--- start_apply takes fire_triggers to let them. A new argument is a new signature.
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
 
 DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
 CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
                                        verify boolean DEFAULT true,
                                        schema_mode text DEFAULT 'verify',
                                        resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false)
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
 RETURNS steep_repl.snapshots
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -121,40 +152,16 @@ BEGIN
             jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
                                'schema', $4, 'resume', coalesce($5, false),
                                'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false)));
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
     RETURN snap;
 END
 $fn$;
 
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean)
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
     IS 'Queue loading the snapshot at input_path (on the server) into this database';
-
--- requires:
---   security
---   fingerprints
---   nodes
-
--- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
--- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
--- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
--- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
--- merges and the merge audit log are.
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
-
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
-ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
-
--- The cascade the fingerprints' foreign key did, done by the function that removes a node.
-CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
-         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
-    SELECT EXISTS (SELECT FROM gone);
-$fn$;
 
 -- requires:
 --   security

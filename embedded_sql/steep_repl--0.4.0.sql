@@ -91,104 +91,6 @@ SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log_id_seq', 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/operations.rs:13
--- requires:
---   tables
-
--- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
--- security so a role sees and changes only the operations of roles whose privileges it has.
--- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
--- added with ALTER TABLE in both (the same column order either way).
-
-ALTER TABLE steep_repl.snapshots
-    ADD COLUMN phase            text,
-    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
-    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
-                                CHECK (overall_percent BETWEEN 0 AND 100),
-    ADD COLUMN current_table    text,
-    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
-    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
-    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
-    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
-    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
-
-CREATE TABLE steep_repl.merges (
-    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
-    peer_node        text,
-    peer             text NOT NULL,
-    tables           text[] NOT NULL DEFAULT '{}',
-    strategy         text NOT NULL DEFAULT 'prefer-local'
-                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
-    dry_run          boolean NOT NULL DEFAULT false,
-    status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    current_table    text,
-    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
-    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
-    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
-    error_message    text,
-    created_by       name NOT NULL DEFAULT current_user,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz,
-    completed_at     timestamptz
-);
-COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
-
-CREATE TABLE steep_repl.work_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
-                                                     'bidirectional_merge', 'selftest')),
-    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
-    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
-    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    created_by    name NOT NULL DEFAULT current_user,
-    database      name NOT NULL DEFAULT current_database(),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    started_at    timestamptz,
-    completed_at  timestamptz,
-    error_message text,
-    worker_pid    integer,
-    progress      jsonb,
-    result        jsonb
-);
-CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
-CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
-    WHERE snapshot_id IS NOT NULL;
-COMMENT ON TABLE steep_repl.work_queue
-    IS 'Operations for the background workers; each runs with the privileges of created_by';
-
--- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
--- do not already have. Superusers and the extension owner (the workers) bypass row security.
-CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT FROM pg_roles r
-                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
-$fn$;
-COMMENT ON FUNCTION steep_repl._acts_as(name)
-    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
-
-ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY work_queue_owner ON steep_repl.work_queue
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
-CREATE POLICY snapshots_owner ON steep_repl.snapshots
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merges_owner ON steep_repl.merges
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/nodes.rs:4
 -- requires:
 --   tables
@@ -300,6 +202,104 @@ AS $fn$
     SELECT value #>> '{}' FROM steep_repl.coordinator_state WHERE key = 'local_node_id';
 $fn$;
 COMMENT ON FUNCTION steep_repl.local_node_id() IS 'The node this database is (set by steep init), or NULL';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/operations.rs:13
+-- requires:
+--   tables
+
+-- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
+-- security so a role sees and changes only the operations of roles whose privileges it has.
+-- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
+-- added with ALTER TABLE in both (the same column order either way).
+
+ALTER TABLE steep_repl.snapshots
+    ADD COLUMN phase            text,
+    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
+    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
+                                CHECK (overall_percent BETWEEN 0 AND 100),
+    ADD COLUMN current_table    text,
+    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
+    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
+    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
+    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
+    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
+
+CREATE TABLE steep_repl.merges (
+    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
+    peer_node        text,
+    peer             text NOT NULL,
+    tables           text[] NOT NULL DEFAULT '{}',
+    strategy         text NOT NULL DEFAULT 'prefer-local'
+                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
+    dry_run          boolean NOT NULL DEFAULT false,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    current_table    text,
+    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
+    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
+    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
+    error_message    text,
+    created_by       name NOT NULL DEFAULT current_user,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    completed_at     timestamptz
+);
+COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
+
+CREATE TABLE steep_repl.work_queue (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
+                                                     'bidirectional_merge', 'selftest')),
+    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
+    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    created_by    name NOT NULL DEFAULT current_user,
+    database      name NOT NULL DEFAULT current_database(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    error_message text,
+    worker_pid    integer,
+    progress      jsonb,
+    result        jsonb
+);
+CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
+CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
+    WHERE snapshot_id IS NOT NULL;
+COMMENT ON TABLE steep_repl.work_queue
+    IS 'Operations for the background workers; each runs with the privileges of created_by';
+
+-- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
+-- do not already have. Superusers and the extension owner (the workers) bypass row security.
+CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_roles r
+                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
+$fn$;
+COMMENT ON FUNCTION steep_repl._acts_as(name)
+    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
+
+ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1145,21 +1145,55 @@ COMMENT ON FUNCTION steep_repl.forget_applied(text)
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/dump.rs:4
+-- requires:
+--   security
+--   fingerprints
+--   nodes
+
+-- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
+-- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
+-- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
+-- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
+-- merges and the merge audit log are.
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
+
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
+ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
+
+-- The cascade the fingerprints' foreign key did, done by the function that removes a node.
+CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
+         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/apply_markers.rs:11
 -- requires:
 --   snapshots
 --   security
 
--- User triggers during an apply (0.4.0): by default they do not fire while rows are loaded (as in
--- replication; the table's owner keeps them from firing inside the load's transaction), and
--- start_apply takes fire_triggers to let them. A new argument is a new signature.
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
 
 DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
 CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
                                        verify boolean DEFAULT true,
                                        schema_mode text DEFAULT 'verify',
                                        resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false)
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
 RETURNS steep_repl.snapshots
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1191,43 +1225,16 @@ BEGIN
             jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
                                'schema', $4, 'resume', coalesce($5, false),
                                'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false)));
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
     RETURN snap;
 END
 $fn$;
 
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean)
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
     IS 'Queue loading the snapshot at input_path (on the server) into this database';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/dump.rs:4
--- requires:
---   security
---   fingerprints
---   nodes
-
--- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
--- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
--- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
--- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
--- merges and the merge audit log are.
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
-
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
-ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
-
--- The cascade the fingerprints' foreign key did, done by the function that removes a node.
-CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
-         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
-    SELECT EXISTS (SELECT FROM gone);
-$fn$;
 /* </end connected objects> */
 
 /* <begin connected objects> */

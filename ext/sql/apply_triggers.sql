@@ -1,13 +1,17 @@
--- User triggers during an apply (0.4.0): by default they do not fire while rows are loaded (as in
--- replication; the table's owner keeps them from firing inside the load's transaction), and
--- start_apply takes fire_triggers to let them. A new argument is a new signature.
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
 
 DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
 CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
                                        verify boolean DEFAULT true,
                                        schema_mode text DEFAULT 'verify',
                                        resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false)
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
 RETURNS steep_repl.snapshots
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -39,10 +43,13 @@ BEGIN
             jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
                                'schema', $4, 'resume', coalesce($5, false),
                                'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false)));
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
     RETURN snap;
 END
 $fn$;
 
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean)
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
     IS 'Queue loading the snapshot at input_path (on the server) into this database';

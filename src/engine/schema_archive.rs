@@ -106,6 +106,43 @@ pub struct Restore<'a> {
     pub parallel: usize,
     /// Entries whose object the target already has are left out (a resumed apply).
     pub skip_existing: Option<&'a mut postgres::Client>,
+    /// pg_restore's --no-owner / --no-privileges.
+    pub no_owner: bool,
+    pub no_privileges: bool,
+}
+
+/// `pg_restore --list` of the archive.
+fn table_of_contents(pg_restore: &Path, archive: &Path) -> Result<String> {
+    let toc = Command::new(pg_restore)
+        .arg("--list")
+        .arg(archive)
+        .output()
+        .with_context(|| format!("running {}", pg_restore.display()))?;
+    if !toc.status.success() {
+        bail!(
+            "pg_restore --list {}: {}",
+            archive.display(),
+            String::from_utf8_lossy(&toc.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&toc.stdout).into_owned())
+}
+
+/// The roles that own what the archive restores (its table of contents' owner column, steep_repl's
+/// own entries left out), sorted.
+pub fn owners(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
+    let toc = table_of_contents(pg_restore, archive)?;
+    let kept = filter_toc(&toc, &HashSet::new());
+    let mut out: Vec<String> = kept
+        .lines()
+        .filter_map(entry)
+        .filter_map(|e| e.rsplit(' ').next())
+        .filter(|o| !o.is_empty() && *o != "-")
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Restore one section into `dst`: pre-data in one transaction, post-data `parallel` at a time.
@@ -126,32 +163,25 @@ pub fn restore(
         ),
         Some(_) => {}
     }
-    let toc = Command::new(r.pg_restore)
-        .arg("--list")
-        .arg(r.archive)
-        .output()
-        .with_context(|| format!("running {}", r.pg_restore.display()))?;
-    if !toc.status.success() {
-        bail!(
-            "pg_restore --list {}: {}",
-            r.archive.display(),
-            String::from_utf8_lossy(&toc.stderr).trim()
-        );
-    }
+    let toc = table_of_contents(r.pg_restore, r.archive)?;
     let existing = match r.skip_existing {
         Some(c) => existing_objects(c)?,
         None => HashSet::new(),
     };
-    let list = filter_toc(&String::from_utf8_lossy(&toc.stdout), &existing);
+    let list = filter_toc(&toc, &existing);
     let tmp = PrivateDir::new("steep-toc")?;
     let list_path = tmp.path().join("toc.list");
     std::fs::write(&list_path, list)?;
     let mut args: Vec<OsString> = vec![
         format!("--section={}", section.name()).into(),
-        "--no-owner".into(),
-        "--no-privileges".into(),
         "--exit-on-error".into(),
     ];
+    if r.no_owner {
+        args.push("--no-owner".into());
+    }
+    if r.no_privileges {
+        args.push("--no-privileges".into());
+    }
     match section {
         Section::PreData => args.push("--single-transaction".into()),
         Section::PostData => args.push(format!("--jobs={}", r.parallel.clamp(1, 64)).into()),

@@ -176,3 +176,99 @@ fn the_targets_user_triggers_do_not_fire_during_a_load_unless_asked() {
     assert_eq!(r["status"], "complete", "{r}");
     assert_eq!(table_hashes(&d2), table_hashes(&conn));
 }
+
+/// Owners, privileges and default privileges of what a snapshot creates, by name.
+fn acls(conn: &str) -> Vec<String> {
+    connect(conn)
+        .query(
+            "SELECT format('%s %s owner=%s acl=%s', c.relkind, c.oid::regclass,
+                           pg_get_userbyid(c.relowner), coalesce(c.relacl::text, '-'))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('public', 'app') AND c.relkind IN ('r', 'v', 'S')
+             UNION ALL
+             SELECT format('schema %s owner=%s acl=%s', nspname, pg_get_userbyid(nspowner),
+                           coalesce(nspacl::text, '-'))
+             FROM pg_namespace WHERE nspname IN ('public', 'app')
+             UNION ALL
+             SELECT format('column %s.%s acl=%s', attrelid::regclass, attname, attacl::text)
+             FROM pg_attribute WHERE attacl IS NOT NULL AND attrelid::regclass::text NOT LIKE 'pg_%'
+             UNION ALL
+             SELECT format('default %s %s %s', pg_get_userbyid(defaclrole),
+                           defaclobjtype, defaclacl::text)
+             FROM pg_default_acl
+             ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+const ROLES: &str = "CREATE ROLE alice NOLOGIN; CREATE ROLE reader NOLOGIN;";
+
+#[test]
+fn owners_and_privileges_come_through_as_pg_restore_brings_them() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(&conn, ROLES);
+    sql(
+        &conn,
+        "CREATE SCHEMA app AUTHORIZATION alice;
+         CREATE TABLE app.orders (id int PRIMARY KEY, secret text, total int);
+         ALTER TABLE app.orders OWNER TO alice;
+         INSERT INTO app.orders VALUES (1, 's', 10);
+         GRANT USAGE ON SCHEMA app TO reader;
+         GRANT SELECT (id, total) ON app.orders TO reader;
+         CREATE TABLE public.notes (id int PRIMARY KEY);
+         GRANT SELECT, INSERT ON public.notes TO reader;
+         REVOKE ALL ON SCHEMA public FROM PUBLIC;
+         ALTER SCHEMA public OWNER TO alice;
+         ALTER DEFAULT PRIVILEGES FOR ROLE alice IN SCHEMA app GRANT SELECT ON TABLES TO reader;",
+    );
+    let snap = client_snapshot(home.path(), &conn, "acl");
+    let apply = |conn: &str, extra: &[&str]| {
+        let mut cmd = steep(home.path());
+        cmd.args([
+            "snapshot", "apply", "--client", "-i", &snap, "--schema", "create", "-c", conn,
+        ])
+        .args(extra);
+        cmd
+    };
+    // A target with the roles: the same owners and privileges as the source.
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    sql(&dconn, ROLES);
+    ok(&mut apply(&dconn, &[]));
+    assert_eq!(acls(&dconn), acls(&conn));
+    assert_eq!(table_hashes(&dconn), table_hashes(&conn));
+
+    // A target without them: refused before anything changes, naming the roles and the option.
+    let bare = plain_node();
+    let bconn = bare.connection_string("postgres");
+    let err = fails(&mut apply(&bconn, &[]), 1);
+    assert!(
+        err.contains("alice") && err.contains("--no-owner") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let tables: i64 = connect(&bconn)
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'orders'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+    // As pg_restore --no-owner --no-privileges: everything is the applying role's.
+    ok(&mut apply(&bconn, &["--no-owner", "--no-privileges"]));
+    assert_eq!(table_hashes(&bconn), table_hashes(&conn));
+    let owner: String = connect(&bconn)
+        .query_one(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'app.orders'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "postgres");
+}

@@ -287,6 +287,8 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
         resume: p["resume"].as_bool().unwrap_or(false),
         pg_restore: server_program("pg_restore"),
         fire_triggers: p["fire_triggers"].as_bool().unwrap_or(false),
+        no_owner: p["no_owner"].as_bool().unwrap_or(false),
+        no_privileges: p["no_privileges"].as_bool().unwrap_or(false),
     };
     let progress = Counters::default();
     let s = drive(ctx, &progress, || apply::apply(&connect, &opts, &progress))?;

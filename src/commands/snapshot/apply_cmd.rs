@@ -45,6 +45,15 @@ pub struct ApplyArgs {
     /// replication (the table's owner keeps them from firing inside the load's transaction).
     #[arg(long)]
     fire_triggers: bool,
+    /// With --schema create: do not restore the objects' owners (everything belongs to the role
+    /// that applies), as pg_restore --no-owner. By default owners are restored, and roles the
+    /// target lacks (or the applying role may not become) are refused before anything changes.
+    #[arg(long)]
+    no_owner: bool,
+    /// With --schema create: do not restore privileges (GRANT/REVOKE, default privileges), as
+    /// pg_restore --no-privileges.
+    #[arg(long)]
+    no_privileges: bool,
     /// Direct mode: queue it and return at once.
     #[arg(long)]
     detach: bool,
@@ -59,33 +68,40 @@ impl ApplyArgs {
         let (mut c, params) = ctx.open()?;
         match resolve_mode(ctx, &mut c, &self.mode)? {
             Mode::Direct => {
-                // A server whose steep_repl predates fire_triggers lets triggers fire: say so.
+                // A server whose steep_repl predates 0.4.0 lets triggers fire and drops owners and
+                // privileges: say so, and refuse the options it does not have.
                 let current: bool = c
                     .query_one(
-                        "SELECT to_regprocedure('steep_repl.start_apply(text,integer,boolean,text,boolean,boolean)') IS NOT NULL",
+                        "SELECT to_regprocedure('steep_repl.start_apply(text,integer,boolean,text,boolean,boolean,boolean,boolean)') IS NOT NULL",
                         &[],
                     )
                     .map_err(db_error)?
                     .get(0);
                 if !current {
-                    if self.fire_triggers {
+                    if self.fire_triggers || self.no_owner || self.no_privileges {
                         bail!(
-                            "the server's steep_repl is older than 0.4.0 and has no --fire-triggers \
-                             (its worker lets triggers fire anyway): upgrade it with `steep init`"
+                            "the server's steep_repl is older than 0.4.0 and has no \
+                             --fire-triggers, --no-owner or --no-privileges: upgrade it with \
+                             `steep init`"
                         );
                     }
                     ctx.out.warn(
                         "the server's steep_repl is older than 0.4.0: its worker lets the target's \
-                         user triggers fire during the load; upgrade it with `steep init`",
+                         user triggers fire during the load and restores no owners or \
+                         privileges; upgrade it with `steep init`",
                     );
                 }
                 let verify = !self.no_verify;
                 let schema = self.schema.name();
                 let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     vec![&self.input, &self.parallel, &verify, &schema, &self.resume];
-                // (Only asked for when wanted: older servers take five arguments.)
-                if self.fire_triggers {
-                    args.push(&self.fire_triggers);
+                // (Older servers take five arguments.)
+                if current {
+                    args.extend([
+                        &self.fire_triggers as &(dyn postgres::types::ToSql + Sync),
+                        &self.no_owner,
+                        &self.no_privileges,
+                    ]);
                 }
                 let list: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
                 let row = c
@@ -137,6 +153,8 @@ impl ApplyArgs {
                     resume: self.resume,
                     pg_restore,
                     fire_triggers: self.fire_triggers,
+                    no_owner: self.no_owner,
+                    no_privileges: self.no_privileges,
                 };
                 ctx.out.status(
                     "Applying",

@@ -28,7 +28,7 @@ use crate::engine::manifest::Manifest;
 use crate::engine::schema_archive::{self, Restore, Section};
 use crate::engine::Connect;
 use crate::schema_shape;
-use crate::sql::qualified;
+use crate::sql::{qualified, quote_ident};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -79,6 +79,9 @@ pub struct ApplyOptions {
     /// Let the target's user triggers fire during the load (by default they do not, as in
     /// replication; the table's owner keeps them from firing).
     pub fire_triggers: bool,
+    /// `--schema create`: leave out the objects' owners / privileges (pg_restore's options).
+    pub no_owner: bool,
+    pub no_privileges: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +155,9 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
         let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
+        if !opts.no_owner {
+            check_owners(&mut coord, &schema_archive::owners(pg_restore, archive)?)?;
+        }
         if !done_before {
             progress.set_phase("schema");
             schema_archive::restore(
@@ -163,6 +169,8 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
                     pg_dump,
                     parallel: 1,
                     skip_existing: None,
+                    no_owner: opts.no_owner,
+                    no_privileges: opts.no_privileges,
                 },
                 &|| progress.cancelled(),
             )
@@ -305,6 +313,8 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
                 pg_dump,
                 parallel,
                 skip_existing: opts.resume.then_some(&mut coord),
+                no_owner: opts.no_owner,
+                no_privileges: opts.no_privileges,
             },
             &|| progress.cancelled(),
         )
@@ -356,6 +366,53 @@ fn schema_archive_of(m: &Manifest, opts: &ApplyOptions) -> Result<(PathBuf, Path
         pg_restore,
         s.pg_dump.clone(),
     ))
+}
+
+/// Before anything is created: every role that owns what the snapshot creates exists on the
+/// target and the applying role may give objects to it (be able to SET ROLE to it on 16+, be a
+/// member on 15, as ALTER ... OWNER requires), or the apply is refused with the list.
+fn check_owners(c: &mut postgres::Client, owners: &[String]) -> Result<()> {
+    let rows = c
+        .query(
+            "SELECT o, r.oid IS NULL
+             FROM unnest($1::text[]) AS o
+             LEFT JOIN pg_catalog.pg_roles r ON r.rolname = o
+             WHERE r.oid IS NULL
+                OR NOT pg_catalog.pg_has_role(r.oid,
+                       CASE WHEN current_setting('server_version_num')::int >= 160000
+                            THEN 'SET' ELSE 'MEMBER' END)
+             ORDER BY 1",
+            &[&owners],
+        )
+        .context("checking the snapshot's owners on the target")?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| quote_ident(&r.get::<_, String>(0)))
+        .collect();
+    let foreign: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| quote_ident(&r.get::<_, String>(0)))
+        .collect();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("roles the target lacks: {}", missing.join(", ")));
+    }
+    if !foreign.is_empty() {
+        why.push(format!(
+            "roles the applying role may not give objects to: {}",
+            foreign.join(", ")
+        ));
+    }
+    bail!(
+        "the snapshot's objects are owned by {}; nothing was changed: create the roles (or grant \
+         them to the applying role), or apply with --no-owner to make the applying role the owner",
+        why.join("; ")
+    )
 }
 
 /// Whether every table of the snapshot exists on the target.
