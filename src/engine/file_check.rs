@@ -46,6 +46,9 @@ pub fn check(
     }
     if let Some(s) = &m.schema {
         work.push((&s.archive, None, false));
+        if let Some(lo) = &s.large_objects {
+            work.push((lo, None, false));
+        }
     }
     progress.bytes_total.store(
         work.iter()

@@ -211,15 +211,32 @@ pub fn generate(
     }
     progress.set_table(None);
 
+    // Large objects travel in pg_dump's archive: without pg_dump they would be lost silently.
+    let large_objects: bool = coord
+        .query_one("SELECT EXISTS (SELECT FROM pg_largeobject_metadata)", &[])?
+        .get(0);
     let schema = match &opts.pg_dump {
         Some(pg_dump) => {
             progress.set_phase("schema");
-            let files = schema_archive::dump(src, pg_dump, &exported, &opts.output, &|| {
-                progress.cancelled()
-            })?;
+            let files = schema_archive::dump(
+                src,
+                pg_dump,
+                &exported,
+                &opts.output,
+                large_objects,
+                &|| progress.cancelled(),
+            )?;
             private_file(&opts.output.join(&files.archive.name))?;
+            if let Some(lo) = &files.large_objects {
+                private_file(&opts.output.join(&lo.name))?;
+            }
             Some(files)
         }
+        None if large_objects => bail!(
+            "the source has large objects, which a snapshot carries in pg_dump's archive, and \
+             this snapshot has none (no pg_dump was found, or the schema was not asked for): \
+             generate it with pg_dump available and the schema included"
+        ),
         None => None,
     };
 

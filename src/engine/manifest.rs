@@ -136,6 +136,10 @@ pub struct SchemaFiles {
     pub archive: DataFile,
     /// pg_dump's version line.
     pub pg_dump: String,
+    /// The source's large objects (pg_dump's custom format: metadata, owners, privileges and
+    /// contents), when it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<DataFile>,
 }
 
 impl Table {
@@ -225,6 +229,12 @@ impl Manifest {
         }
         if let Some(s) = &self.schema {
             check_file_name(&s.archive.name)?;
+            if let Some(lo) = &s.large_objects {
+                check_file_name(&lo.name)?;
+                if lo.stored_bytes > MAX_COUNT {
+                    bail!("the large objects' archive size is out of range");
+                }
+            }
             if s.archive.stored_bytes > MAX_COUNT || s.archive.raw_bytes > MAX_COUNT {
                 bail!("the schema archive's size is out of range");
             }

@@ -31,6 +31,8 @@ use crate::engine::{session_proxy, Connect, Tool, ToolAccess};
 
 /// The archive's name inside a snapshot.
 pub const ARCHIVE: &str = "schema/schema.dump";
+/// The large objects' archive (written only when the source has large objects).
+pub const LARGE_OBJECTS: &str = "schema/large_objects.dump";
 
 /// `PROGRAM --version`'s line and its major version; None when it does not run.
 pub fn tool_version(program: &Path) -> Option<(String, u32)> {
@@ -46,6 +48,7 @@ pub fn dump(
     pg_dump: &Path,
     exported: &str,
     dir: &Path,
+    large_objects: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SchemaFiles> {
     std::fs::DirBuilder::new()
@@ -68,18 +71,92 @@ pub fn dump(
     file_arg.push(&path);
     args.push(file_arg);
     run_tool(src, Tool::PgDump, pg_dump, &args, cancelled).context("pg_dump (the schema)")?;
-    let (sha256, bytes) = sha256_of(File::open(&path)?)?;
-    File::open(&path)?.sync_all()?;
+    // Large objects (metadata, owners, privileges and contents) as pg_dump carries them, in an
+    // archive of their own: data only, every table's data left out. A large object the role may
+    // not read makes pg_dump fail and name it.
+    let large_objects = if large_objects {
+        let lo_path = dir.join(LARGE_OBJECTS);
+        let mut args: Vec<OsString> = vec![
+            "--format=custom".into(),
+            "--data-only".into(),
+            // (-b: --large-objects is 16+, --blobs before)
+            "-b".into(),
+            "--exclude-table-data=*.*".into(),
+            format!("--snapshot={exported}").into(),
+        ];
+        let mut file_arg = OsString::from("--file=");
+        file_arg.push(&lo_path);
+        args.push(file_arg);
+        run_tool(src, Tool::PgDump, pg_dump, &args, cancelled)
+            .context("pg_dump (the large objects)")?;
+        Some(archive_file(&lo_path, LARGE_OBJECTS)?)
+    } else {
+        None
+    };
     Ok(SchemaFiles {
-        archive: DataFile {
-            name: ARCHIVE.into(),
-            rows: 0,
-            raw_bytes: bytes,
-            stored_bytes: bytes,
-            sha256,
-        },
+        archive: archive_file(&path, ARCHIVE)?,
         pg_dump: version,
+        large_objects,
     })
+}
+
+/// A written archive as the manifest lists it (synced first).
+fn archive_file(path: &Path, name: &str) -> Result<DataFile> {
+    let (sha256, bytes) = sha256_of(File::open(path)?)?;
+    File::open(path)?.sync_all()?;
+    Ok(DataFile {
+        name: name.into(),
+        rows: 0,
+        raw_bytes: bytes,
+        stored_bytes: bytes,
+        sha256,
+    })
+}
+
+/// Restore the snapshot's large objects: those of the archive replace any of the same oid
+/// (`--clean`, so an apply again or a resume puts them back as they were), in one transaction.
+pub fn restore_large_objects(
+    dst: &dyn Connect,
+    r: Restore<'_>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    let toc = table_of_contents(r.pg_restore, r.archive)?;
+    // Only what belongs to large objects (an archive of another pg_dump could hold more).
+    let mut list = String::new();
+    for line in toc.lines() {
+        let keep = entry(line).is_some_and(|e| {
+            ["BLOB ", "BLOBS ", "BLOB METADATA ", "LARGE OBJECT "]
+                .iter()
+                .any(|p| e.starts_with(p))
+                || e.starts_with("ACL - LARGE OBJECT ")
+                || e.starts_with("COMMENT - LARGE OBJECT ")
+        });
+        if keep {
+            list.push_str(line);
+            list.push('\n');
+        }
+    }
+    let tmp = PrivateDir::new("steep-toc")?;
+    let list_path = tmp.path().join("toc.list");
+    std::fs::write(&list_path, list)?;
+    let mut args: Vec<OsString> = vec![
+        "--clean".into(),
+        "--if-exists".into(),
+        "--single-transaction".into(),
+        "--exit-on-error".into(),
+    ];
+    if r.no_owner {
+        args.push("--no-owner".into());
+    }
+    if r.no_privileges {
+        args.push("--no-privileges".into());
+    }
+    let mut l = OsString::from("--use-list=");
+    l.push(&list_path);
+    args.push(l);
+    args.push(r.archive.into());
+    run_tool(dst, Tool::PgRestore, r.pg_restore, &args, cancelled)
+        .context("pg_restore (the large objects)")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -272,3 +272,82 @@ fn owners_and_privileges_come_through_as_pg_restore_brings_them() {
         .get(0);
     assert_eq!(owner, "postgres");
 }
+
+/// Each large object's oid, owner and contents (md5), in oid order.
+fn large_objects(conn: &str) -> Vec<String> {
+    connect(conn)
+        .query(
+            "SELECT format('%s %s %s', m.oid, pg_get_userbyid(m.lomowner), md5(lo_get(m.oid)))
+             FROM pg_largeobject_metadata m ORDER BY m.oid",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn large_objects_come_through_in_both_modes_and_again() {
+    let home = temp_home();
+    let (src, conn) = {
+        let n = node();
+        let c = n.connection_string("postgres");
+        (n, c)
+    };
+    init(home.path(), &conn, &[]);
+    sql(&conn, "CREATE ROLE lo_owner NOLOGIN");
+    sql(
+        &conn,
+        "CREATE TABLE doc (id int PRIMARY KEY, body oid);
+         INSERT INTO doc VALUES (1, lo_from_bytea(0, 'hello')),
+                                (2, lo_from_bytea(0, convert_to(repeat('x', 300000), 'UTF8')));
+         DO $$ BEGIN EXECUTE format('ALTER LARGE OBJECT %s OWNER TO lo_owner',
+                                    (SELECT body FROM doc WHERE id = 1)); END $$;",
+    );
+    let snap = client_snapshot(home.path(), &conn, "lo");
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    sql(&dconn, "CREATE ROLE lo_owner NOLOGIN");
+    for extra in [&["--schema", "create"][..], &[][..], &["--resume"][..]] {
+        ok(steep(home.path())
+            .args(["snapshot", "apply", "--client", "-i", &snap, "-c", &dconn])
+            .args(extra));
+        assert_eq!(large_objects(&dconn), large_objects(&conn), "{extra:?}");
+    }
+    let hello: Vec<u8> = connect(&dconn)
+        .query_one("SELECT lo_get(body) FROM doc WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(hello, b"hello");
+    // Direct mode, into another database of the source's server.
+    sql(&conn, "CREATE DATABASE lo_dst");
+    let d2 = src.connection_string("lo_dst");
+    init(home.path(), &d2, &[]);
+    let r = json(&ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--direct",
+        "-o",
+        "lo-direct",
+        "--json",
+        "-c",
+        &conn,
+    ])));
+    assert_eq!(r["status"], "complete", "{r}");
+    // (Large objects are cluster-wide per database: the target database has none yet.)
+    let r = json(&ok(steep(home.path()).args([
+        "snapshot",
+        "apply",
+        "--direct",
+        "-i",
+        "lo-direct",
+        "--schema",
+        "create",
+        "--json",
+        "-c",
+        &d2,
+    ])));
+    assert_eq!(r["status"], "complete", "{r}");
+    assert_eq!(large_objects(&d2), large_objects(&conn));
+}

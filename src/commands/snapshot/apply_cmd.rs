@@ -139,8 +139,12 @@ impl ApplyArgs {
                     self.parallel,
                 );
                 // pg_restore as new as the pg_dump that wrote the schema archive.
+                // (Also for the large objects, whatever the schema mode.)
                 let pg_restore = match (&m.schema, self.schema) {
                     (Some(s), SchemaMode::Create) => {
+                        find_pg_tool("pg_restore", "STEEP_PG_RESTORE", tool_major(&s.pg_dump))
+                    }
+                    (Some(s), _) if s.large_objects.is_some() => {
                         find_pg_tool("pg_restore", "STEEP_PG_RESTORE", tool_major(&s.pg_dump))
                     }
                     _ => None,

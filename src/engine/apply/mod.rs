@@ -151,6 +151,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
     } else {
         None
     };
+    let large_objects = large_objects_of(&m, opts)?;
     if let Some((archive, pg_restore, pg_dump)) = &archive {
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
@@ -293,6 +294,26 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
     };
     let rows = plan.run(dst, parallel, &done, progress)?;
 
+    if let Some((lo_archive, pg_restore, pg_dump)) = &large_objects {
+        progress.set_phase("large objects");
+        schema_archive::restore_large_objects(
+            dst,
+            Restore {
+                pg_restore,
+                archive: lo_archive,
+                pg_dump,
+                parallel: 1,
+                skip_existing: None,
+                no_owner: opts.no_owner,
+                no_privileges: opts.no_privileges,
+            },
+            &|| progress.cancelled(),
+        )
+        .context(
+            "restoring the large objects; the tables are loaded: fix the cause, then apply again \
+             with --resume",
+        )?;
+    }
     progress.set_phase("sequences");
     for s in &m.sequences {
         coord
@@ -366,6 +387,43 @@ fn schema_archive_of(m: &Manifest, opts: &ApplyOptions) -> Result<(PathBuf, Path
         pg_restore,
         s.pg_dump.clone(),
     ))
+}
+
+/// The snapshot's large objects' archive (checked like the schema's), the pg_restore to restore
+/// it with, and the pg_dump that wrote it; None when the snapshot has none. Missing pg_restore is
+/// refused before anything changes: the large objects would otherwise be lost.
+fn large_objects_of(
+    m: &Manifest,
+    opts: &ApplyOptions,
+) -> Result<Option<(PathBuf, PathBuf, String)>> {
+    let Some((s, lo)) = m
+        .schema
+        .as_ref()
+        .and_then(|s| s.large_objects.as_ref().map(|lo| (s, lo)))
+    else {
+        return Ok(None);
+    };
+    let pg_restore = opts.pg_restore.clone().ok_or_else(|| {
+        anyhow!(
+            "the snapshot holds large objects, and restoring them needs pg_restore {} or newer, \
+             which was not found (in client mode: STEEP_PG_RESTORE, PATH, steep's PostgreSQL; in \
+             direct mode: next to the server's postgres); nothing was changed",
+            schema_archive::tool_major(&s.pg_dump)
+        )
+    })?;
+    let file = crate::engine::paths::open_inside(&opts.input, &lo.name)
+        .with_context(|| format!("opening {}", lo.name))?;
+    if !opts.verify_checksums && crate::engine::checksum::sha256_of(file)?.0 != lo.sha256 {
+        bail!(
+            "{}: checksum mismatch, the file is damaged or was changed",
+            lo.name
+        );
+    }
+    Ok(Some((
+        opts.input.join(&lo.name),
+        pg_restore,
+        s.pg_dump.clone(),
+    )))
 }
 
 /// Before anything is created: every role that owns what the snapshot creates exists on the
