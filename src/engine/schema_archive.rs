@@ -205,6 +205,22 @@ fn table_of_contents(pg_restore: &Path, archive: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&toc.stdout).into_owned())
 }
 
+/// The extensions the archive creates (its EXTENSION entries, steep_repl's left out), sorted.
+pub fn extensions(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
+    let toc = table_of_contents(pg_restore, archive)?;
+    let kept = filter_toc(&toc, &HashSet::new());
+    let mut out: Vec<String> = kept
+        .lines()
+        .filter_map(entry)
+        .filter_map(|e| e.strip_prefix("EXTENSION - "))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The roles that own what the archive restores (its table of contents' owner column, steep_repl's
 /// own entries left out), sorted.
 pub fn owners(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {

@@ -351,3 +351,54 @@ fn large_objects_come_through_in_both_modes_and_again() {
     assert_eq!(r["status"], "complete", "{r}");
     assert_eq!(large_objects(&d2), large_objects(&conn));
 }
+
+#[test]
+fn an_extension_the_target_lacks_is_named_before_anything_changes() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "CREATE EXTENSION citext;
+         CREATE TABLE tags (name citext PRIMARY KEY);
+         INSERT INTO tags VALUES ('A'), ('b');",
+    );
+    let snap = client_snapshot(home.path(), &conn, "ext");
+    // A PostgreSQL without citext's files.
+    let tree = tempfile::tempdir().unwrap();
+    let copy = tree_without_extension(tree.path());
+    for e in std::fs::read_dir(copy.sharedir.join("extension")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("citext")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let dst = node_with_install(
+        copy,
+        steep::cli::sandbox::ClusterOptions {
+            preload: false,
+            durable: false,
+            ..Default::default()
+        },
+    );
+    let dconn = dst.connection_string("postgres");
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot", "apply", "--client", "-i", &snap, "--schema", "create", "-c", &dconn,
+        ]),
+        1,
+    );
+    assert!(
+        err.contains("citext") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let tables: i64 = connect(&dconn)
+        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'tags'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+}

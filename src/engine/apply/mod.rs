@@ -156,6 +156,10 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
         let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
+        check_extensions(
+            &mut coord,
+            &schema_archive::extensions(pg_restore, archive)?,
+        )?;
         if !opts.no_owner {
             check_owners(&mut coord, &schema_archive::owners(pg_restore, archive)?)?;
         }
@@ -424,6 +428,31 @@ fn large_objects_of(
         pg_restore,
         s.pg_dump.clone(),
     )))
+}
+
+/// Before anything is created: every extension the snapshot creates can be created on the
+/// target (its files are installed there), or the apply is refused with the list.
+fn check_extensions(c: &mut postgres::Client, extensions: &[String]) -> Result<()> {
+    let missing: Vec<String> = c
+        .query(
+            "SELECT e FROM unnest($1::text[]) AS e
+             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_available_extensions a
+                               WHERE a.name = e)
+             ORDER BY 1",
+            &[&extensions],
+        )
+        .context("checking the snapshot's extensions on the target")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the snapshot's schema needs extensions the target's PostgreSQL does not have \
+             installed: {}; nothing was changed: install their packages on the target's server",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Before anything is created: every role that owns what the snapshot creates exists on the
