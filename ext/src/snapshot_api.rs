@@ -131,3 +131,15 @@ pgrx::extension_sql_file!(
     name = "snapshot_record",
     requires = ["security"]
 );
+
+// 0.4.0: start_apply's and start_snapshot's new options (new signatures).
+pgrx::extension_sql_file!(
+    "../sql/apply_triggers.sql",
+    name = "apply_triggers",
+    requires = ["snapshots", "security"]
+);
+pgrx::extension_sql_file!(
+    "../sql/snapshot_selection.sql",
+    name = "snapshot_selection",
+    requires = ["snapshots", "security"]
+);

@@ -427,7 +427,7 @@ fn snapshot_dir_check(
 ) {
     let has_api = client
         .query_one(
-            "SELECT to_regprocedure('steep_repl.start_snapshot(text,text,integer,boolean)') IS NOT NULL",
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.proname = 'start_snapshot' AND p.pronamespace = to_regnamespace('steep_repl'))",
             &[],
         )
         .map(|r| r.get::<_, bool>(0))

@@ -38,6 +38,43 @@ pub struct GenerateOptions {
     pub pg_dump: Option<PathBuf>,
     /// Tables larger than this are read in several ctid ranges (in parallel).
     pub chunk_bytes: u64,
+    /// Which tables, with pg_dump's patterns and semantics (empty: every table).
+    pub selection: Selection,
+}
+
+/// pg_dump's `-t`, `-T`, `-n`, `-N`: pg_dump itself resolves them (the schema archive is dumped
+/// with them, and the tables copied are the ones its table of contents lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub tables: Vec<String>,
+    pub exclude_tables: Vec<String>,
+    pub schemas: Vec<String>,
+    pub exclude_schemas: Vec<String>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+            && self.exclude_tables.is_empty()
+            && self.schemas.is_empty()
+            && self.exclude_schemas.is_empty()
+    }
+
+    /// As pg_dump's arguments.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        for (flag, values) in [
+            ("--table", &self.tables),
+            ("--exclude-table", &self.exclude_tables),
+            ("--schema", &self.schemas),
+            ("--exclude-schema", &self.exclude_schemas),
+        ] {
+            for v in values {
+                out.push(format!("{flag}={v}").into());
+            }
+        }
+        out
+    }
 }
 
 impl GenerateOptions {
@@ -129,6 +166,107 @@ pub fn generate(
     let owner: String = coord.query_one("SELECT current_user::text", &[])?.get(0);
     let (shapes, tables) = catalog::shapes_and_tables(&mut coord)?;
     let seq_names = catalog::sequences(&mut coord)?;
+    // As pg_dump: a table the role may not read is named (with the way to leave it out) rather
+    // than copied in part or skipped.
+    if opts.selection.is_empty() {
+        let oids: Vec<i64> = tables.iter().map(|t| t.oid).collect();
+        let sequences: Vec<String> = seq_names
+            .iter()
+            .map(|(s, n)| crate::sql::qualified(s, n))
+            .collect();
+        let unreadable: Vec<String> = coord
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_class c
+                 WHERE (c.oid::int8 = ANY($1) OR c.oid = ANY($2::text[]::regclass[]))
+                   AND NOT has_table_privilege(c.oid, 'SELECT')
+                 ORDER BY 1",
+                &[&oids, &sequences],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !unreadable.is_empty() {
+            bail!(
+                "the role may not read {}: nothing was written; leave them out with -T/--exclude-table \
+                 (as pg_dump), or snapshot as a role that may read them",
+                unreadable.join(", ")
+            );
+        }
+    }
+    // The schema first (the same exported snapshot): with patterns, pg_dump's own resolution of
+    // them says which tables the snapshot holds.
+    // Large objects travel in pg_dump's archive: without pg_dump they would be lost silently.
+    // (With patterns pg_dump leaves them out, and so does the snapshot.)
+    let large_objects: bool = opts.selection.is_empty()
+        && coord
+            .query_one("SELECT EXISTS (SELECT FROM pg_largeobject_metadata)", &[])?
+            .get::<_, bool>(0);
+    let schema = match &opts.pg_dump {
+        Some(pg_dump) => {
+            progress.set_phase("schema");
+            let files = schema_archive::dump(
+                src,
+                pg_dump,
+                &exported,
+                &opts.output,
+                large_objects,
+                &opts.selection,
+                &|| progress.cancelled(),
+            )?;
+            private_file(&opts.output.join(&files.archive.name))?;
+            if let Some(lo) = &files.large_objects {
+                private_file(&opts.output.join(&lo.name))?;
+            }
+            Some(files)
+        }
+        None if !opts.selection.is_empty() => bail!(
+            "choosing tables (-t, -T, -n, -N) needs pg_dump, which resolves the patterns, and none \
+             was found (or the schema was not asked for): install pg_dump or drop the patterns"
+        ),
+        None if large_objects => bail!(
+            "the source has large objects, which a snapshot carries in pg_dump's archive, and \
+             this snapshot has none (no pg_dump was found, or the schema was not asked for): \
+             generate it with pg_dump available and the schema included"
+        ),
+        None => None,
+    };
+    let (shapes, tables, seq_names) = match (&schema, opts.selection.is_empty()) {
+        (Some(files), false) => {
+            // The relations pg_dump's table of contents lists (by oid: the same catalog, the
+            // same snapshot), by name.
+            let oids = schema_archive::relation_oids(
+                opts.pg_dump.as_deref().expect("pg_dump ran"),
+                &opts.output.join(&files.archive.name),
+            )?;
+            let chosen: std::collections::HashSet<(String, String)> = coord
+                .query(
+                    "SELECT n.nspname::text, c.relname::text
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.oid::int8 = ANY($1)",
+                    &[&oids],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let has =
+                |schema: &str, name: &str| chosen.contains(&(schema.to_string(), name.to_string()));
+            (
+                shapes
+                    .into_iter()
+                    .filter(|t| has(&t.schema, &t.name))
+                    .collect(),
+                tables
+                    .into_iter()
+                    .filter(|t| has(&t.schema, &t.name))
+                    .collect::<Vec<_>>(),
+                seq_names.into_iter().filter(|(s, n)| has(s, n)).collect(),
+            )
+        }
+        _ => (shapes, tables, seq_names),
+    };
+    if tables.is_empty() && !opts.selection.is_empty() {
+        bail!("the patterns (-t, -T, -n, -N) match no table");
+    }
     let (block_size, created_at): (i32, String) = {
         let r = coord.query_one(
             "SELECT current_setting('block_size')::int,
@@ -210,35 +348,6 @@ pub fn generate(
         ));
     }
     progress.set_table(None);
-
-    // Large objects travel in pg_dump's archive: without pg_dump they would be lost silently.
-    let large_objects: bool = coord
-        .query_one("SELECT EXISTS (SELECT FROM pg_largeobject_metadata)", &[])?
-        .get(0);
-    let schema = match &opts.pg_dump {
-        Some(pg_dump) => {
-            progress.set_phase("schema");
-            let files = schema_archive::dump(
-                src,
-                pg_dump,
-                &exported,
-                &opts.output,
-                large_objects,
-                &|| progress.cancelled(),
-            )?;
-            private_file(&opts.output.join(&files.archive.name))?;
-            if let Some(lo) = &files.large_objects {
-                private_file(&opts.output.join(&lo.name))?;
-            }
-            Some(files)
-        }
-        None if large_objects => bail!(
-            "the source has large objects, which a snapshot carries in pg_dump's archive, and \
-             this snapshot has none (no pg_dump was found, or the schema was not asked for): \
-             generate it with pg_dump available and the schema included"
-        ),
-        None => None,
-    };
 
     progress.set_phase("sequences");
     let mut sequences = Vec::new();

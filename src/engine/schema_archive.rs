@@ -49,6 +49,7 @@ pub fn dump(
     exported: &str,
     dir: &Path,
     large_objects: bool,
+    selection: &crate::engine::generate::Selection,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SchemaFiles> {
     std::fs::DirBuilder::new()
@@ -67,6 +68,7 @@ pub fn dump(
     if major >= 17 {
         args.push("--exclude-extension=steep_repl".into());
     }
+    args.extend(selection.args());
     let mut file_arg = OsString::from("--file=");
     file_arg.push(&path);
     args.push(file_arg);
@@ -205,6 +207,27 @@ fn table_of_contents(pg_restore: &Path, archive: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&toc.stdout).into_owned())
 }
 
+/// The oids of the relations (pg_class entries: tables, partitioned tables, sequences) the
+/// archive's table of contents lists.
+pub fn relation_oids(pg_restore_or_dump: &Path, archive: &Path) -> Result<Vec<i64>> {
+    // pg_restore sits next to the pg_dump that wrote the archive.
+    let pg_restore = pg_restore_or_dump.with_file_name("pg_restore");
+    let toc = table_of_contents(&pg_restore, archive)?;
+    Ok(toc
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            // "ID; CATALOG OID DESC ...": pg_class's catalog oid is 1259.
+            let (_, rest) = l.split_once("; ")?;
+            let mut it = rest.split(' ');
+            let (catalog, oid, desc) = (it.next()?, it.next()?, it.next()?);
+            (catalog == "1259" && (desc == "TABLE" || desc == "SEQUENCE"))
+                .then(|| oid.parse().ok())
+                .flatten()
+        })
+        .collect())
+}
+
 /// The extensions the archive creates (its EXTENSION entries, steep_repl's left out), sorted.
 pub fn extensions(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
     let toc = table_of_contents(pg_restore, archive)?;
@@ -321,6 +344,9 @@ pub fn filter_toc(toc: &str, existing: &HashSet<String>) -> String {
         let drop = entry(line).is_some_and(|e| {
             e.starts_with("EXTENSION - steep_repl ")
                 || e.starts_with("COMMENT - EXTENSION steep_repl ")
+                // Privileges granted on steep_repl's own objects (`steep init --grant`): pg_dump
+                // keeps them even with the schema excluded; they are the target's init's business.
+                || e.starts_with("ACL steep_repl ")
                 || e.rsplit_once(' ')
                     .is_some_and(|(head, _owner)| existing.contains(&format!("{head} ")))
         });
@@ -541,6 +567,14 @@ mod tests {
             .collect();
         assert_eq!(dropped.len(), 4, "{out}");
         assert!(out.contains(";2; 3079 16385 EXTENSION - steep_repl"));
+        assert!(
+            filter_toc(
+                "5; 0 0 ACL steep_repl FUNCTION _compression(spec text) postgres\n",
+                &HashSet::new()
+            )
+            .starts_with(';'),
+            "grants on steep_repl's functions are left out"
+        );
         assert!(out.contains(";3300; 2606"));
         assert!(out.contains("\n3301; 1259 16396 INDEX"));
         assert!(

@@ -402,3 +402,138 @@ fn an_extension_the_target_lacks_is_named_before_anything_changes() {
         .get(0);
     assert_eq!(tables, 0);
 }
+
+#[test]
+fn tables_are_chosen_with_pg_dumps_patterns() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "CREATE SCHEMA sales; CREATE SCHEMA hr;
+         CREATE TABLE sales.orders (id int PRIMARY KEY); CREATE TABLE sales.order_lines (id int PRIMARY KEY);
+         CREATE TABLE sales.audit (id int PRIMARY KEY); CREATE TABLE hr.people (id int PRIMARY KEY);
+         CREATE TABLE public.misc (id serial PRIMARY KEY);
+         INSERT INTO sales.orders VALUES (1); INSERT INTO sales.order_lines VALUES (1);
+         INSERT INTO sales.audit VALUES (1); INSERT INTO hr.people VALUES (1);
+         INSERT INTO public.misc DEFAULT VALUES;",
+    );
+    let out = crate::snapshot::snapshot_dir_of(home.path()).join("chosen");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-n",
+        "sales",
+        "-T",
+        "sales.aud*",
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        &conn,
+    ]));
+    let m = steep::engine::manifest::Manifest::read(&out).unwrap();
+    let names: Vec<String> = m.tables.iter().map(|t| t.qualified()).collect();
+    assert_eq!(names, ["\"sales\".\"order_lines\"", "\"sales\".\"orders\""]);
+    assert!(m.sequences.is_empty(), "{:?}", m.sequences);
+    // The schema archive holds the same (pg_dump resolved the patterns).
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "apply",
+        "--client",
+        "-i",
+        out.to_str().unwrap(),
+        "--schema",
+        "create",
+        "-c",
+        &dconn,
+    ]));
+    let got: Vec<String> = connect(&dconn)
+        .query(
+            "SELECT format('%s.%s', schemaname, tablename) FROM pg_tables
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, ["sales.order_lines", "sales.orders"]);
+    // A pattern that matches nothing, and a table the role may not read: named, with the fix.
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "generate",
+            "--client",
+            "-t",
+            "nothing_like_this",
+            "-o",
+            out.with_extension("none").to_str().unwrap(),
+            "-c",
+            &conn,
+        ]),
+        1,
+    );
+    assert!(
+        err.contains("no table") || err.contains("no matching"),
+        "{err}"
+    );
+    sql(
+        &conn,
+        "CREATE ROLE peeker LOGIN; GRANT USAGE ON SCHEMA sales, hr TO peeker;
+         GRANT SELECT ON ALL TABLES IN SCHEMA sales TO peeker;
+         GRANT SELECT ON public.misc, public.misc_id_seq TO peeker;",
+    );
+    let pconn = format!(
+        "host=127.0.0.1 port={} user=peeker dbname=postgres",
+        src.port()
+    );
+    let err = fails(
+        steep(home.path()).args([
+            "snapshot",
+            "generate",
+            "--client",
+            "-o",
+            out.with_extension("peek").to_str().unwrap(),
+            "-c",
+            &pconn,
+        ]),
+        1,
+    );
+    assert!(err.contains("hr.people") && err.contains("-T"), "{err}");
+    ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--client",
+        "-T",
+        "hr.*",
+        "-o",
+        out.with_extension("peek2").to_str().unwrap(),
+        "-c",
+        &pconn,
+    ]));
+    // Direct mode: the job's pg_dump resolves the same patterns.
+    init(home.path(), &conn, &[]);
+    let r = json(&ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--direct",
+        "-t",
+        "hr.people",
+        "-t",
+        "public.mis?",
+        "-o",
+        "chosen-direct",
+        "--json",
+        "-c",
+        &conn,
+    ])));
+    assert_eq!(r["status"], "complete", "{r}");
+    let m =
+        steep::engine::manifest::Manifest::read(&src.snapshot_dir().join("chosen-direct")).unwrap();
+    let names: Vec<String> = m.tables.iter().map(|t| t.qualified()).collect();
+    assert_eq!(names, ["\"hr\".\"people\"", "\"public\".\"misc\""]);
+    assert_eq!(m.sequences.len(), 1, "{:?}", m.sequences);
+}

@@ -12,7 +12,7 @@ use steep::conn::ConnParams;
 use steep::engine::apply::{self, ApplyOptions, SchemaMode};
 use steep::engine::compress::Compression;
 use steep::engine::counters::Counters;
-use steep::engine::generate::{self, GenerateOptions};
+use steep::engine::generate::{self, GenerateOptions, Selection};
 use steep::engine::snapshot_row::Totals;
 use steep::engine::{Connect, Tool, ToolAccess};
 use steep::sql::quote_literal;
@@ -261,6 +261,12 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
         parallel: p["parallel"].as_u64().unwrap_or(4) as usize,
         pg_dump,
         chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
+        selection: Selection {
+            tables: strings(&p["tables"]),
+            exclude_tables: strings(&p["exclude_tables"]),
+            schemas: strings(&p["schemas"]),
+            exclude_schemas: strings(&p["exclude_schemas"]),
+        },
     };
     let progress = Counters::default();
     let m = drive(ctx, &progress, || {
@@ -294,4 +300,15 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
     let s = drive(ctx, &progress, || apply::apply(&connect, &opts, &progress))?;
     ctx.totals = Some(Totals::of_apply(&s, ctx.event.bytes));
     Ok(serde_json::to_value(&s).unwrap_or(Value::Null))
+}
+
+/// A job parameter that is a list of strings (absent: none).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

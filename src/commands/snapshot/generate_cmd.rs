@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use steep::cli::follow::human_bytes;
 use steep::db_error::db_error;
 use steep::engine::compress::Compression;
 use steep::engine::counters::Counters;
-use steep::engine::generate::{self, GenerateOptions};
+use steep::engine::generate::{self, GenerateOptions, Selection};
 use steep::engine::manifest::Manifest;
 use steep::engine::new_snapshot_id;
 use steep::engine::snapshot_row::Totals;
@@ -46,6 +46,18 @@ pub struct GenerateArgs {
     /// Leave out the schema (the pg_dump archive that `apply --schema create` restores).
     #[arg(long)]
     no_schema: bool,
+    /// Only the tables matching PATTERN, as pg_dump -t (repeatable; pg_dump resolves it).
+    #[arg(long = "table", short = 't', value_name = "PATTERN")]
+    tables: Vec<String>,
+    /// Leave out the tables matching PATTERN, as pg_dump -T (repeatable).
+    #[arg(long = "exclude-table", short = 'T', value_name = "PATTERN")]
+    exclude_tables: Vec<String>,
+    /// Only the schemas matching PATTERN, as pg_dump -n (repeatable).
+    #[arg(long = "schema", short = 'n', value_name = "PATTERN")]
+    schemas: Vec<String>,
+    /// Leave out the schemas matching PATTERN, as pg_dump -N (repeatable).
+    #[arg(long = "exclude-schema", short = 'N', value_name = "PATTERN")]
+    exclude_schemas: Vec<String>,
     /// Client mode: tables larger than this are read in several pieces in parallel.
     #[arg(long, value_name = "MB", default_value_t = 256)]
     chunk_size_mb: u64,
@@ -57,6 +69,15 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            tables: self.tables.clone(),
+            exclude_tables: self.exclude_tables.clone(),
+            schemas: self.schemas.clone(),
+            exclude_schemas: self.exclude_schemas.clone(),
+        }
+    }
+
     pub(super) fn execute(&self, ctx: &Ctx) -> Result<()> {
         if let (Some((_, in_spec)), Some(level)) = (self.compression.split_once(':'), self.level) {
             if in_spec.trim() != level.to_string() {
@@ -76,12 +97,43 @@ impl GenerateArgs {
         match resolve_mode(ctx, &mut c, &self.mode)? {
             Mode::Direct => {
                 let spec = format!("{}:{}", compression.name(), compression.level);
-                let row = c
+                let with_schema = !self.no_schema;
+                let sel = self.selection();
+                let current: bool = c
                     .query_one(
-                        "SELECT snapshot_id, storage_path FROM steep_repl.start_snapshot($1, $2, $3, $4)",
-                        &[&self.output, &spec, &self.parallel, &!self.no_schema],
+                        "SELECT to_regprocedure('steep_repl.start_snapshot(text,text,integer,boolean,text[],text[],text[],text[])') IS NOT NULL",
+                        &[],
                     )
-                    .map_err(db_error)?;
+                    .map_err(db_error)?
+                    .get(0);
+                if !current && !sel.is_empty() {
+                    bail!(
+                        "the server's steep_repl is older than 0.4.0 and cannot choose tables \
+                         (-t, -T, -n, -N): upgrade it with `steep init`"
+                    );
+                }
+                let row = if current {
+                    c.query_one(
+                        "SELECT snapshot_id, storage_path
+                         FROM steep_repl.start_snapshot($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &[
+                            &self.output,
+                            &spec,
+                            &self.parallel,
+                            &with_schema,
+                            &sel.tables,
+                            &sel.exclude_tables,
+                            &sel.schemas,
+                            &sel.exclude_schemas,
+                        ],
+                    )
+                } else {
+                    c.query_one(
+                        "SELECT snapshot_id, storage_path FROM steep_repl.start_snapshot($1, $2, $3, $4)",
+                        &[&self.output, &spec, &self.parallel, &with_schema],
+                    )
+                }
+                .map_err(db_error)?;
                 let (id, path): (String, String) = (row.get(0), row.get(1));
                 ctx.out.status(
                     "Queued",
@@ -122,6 +174,7 @@ impl GenerateArgs {
                     parallel: self.parallel as usize,
                     pg_dump,
                     chunk_bytes: self.chunk_size_mb.max(1) << 20,
+                    selection: self.selection(),
                 };
                 let abs = std::fs::canonicalize(
                     output

@@ -27,7 +27,7 @@ pub(super) fn resolve_mode(ctx: &Ctx, c: &mut postgres::Client, m: &ModeArgs) ->
         return Ok(Mode::Client);
     }
     let row = c.query_one(
-        "SELECT to_regprocedure('steep_repl.start_snapshot(text,text,integer,boolean)') IS NOT NULL,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.proname = 'start_snapshot' AND p.pronamespace = to_regnamespace('steep_repl')),
                 to_regprocedure('steep_repl.bgworker_available()') IS NOT NULL",
         &[],
     )?;
