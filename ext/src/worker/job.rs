@@ -335,6 +335,15 @@ impl JobCtx {
                 }),
                 None,
             ),
+            // A failure while the server shuts down (a connection refused or terminated) is
+            // the shutdown's doing: say so first.
+            Err(JobError::Failed(m)) | Err(JobError::Engine(m, None)) if server_stopping() => (
+                "failed",
+                Some(format!(
+                    "PostgreSQL is shutting down; the job was interrupted ({m})"
+                )),
+                None,
+            ),
             Err(JobError::Failed(m)) | Err(JobError::Engine(m, None)) => ("failed", Some(m), None),
             Err(JobError::Engine(m, Some(kind))) => (
                 if kind == ErrorKind::Cancelled {
