@@ -47,18 +47,9 @@ pub const USER_RELATION: &str =
       AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                         AND d.objid = c.oid AND d.deptype = 'e')";
 
-/// Every user table with data (plain tables and partitions), in name order, from the one shape
-/// query (`schema_shape`); its columns are those COPY carries (generated ones are computed).
-pub fn tables(c: &mut postgres::Client) -> Result<Vec<TableInfo>> {
-    Ok(shapes_and_tables(c)?.1)
-}
-
-/// Every user table's shape (partitioned ones included), in name order.
-pub fn shapes(c: &mut postgres::Client) -> Result<Vec<TableShape>> {
-    Ok(shapes_and_tables(c)?.0)
-}
-
-/// Both of the above from one read of the catalog.
+/// Every user table's shape (partitioned ones included), and every user table with data (plain
+/// tables and partitions) with the columns COPY carries (generated ones are computed), in name
+/// order, from one read of the catalog with the one shape query (`schema_shape`).
 pub fn shapes_and_tables(c: &mut postgres::Client) -> Result<(Vec<TableShape>, Vec<TableInfo>)> {
     let all = shapes_with_ids(c)?;
     let tables = all

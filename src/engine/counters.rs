@@ -1,5 +1,6 @@
-//! The counters an engine run keeps while it works (phase, table, bytes, rows, cancel flag): read by
-//! whoever drives it (the driver fills the progress record from them) and its cancel flag.
+//! The counters an engine run keeps while it works (phase, table, bytes, rows) and its cancel flag
+//! with the connections a stop cancels: read by whoever drives it (the driver fills the progress
+//! record from them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -24,6 +25,14 @@ pub struct Counters {
 
 /// Sends a cancel request for one connection's running statement.
 pub type Canceller = Box<dyn Fn() + Send + Sync>;
+
+/// The canceller of a `postgres` crate connection.
+pub fn pg_canceller(c: &postgres::Client) -> Canceller {
+    let token = c.cancel_token();
+    Box::new(move || {
+        let _ = token.cancel_query(postgres::NoTls);
+    })
+}
 
 impl Default for Counters {
     fn default() -> Self {
@@ -72,10 +81,7 @@ impl Counters {
 
     /// Watch a `postgres` crate connection.
     pub fn watch_client(&self, c: &postgres::Client) {
-        let token = c.cancel_token();
-        self.watch(Box::new(move || {
-            let _ = token.cancel_query(postgres::NoTls);
-        }));
+        self.watch(pg_canceller(c));
     }
 
     /// Stop the run: set the flag, then cancel every watched connection's statement, each on a

@@ -228,37 +228,41 @@ pub fn relation_oids(pg_restore_or_dump: &Path, archive: &Path) -> Result<Vec<i6
         .collect())
 }
 
-/// The extensions the archive creates (its EXTENSION entries, steep_repl's left out), sorted.
-pub fn extensions(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
-    let toc = table_of_contents(pg_restore, archive)?;
-    let kept = filter_toc(&toc, &HashSet::new());
-    let mut out: Vec<String> = kept
-        .lines()
-        .filter_map(entry)
-        .filter_map(|e| e.strip_prefix("EXTENSION - "))
-        .filter_map(|rest| rest.split(' ').next())
-        .map(str::to_string)
-        .collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
+/// What the archive's objects need on a target: the extensions it creates and the roles that own
+/// what it restores (steep_repl's own entries left out), each sorted, from one read of its table
+/// of contents.
+pub struct Prerequisites {
+    pub extensions: Vec<String>,
+    pub owners: Vec<String>,
 }
 
-/// The roles that own what the archive restores (its table of contents' owner column, steep_repl's
-/// own entries left out), sorted.
-pub fn owners(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
+pub fn prerequisites(pg_restore: &Path, archive: &Path) -> Result<Prerequisites> {
     let toc = table_of_contents(pg_restore, archive)?;
     let kept = filter_toc(&toc, &HashSet::new());
-    let mut out: Vec<String> = kept
-        .lines()
-        .filter_map(entry)
-        .filter_map(|e| e.rsplit(' ').next())
-        .filter(|o| !o.is_empty() && *o != "-")
-        .map(str::to_string)
-        .collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
+    let entries: Vec<&str> = kept.lines().filter_map(entry).collect();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    Ok(Prerequisites {
+        extensions: sorted(
+            entries
+                .iter()
+                .filter_map(|e| e.strip_prefix("EXTENSION - "))
+                .filter_map(|rest| rest.split(' ').next())
+                .map(str::to_string)
+                .collect(),
+        ),
+        owners: sorted(
+            entries
+                .iter()
+                .filter_map(|e| e.rsplit(' ').next())
+                .filter(|o| !o.is_empty() && *o != "-")
+                .map(str::to_string)
+                .collect(),
+        ),
+    })
 }
 
 /// Restore one section into `dst`: pre-data in one transaction, post-data `parallel` at a time.

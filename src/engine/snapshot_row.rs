@@ -48,9 +48,9 @@ pub const END_BEFORE_0_4: &str = "UPDATE steep_repl.snapshots s
      FROM (SELECT $4::text::jsonb AS t) x
      WHERE s.snapshot_id = $1";
 
-/// Whether the server has these functions (steep_repl 0.4.0 or newer).
+/// An expression: whether the server has these functions (steep_repl 0.4.0 or newer).
 pub const AVAILABLE: &str =
-    "SELECT to_regprocedure('steep_repl.snapshot_begin(text,text,text,text,integer)') IS NOT NULL";
+    "to_regprocedure('steep_repl.snapshot_begin(text,text,text,text,integer)') IS NOT NULL";
 
 /// What a run produced, as `snapshot_end` records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

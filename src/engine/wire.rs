@@ -425,12 +425,7 @@ impl Session {
                     let _ = token.cancel();
                 }))
             }
-            Session::Pg(c) => {
-                let token = c.cancel_token();
-                Some(Box::new(move || {
-                    let _ = token.cancel_query(postgres::NoTls);
-                }))
-            }
+            Session::Pg(c) => Some(crate::engine::counters::pg_canceller(c)),
         }
     }
 

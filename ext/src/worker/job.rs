@@ -477,15 +477,27 @@ fn record_snapshot(
     payload: &str,
     end: Option<&FinalState>,
 ) -> Result<(), pgrx::spi::Error> {
-    let mine = Spi::get_one_with_args::<bool>(
-        "SELECT s.created_by = $2 FROM steep_repl.snapshots s WHERE s.snapshot_id = $1",
-        &[snapshot_id.into(), owner.into()],
-    )?
-    .unwrap_or(false);
+    // Asked once per job (a job worker runs one job): whose row it is does not change, and the
+    // older statements still fit a version updated meanwhile.
+    static CHECKED: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    let (mine, current) = match CHECKED.get() {
+        Some(c) => *c,
+        None => {
+            let (mine, current) = Spi::get_two_with_args::<bool, bool>(
+                &format!(
+                    "SELECT coalesce((SELECT s.created_by = $2 FROM steep_repl.snapshots s
+                                      WHERE s.snapshot_id = $1), false),
+                            ({})",
+                    snapshot_row::AVAILABLE
+                ),
+                &[snapshot_id.into(), owner.into()],
+            )?;
+            *CHECKED.get_or_init(|| (mine.unwrap_or(false), current.unwrap_or(false)))
+        }
+    };
     if !mine {
         return Ok(());
     }
-    let current = Spi::get_one::<bool>(snapshot_row::AVAILABLE)?.unwrap_or(false);
     match (end, current) {
         (None, true) => {
             Spi::run_with_args(snapshot_row::RECORD, &[snapshot_id.into(), payload.into()])

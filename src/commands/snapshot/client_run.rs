@@ -119,7 +119,7 @@ impl Recorder {
     ) -> Option<Self> {
         let mut client = steep::cli::client::connect(params).ok()?;
         let has = client
-            .query_one(snapshot_row::AVAILABLE, &[])
+            .query_one(&format!("SELECT {}", snapshot_row::AVAILABLE), &[])
             .ok()?
             .get::<_, bool>(0);
         if !has {

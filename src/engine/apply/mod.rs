@@ -72,7 +72,8 @@ pub struct ApplyOptions {
     /// Check every file's checksum before loading (false skips only that pass).
     pub verify_checksums: bool,
     pub schema: SchemaMode,
-    /// Skip tables whose row count already equals the snapshot's (after a failed apply).
+    /// Finish a failed apply: skip the tables its resume markers say were loaded (with the schema
+    /// mode it was started with).
     pub resume: bool,
     /// The pg_restore that restores the schema archive (needed for `SchemaMode::Create`).
     pub pg_restore: Option<PathBuf>,
@@ -156,12 +157,10 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
         let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
-        check_extensions(
-            &mut coord,
-            &schema_archive::extensions(pg_restore, archive)?,
-        )?;
+        let needs = schema_archive::prerequisites(pg_restore, archive)?;
+        check_extensions(&mut coord, &needs.extensions)?;
         if !opts.no_owner {
-            check_owners(&mut coord, &schema_archive::owners(pg_restore, archive)?)?;
+            check_owners(&mut coord, &needs.owners)?;
         }
         if !done_before {
             progress.set_phase("schema");
@@ -238,7 +237,7 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
     // A parent whose old rows are referenced by old rows of a child can only be emptied
     // together with that child: both go into one transaction (one unit), so a failure still
     // leaves each table whole — its old rows or the snapshot's.
-    let has_rows = tables_with_rows(&mut coord, &m, &done)?;
+    let has_rows = tables_with_rows(&mut coord, &m, &done, &edges)?;
     let together: Vec<(usize, usize)> = edges
         .iter()
         .filter(|(c, p)| c != p && has_rows[*c] && has_rows[*p])
@@ -495,12 +494,20 @@ fn all_tables_exist(c: &mut postgres::Client, m: &Manifest) -> Result<bool> {
 }
 
 /// Which of the tables to load hold rows on the target now (those already loaded do not count).
-fn tables_with_rows(c: &mut postgres::Client, m: &Manifest, done: &[bool]) -> Result<Vec<bool>> {
+/// Only tables on a foreign key between the snapshot's tables are asked (the answer matters only
+/// there); the others count as empty.
+fn tables_with_rows(
+    c: &mut postgres::Client,
+    m: &Manifest,
+    done: &[bool],
+    edges: &[(usize, usize)],
+) -> Result<Vec<bool>> {
     m.tables
         .iter()
         .zip(done)
-        .map(|(t, done)| {
-            if *done {
+        .enumerate()
+        .map(|(i, (t, done))| {
+            if *done || !edges.iter().any(|(c, p)| c != p && (*c == i || *p == i)) {
                 return Ok(false);
             }
             // A loader may TRUNCATE and INSERT without SELECT: then assume rows (the table only
