@@ -6,11 +6,17 @@ use std::process::Output;
 
 use steep::cli::sandbox::{ClusterOptions, PgInstall, TempCluster};
 
-/// The pg_config of the PostgreSQL under test.
+/// The pg_config of the PostgreSQL under test: `STEEP_TEST_PG_CONFIG`, else the test suite's
+/// copy of the PostgreSQL 18 tree (scripts/setup.sh), never the tree a user's sandboxes run on.
 pub fn pg_config() -> PathBuf {
     std::env::var_os("STEEP_TEST_PG_CONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(steep::cli::home::default_pg_config)
+        .unwrap_or_else(|| {
+            let tree = steep::cli::home::default_pg_config();
+            steep::cli::home::steep_home()
+                .join("test-pg/pg18")
+                .join(tree.strip_prefix("/").unwrap_or(&tree))
+        })
 }
 
 pub fn install() -> PgInstall {
@@ -188,5 +194,8 @@ pub fn init(home: &Path, conn: &str, extra: &[&str]) -> serde_json::Value {
 pub fn sql(conn: &str, statements: &str) {
     connect(conn)
         .batch_execute(statements)
-        .unwrap_or_else(|e| panic!("{statements}: {e}"));
+        .unwrap_or_else(|e| match e.as_db_error() {
+            Some(db) => panic!("{statements}: {}: {}", db.code().code(), db.message()),
+            None => panic!("{statements}: {e}"),
+        });
 }

@@ -400,3 +400,88 @@ fn upgrading_from_every_version_equals_a_fresh_install_and_keeps_data() {
         .unwrap();
     }
 }
+
+/// Poll a job until it leaves pending/running; its final status.
+fn job_outcome(conn: &str, id: i64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut c = connect(conn);
+    loop {
+        let s: String = c
+            .query_one(
+                "SELECT status FROM steep_repl.work_queue WHERE id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if s != "pending" && s != "running" {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} still {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Installing a build while servers run from the tree leaves them running: the script
+/// (scripts/install-extension.sh) and `steep init`'s package install write each file beside its
+/// destination and rename it over; rewriting the library in place killed every server that had
+/// it loaded (SIGBUS in its processes).
+#[test]
+fn reinstalling_the_extension_leaves_running_servers_alone() {
+    let home = temp_home();
+    let copy = tree_without_extension(&home.path().join("tree"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-extension.sh");
+    let install = || {
+        let out = std::process::Command::new(script)
+            .args(["--pg", &copy.major.to_string(), "--pg-config"])
+            .arg(&copy.pg_config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install-extension.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    install();
+    assert!(copy.extension_installed());
+    let server = node_with_install(
+        copy.clone(),
+        steep::cli::sandbox::ClusterOptions {
+            durable: false,
+            ..Default::default()
+        },
+    );
+    let conn = server.connection_string("postgres");
+    init(home.path(), &conn, &[]);
+    let postmaster = server.cluster().running_pid().expect("the server runs");
+    let mut c = connect(&conn);
+    let start = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT id FROM steep_repl.start_selftest(3.0, 30)", &[])
+            .unwrap()
+            .get(0)
+    };
+    // A job worker and the database's worker have the library mapped while it is replaced,
+    // by the script and by the package install `steep init` uses.
+    let running = start(&mut c);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    install();
+    let pkg = lifecycle::open_package(&package_dir()).unwrap();
+    lifecycle::install_package(&pkg, &copy.pkglibdir, &copy.sharedir).unwrap();
+    assert_eq!(job_outcome(&conn, running), "complete");
+    assert_eq!(
+        server.cluster().running_pid(),
+        Some(postmaster),
+        "the server restarted"
+    );
+    // New sessions and new workers load the new file and work.
+    let mut fresh = connect(&conn);
+    let next = start(&mut fresh);
+    assert_eq!(job_outcome(&conn, next), "complete");
+    let leftovers: Vec<_> = std::fs::read_dir(&copy.pkglibdir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("steep-tmp") || n.contains("steep-new"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

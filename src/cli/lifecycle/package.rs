@@ -90,13 +90,12 @@ pub fn server_dirs(client: &mut postgres::Client) -> Result<(PathBuf, PathBuf)> 
     Ok((get("PKGLIBDIR")?, get("SHAREDIR")?))
 }
 
-/// Copy a package's files into a server's directories. The library is removed before it is
-/// copied, so running backends keep the old file (their mapping) instead of seeing it change
-/// under them. Returns the paths written.
+/// Copy a package's files into a server's directories. Each file is written beside its
+/// destination and renamed over it: running servers keep the library they mapped (rewriting it in
+/// place crashes them), and no backend ever sees a missing or half-written file. Returns the
+/// paths written.
 pub fn install_package(pkg: &Package, libdir: &Path, sharedir: &Path) -> Result<Vec<PathBuf>> {
     let extdir = sharedir.join("extension");
-    let mut written = Vec::new();
-    let lib_dest = libdir.join("steep_repl.so");
     let denied = |dest: &Path, e: std::io::Error| {
         anyhow!(
             "cannot write {} ({e}): run steep init as root or as the owner of the PostgreSQL \
@@ -108,24 +107,18 @@ pub fn install_package(pkg: &Package, libdir: &Path, sharedir: &Path) -> Result<
             extdir.display()
         )
     };
-    match fs::remove_file(&lib_dest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(denied(&lib_dest, e)),
-    }
-    fs::copy(pkg.library(), &lib_dest).map_err(|e| denied(&lib_dest, e))?;
-    fs::set_permissions(&lib_dest, fs::Permissions::from_mode(0o755))?;
-    written.push(lib_dest);
-    for f in pkg.extension_files()? {
-        let dest = extdir.join(f.file_name().expect("a file name"));
-        let tmp = extdir.join(format!(
-            ".{}.steep-tmp",
-            f.file_name().and_then(|n| n.to_str()).unwrap_or("f")
-        ));
-        fs::copy(&f, &tmp).map_err(|e| denied(&dest, e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    let put = |src: &Path, dir: &Path, mode: u32| -> Result<PathBuf> {
+        let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("f");
+        let dest = dir.join(name);
+        let tmp = dir.join(format!(".{name}.steep-tmp"));
+        fs::copy(src, &tmp).map_err(|e| denied(&dest, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
         fs::rename(&tmp, &dest).map_err(|e| denied(&dest, e))?;
-        written.push(dest);
+        Ok(dest)
+    };
+    let mut written = vec![put(&pkg.library(), libdir, 0o755)?];
+    for f in pkg.extension_files()? {
+        written.push(put(&f, &extdir, 0o644)?);
     }
     Ok(written)
 }
