@@ -1,4 +1,4 @@
-//! The snapshot's schema: a pg_dump custom-format archive (schema only) taken at the snapshot's
+//! The snapshot's schema: a pg_dump custom-format archive (pre-data and post-data) taken at the snapshot's
 //! exported snapshot, and restored by pg_restore — pre-data before the data in one transaction,
 //! post-data after it in parallel (`pg_restore -j`, which orders entries by their dependencies and
 //! locks). steep never edits pg_dump's SQL: what is left out (steep_repl itself, entries a resumed
@@ -60,7 +60,10 @@ pub fn dump(
     let path = dir.join(ARCHIVE);
     let mut args: Vec<OsString> = vec![
         "--format=custom".into(),
-        "--schema-only".into(),
+        // The schema: pre-data and post-data, which (unlike --schema-only) includes the
+        // REFRESH of each populated materialized view, as pg_dump | pg_restore does.
+        "--section=pre-data".into(),
+        "--section=post-data".into(),
         // steep_repl on a target is `steep init`'s business, not the snapshot's.
         "--exclude-schema=steep_repl".into(),
         format!("--snapshot={exported}").into(),
@@ -207,9 +210,12 @@ fn table_of_contents(pg_restore: &Path, archive: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&toc.stdout).into_owned())
 }
 
-/// The oids of the relations (pg_class entries: tables, partitioned tables, sequences) the
-/// archive's table of contents lists.
-pub fn relation_oids(pg_restore_or_dump: &Path, archive: &Path) -> Result<Vec<i64>> {
+/// The (catalog oid, object oid, description) of every entry of the archive's table of contents
+/// that names an object by oid (ACLs and comments name none).
+pub fn catalog_objects(
+    pg_restore_or_dump: &Path,
+    archive: &Path,
+) -> Result<Vec<(i64, i64, String)>> {
     // pg_restore sits next to the pg_dump that wrote the archive.
     let pg_restore = pg_restore_or_dump.with_file_name("pg_restore");
     let toc = table_of_contents(&pg_restore, archive)?;
@@ -217,15 +223,24 @@ pub fn relation_oids(pg_restore_or_dump: &Path, archive: &Path) -> Result<Vec<i6
         .lines()
         .filter(|l| !l.starts_with(';'))
         .filter_map(|l| {
-            // "ID; CATALOG OID DESC ...": pg_class's catalog oid is 1259.
+            // "ID; CATALOG OID DESC SCHEMA TAG OWNER"
             let (_, rest) = l.split_once("; ")?;
-            let mut it = rest.split(' ');
-            let (catalog, oid, desc) = (it.next()?, it.next()?, it.next()?);
-            (catalog == "1259" && (desc == "TABLE" || desc == "SEQUENCE"))
-                .then(|| oid.parse().ok())
-                .flatten()
+            let mut it = rest.splitn(3, ' ');
+            let (catalog, oid) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+            let desc = entry(l)?.split(' ').next()?.to_string();
+            (catalog != 0).then_some((catalog, oid, desc))
         })
         .collect())
+}
+
+/// The oids of the relations the archive's table of contents lists as tables or sequences
+/// (pg_class is catalog 1259).
+pub fn relation_oids(objects: &[(i64, i64, String)]) -> Vec<i64> {
+    objects
+        .iter()
+        .filter(|(catalog, _, desc)| *catalog == 1259 && (desc == "TABLE" || desc == "SEQUENCE"))
+        .map(|(_, oid, _)| *oid)
+        .collect()
 }
 
 /// What the archive's objects need on a target: the extensions it creates and the roles that own
@@ -351,6 +366,12 @@ pub fn filter_toc(toc: &str, existing: &HashSet<String>) -> String {
                 // Privileges granted on steep_repl's own objects (`steep init --grant`): pg_dump
                 // keeps them even with the schema excluded; they are the target's init's business.
                 || e.starts_with("ACL steep_repl ")
+                // Large objects are the large-object archive's (pg_dump 15 and 16 put their
+                // metadata in pre-data when the whole database is dumped).
+                || e.starts_with("BLOB")
+                || e.starts_with("LARGE OBJECT")
+                || e.starts_with("COMMENT - LARGE OBJECT ")
+                || e.starts_with("ACL - LARGE OBJECT ")
                 || e.rsplit_once(' ')
                     .is_some_and(|(head, _owner)| existing.contains(&format!("{head} ")))
         });

@@ -1,7 +1,7 @@
 //! Integration tests: the real `steep` binary against real PostgreSQL clusters.
 //!
-//! `STEEP_TEST_PG_CONFIG` chooses the PostgreSQL (default: the PostgreSQL 18 tree of
-//! scripts/setup.sh); scripts/test.sh sets it for the PostgreSQL 15 run.
+//! `STEEP_TEST_PG_CONFIG` chooses the PostgreSQL (default: the test suite's copy of the
+//! PostgreSQL 18 tree, made by scripts/setup.sh); scripts/test.sh sets it for every version.
 
 mod common;
 mod connection;
@@ -11,6 +11,7 @@ mod lifecycle;
 mod local;
 mod node;
 mod operations;
+mod parity;
 mod privileges;
 mod schema;
 mod security;
