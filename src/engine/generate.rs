@@ -15,7 +15,8 @@ use crate::engine::catalog::{self, prepare_session, TableInfo};
 use crate::engine::checksum::HashingWriter;
 use crate::engine::compress::Compression;
 use crate::engine::counters::Counters;
-use crate::engine::manifest::{self, DataFile, Manifest, Sequence, Source, Table};
+use crate::engine::manifest::{self, DataFile, Manifest, Needs, Sequence, Source, Table};
+use crate::engine::needs;
 use crate::engine::partial_output;
 use crate::engine::scheduler::{self, Stop, Tasks};
 use crate::engine::schema_archive;
@@ -230,14 +231,24 @@ pub fn generate(
         ),
         None => None,
     };
-    let (shapes, tables, seq_names) = match (&schema, opts.selection.is_empty()) {
-        (Some(files), false) => {
-            // The relations pg_dump's table of contents lists (by oid: the same catalog, the
-            // same snapshot), by name.
-            let oids = schema_archive::relation_oids(
+    // The objects pg_dump's table of contents lists (by oid: the same catalog, the same
+    // snapshot), and what they need on a target that the archive does not create.
+    let (objects, needs) = match &schema {
+        Some(files) => {
+            let objects = schema_archive::catalog_objects(
                 opts.pg_dump.as_deref().expect("pg_dump ran"),
                 &opts.output.join(&files.archive.name),
             )?;
+            let pairs: Vec<(i64, i64)> = objects.iter().map(|(c, o, _)| (*c, *o)).collect();
+            let needs = needs::of_source(&mut coord, &pairs, !opts.selection.is_empty())?;
+            (objects, needs)
+        }
+        None => (Vec::new(), Needs::default()),
+    };
+    let (shapes, tables, seq_names) = match (&schema, opts.selection.is_empty()) {
+        (Some(_), false) => {
+            // The relations the table of contents lists, by name.
+            let oids = schema_archive::relation_oids(&objects);
             let chosen: std::collections::HashSet<(String, String)> = coord
                 .query(
                     "SELECT n.nspname::text, c.relname::text
@@ -413,6 +424,7 @@ pub fn generate(
         generator: format!("steep {}", env!("CARGO_PKG_VERSION")),
         owner: Some(owner),
         shapes,
+        needs,
     };
     progress.set_phase("manifest");
     m.write(&opts.output)?;

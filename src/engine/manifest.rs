@@ -19,8 +19,10 @@ pub const MAX_COUNT: u64 = i64::MAX as u64;
 /// 2: the schema is a pg_dump custom-format archive (1 held pre-data and post-data SQL text),
 /// and the manifest names the role that made the snapshot. 3: the source's table shapes
 /// (`shapes`), which `--schema verify` compares with the target's; format 2 is still read (its
-/// shapes are derived from the tables).
-pub const FORMAT: u32 = 3;
+/// shapes are derived from the tables). 4: what the schema needs on a target and does not create
+/// (`needs`: roles its grants and policies name, types from schemas left out); 2 and 3 are still
+/// read (their needs are what the archive's table of contents names).
+pub const FORMAT: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +54,31 @@ pub struct Manifest {
     /// snapshot's transaction with the one shape query. Empty in format 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shapes: Vec<TableShape>,
+    /// What the schema archive needs on a target that it does not create (format 4).
+    #[serde(default, skip_serializing_if = "Needs::is_empty")]
+    pub needs: Needs,
+}
+
+/// Roles and types a snapshot's schema names but does not create (engine::needs reads them on
+/// the source and checks them on the target).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Needs {
+    /// Roles granted privileges on what the snapshot holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grantees: Vec<String>,
+    /// Roles named by row-security policies (`TO role`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_roles: Vec<String>,
+    /// Schema-qualified types the tables use that the archive does not create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+}
+
+impl Needs {
+    pub fn is_empty(&self) -> bool {
+        self.grantees.is_empty() && self.policy_roles.is_empty() && self.types.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +159,7 @@ pub struct Sequence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaFiles {
-    /// The pg_dump custom-format archive (schema only), restored with pg_restore.
+    /// The pg_dump custom-format archive (pre-data and post-data sections), restored with pg_restore.
     pub archive: DataFile,
     /// pg_dump's version line.
     pub pg_dump: String,
@@ -182,7 +209,7 @@ impl Manifest {
                  no longer runs): generate the snapshot again with this steep"
             );
         }
-        if self.format != FORMAT && self.format != 2 {
+        if !(2..=FORMAT).contains(&self.format) {
             bail!(
                 "format {} is not supported by this steep (it reads format {FORMAT}): use a \
                  matching steep release",
@@ -380,6 +407,7 @@ mod tests {
             generator: "steep".into(),
             owner: Some("alice".into()),
             shapes: Vec::new(),
+            needs: Needs::default(),
         }
     }
 

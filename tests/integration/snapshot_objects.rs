@@ -1,7 +1,7 @@
 //! Objects a snapshot must carry as pg_dump | pg_restore does.
 
 use crate::common::*;
-use crate::snapshot::{client_snapshot, plain_node, table_hashes};
+use crate::snapshot::{client_snapshot, plain_node, snapshot_dir_of, table_hashes};
 
 #[test]
 fn a_foreign_key_to_a_partitioned_table_survives_schema_create_in_both_modes() {
@@ -536,4 +536,81 @@ fn tables_are_chosen_with_pg_dumps_patterns() {
     let names: Vec<String> = m.tables.iter().map(|t| t.qualified()).collect();
     assert_eq!(names, ["\"hr\".\"people\"", "\"public\".\"misc\""]);
     assert_eq!(m.sequences.len(), 1, "{:?}", m.sequences);
+}
+
+#[test]
+fn what_the_target_lacks_is_listed_before_anything_changes() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "CREATE ROLE reader NOLOGIN; CREATE ROLE auditor NOLOGIN;
+         CREATE SCHEMA kinds;
+         CREATE TYPE kinds.mood AS ENUM ('sad', 'happy');
+         CREATE DOMAIN kinds.score AS int CHECK (VALUE >= 0);
+         CREATE TABLE entry (id int PRIMARY KEY, m kinds.mood[], s kinds.score);
+         INSERT INTO entry VALUES (1, '{happy}', 3);
+         GRANT SELECT ON entry TO reader;
+         ALTER TABLE entry ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY audit ON entry FOR SELECT TO auditor USING (true);",
+    );
+    // Only the table: its types stay behind in schema kinds.
+    let snap = snapshot_dir_of(home.path()).join("needs");
+    ok(steep(home.path())
+        .args([
+            "snapshot",
+            "generate",
+            "--client",
+            "-t",
+            "public.entry",
+            "-o",
+        ])
+        .arg(&snap)
+        .args(["-c", &conn]));
+    let snap = snap.to_str().unwrap().to_string();
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    let apply = |extra: &[&str]| {
+        let mut cmd = steep(home.path());
+        cmd.args([
+            "snapshot", "apply", "--client", "-i", &snap, "--schema", "create", "-c", &dconn,
+        ])
+        .args(extra);
+        cmd
+    };
+    let tables = || -> i64 {
+        connect(&dconn)
+            .query_one("SELECT count(*) FROM pg_class WHERE relname = 'entry'", &[])
+            .unwrap()
+            .get(0)
+    };
+    let err = fails(&mut apply(&[]), 1);
+    for want in [
+        "nothing was changed",
+        "reader",
+        "--no-privileges",
+        "auditor",
+        "kinds.mood",
+        "kinds.score",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(tables(), 0);
+    // Without grants the grantee is not needed; the policy's role and the types still are.
+    let err = fails(&mut apply(&["--no-privileges"]), 1);
+    assert!(!err.contains("reader"), "{err}");
+    assert!(
+        err.contains("auditor") && err.contains("kinds.mood"),
+        "{err}"
+    );
+    assert_eq!(tables(), 0);
+    sql(
+        &dconn,
+        "CREATE ROLE auditor NOLOGIN; CREATE SCHEMA kinds;
+         CREATE TYPE kinds.mood AS ENUM ('sad', 'happy');
+         CREATE DOMAIN kinds.score AS int CHECK (VALUE >= 0);",
+    );
+    ok(&mut apply(&["--no-privileges"]));
+    assert_eq!(table_hashes(&dconn), table_hashes(&conn));
 }

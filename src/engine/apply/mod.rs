@@ -25,10 +25,11 @@ use crate::engine::counters::Counters;
 use crate::engine::file_check;
 use crate::engine::fkorder::load_units;
 use crate::engine::manifest::Manifest;
+use crate::engine::needs;
 use crate::engine::schema_archive::{self, Restore, Section};
 use crate::engine::Connect;
 use crate::schema_shape;
-use crate::sql::{qualified, quote_ident};
+use crate::sql::qualified;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -157,11 +158,17 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
         let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
-        let needs = schema_archive::prerequisites(pg_restore, archive)?;
-        check_extensions(&mut coord, &needs.extensions)?;
-        if !opts.no_owner {
-            check_owners(&mut coord, &needs.owners)?;
-        }
+        let from_archive = schema_archive::prerequisites(pg_restore, archive)?;
+        needs::check(
+            &mut coord,
+            needs::FromArchive {
+                extensions: &from_archive.extensions,
+                owners: &from_archive.owners,
+            },
+            &m.needs,
+            opts.no_owner,
+            opts.no_privileges,
+        )?;
         if !done_before {
             progress.set_phase("schema");
             schema_archive::restore(
@@ -427,57 +434,6 @@ fn large_objects_of(
         pg_restore,
         s.pg_dump.clone(),
     )))
-}
-
-/// Before anything is created: every extension the snapshot creates can be created on the
-/// target (its files are installed there), or the apply is refused with the list.
-fn check_extensions(c: &mut postgres::Client, extensions: &[String]) -> Result<()> {
-    let missing: Vec<String> = c
-        .query(
-            "SELECT e FROM unnest($1::text[]) AS e
-             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_available_extensions a
-                               WHERE a.name = e)
-             ORDER BY 1",
-            &[&extensions],
-        )
-        .context("checking the snapshot's extensions on the target")?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the snapshot's schema needs extensions the target's PostgreSQL does not have \
-             installed: {}; nothing was changed: install their packages on the target's server",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Before anything is created: every role that owns what the snapshot creates exists on the
-/// target, or the apply is refused with the list. (Whether the applying role may give objects to
-/// an existing one is left to pg_restore, which names it: the table of contents also lists owners
-/// of objects it does not alter, such as the `public` schema.)
-fn check_owners(c: &mut postgres::Client, owners: &[String]) -> Result<()> {
-    let missing: Vec<String> = c
-        .query(
-            "SELECT o FROM unnest($1::text[]) AS o
-             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = o)
-             ORDER BY 1",
-            &[&owners],
-        )
-        .context("checking the snapshot's owners on the target")?
-        .iter()
-        .map(|r| quote_ident(&r.get::<_, String>(0)))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "the snapshot's objects are owned by roles the target lacks: {}; nothing was changed: \
-         create the roles, or apply with --no-owner to make the applying role the owner",
-        missing.join(", ")
-    )
 }
 
 /// Whether every table of the snapshot exists on the target.
