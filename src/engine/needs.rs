@@ -11,14 +11,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::engine::manifest::Needs;
 
-/// pg_class and pg_type: catalogs whose objects the table of contents names by oid.
+/// pg_class, pg_type and pg_extension: catalogs whose objects the table of contents names by oid.
 const PG_CLASS: i64 = 1259;
 const PG_TYPE: i64 = 1247;
+const PG_EXTENSION: i64 = 3079;
 
 /// Read on the source what the archive needs and does not create. `objects` are the (catalog,
-/// oid) pairs of the archive's table of contents; `selected` says whether patterns (-t, -n, ...)
-/// chose part of the database (without them, everything pg_dump dumps counts, including grants
-/// on built-in objects, which name no object of their own in the table of contents).
+/// oid) pairs of the archive's table of contents; `selected` says whether include patterns (-t,
+/// -n) chose part of the database (without them pg_dump dumps everything not excluded, including
+/// grants on built-in objects, which name no object of their own in the table of contents).
 pub fn of_source(
     c: &mut postgres::Client,
     objects: &[(i64, i64)],
@@ -28,6 +29,11 @@ pub fn of_source(
     let relations: Vec<i64> = objects
         .iter()
         .filter(|(catalog, _)| *catalog == PG_CLASS)
+        .map(|(_, oid)| *oid)
+        .collect();
+    let extensions: Vec<i64> = objects
+        .iter()
+        .filter(|(catalog, _)| *catalog == PG_EXTENSION)
         .map(|(_, oid)| *oid)
         .collect();
     let created_types: Vec<i64> = objects
@@ -53,6 +59,28 @@ pub fn of_source(
                         JOIN pg_catalog.pg_extension x ON x.oid = e.refobjid
                        WHERE e.classid = d.classid AND e.objid = d.objid AND e.deptype = 'e'
                          AND x.extname = 'steep_repl')
+                -- pg_dump leaves out these schemas, and steep_repl (whose grants `steep init
+                -- --grant` makes) is the target's init's business.
+                AND coalesce(CASE d.classid
+                      WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
+                        (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = d.objid)
+                      WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN
+                        (SELECT n.nspname FROM pg_catalog.pg_class c
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                          WHERE c.oid = d.objid)
+                      WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+                        (SELECT n.nspname FROM pg_catalog.pg_proc p
+                           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                          WHERE p.oid = d.objid)
+                      WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN
+                        (SELECT n.nspname FROM pg_catalog.pg_type t
+                           JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+                          WHERE t.oid = d.objid)
+                      WHEN 'pg_catalog.pg_default_acl'::pg_catalog.regclass THEN
+                        (SELECT n.nspname FROM pg_catalog.pg_default_acl a
+                           JOIN pg_catalog.pg_namespace n ON n.oid = a.defaclnamespace
+                          WHERE a.oid = d.objid)
+                    END, '') NOT IN ('steep_repl', 'information_schema')
               ORDER BY 1, 2",
             &[&catalogs, &oids, &selected],
         )
@@ -94,11 +122,13 @@ pub fn of_source(
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_range g WHERE g.rngmultitypid = ty.oid)
                 -- a table's row type comes with the table
                 AND NOT (ty.typrelid::int8 = ANY($1))
+                -- an extension's type comes with the extension, when the archive creates it
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e
                                  WHERE e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
-                                   AND e.objid = ty.oid AND e.deptype = 'e')
+                                   AND e.objid = ty.oid AND e.deptype = 'e'
+                                   AND e.refobjid::int8 = ANY($3))
               ORDER BY 1",
-            &[&relations, &created_types],
+            &[&relations, &created_types, &extensions],
         )
         .context("reading the types the snapshot's tables use")?
         .iter()

@@ -64,12 +64,19 @@ pub fn dump(
         // REFRESH of each populated materialized view, as pg_dump | pg_restore does.
         "--section=pre-data".into(),
         "--section=post-data".into(),
+        // Large objects are an archive of their own (below); pg_dump 15 and 16 would list each
+        // one's metadata in pre-data here.
+        "-B".into(),
         // steep_repl on a target is `steep init`'s business, not the snapshot's.
         "--exclude-schema=steep_repl".into(),
         format!("--snapshot={exported}").into(),
     ];
     if major >= 17 {
         args.push("--exclude-extension=steep_repl".into());
+    }
+    if major >= 18 {
+        // Planner statistics are the target's own business (ANALYZE), as before 18.
+        args.push("--no-statistics".into());
     }
     args.extend(selection.args());
     let mut file_arg = OsString::from("--file=");
@@ -134,6 +141,7 @@ pub fn restore_large_objects(
                 .iter()
                 .any(|p| e.starts_with(p))
                 || e.starts_with("ACL - LARGE OBJECT ")
+                || e.starts_with("SECURITY LABEL - LARGE OBJECT ")
                 || e.starts_with("COMMENT - LARGE OBJECT ")
         });
         if keep {
@@ -366,12 +374,13 @@ pub fn filter_toc(toc: &str, existing: &HashSet<String>) -> String {
                 // Privileges granted on steep_repl's own objects (`steep init --grant`): pg_dump
                 // keeps them even with the schema excluded; they are the target's init's business.
                 || e.starts_with("ACL steep_repl ")
-                // Large objects are the large-object archive's (pg_dump 15 and 16 put their
-                // metadata in pre-data when the whole database is dumped).
+                // Large objects are the large-object archive's (snapshots taken before
+                // -B (--no-blobs) held their metadata here).
                 || e.starts_with("BLOB")
                 || e.starts_with("LARGE OBJECT")
                 || e.starts_with("COMMENT - LARGE OBJECT ")
                 || e.starts_with("ACL - LARGE OBJECT ")
+                || e.starts_with("SECURITY LABEL - LARGE OBJECT ")
                 || e.rsplit_once(' ')
                     .is_some_and(|(head, _owner)| existing.contains(&format!("{head} ")))
         });

@@ -178,9 +178,10 @@ pub fn tree_without_extension(dest: &Path) -> PgInstall {
     copy
 }
 
-/// The package scripts/install-extension.sh built for the PostgreSQL under test.
+/// The package scripts/install-extension.sh built for the PostgreSQL under test (`--test-tree`
+/// writes the test suite's own).
 pub fn package_dir() -> PathBuf {
-    steep::cli::home::steep_home().join(format!("packages/pg{}", install().major))
+    steep::cli::home::steep_home().join(format!("test-pg/packages/pg{}", install().major))
 }
 
 /// `steep init` against `conn`, requiring success; returns its JSON report.
