@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod commands;
 mod context;
 
-use commands::{demo, doctor, health, init, local, node, ops, schema, snapshot, version};
+use commands::{demo, doctor, health, init, local, merge, node, ops, schema, snapshot, version};
 use context::Ctx;
 use steep::cli::output::Output;
 
@@ -75,6 +75,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Snapshots: generate, apply, progress, wait, cancel, list, verify.
     Snapshot(snapshot::SnapshotArgs),
+    /// Two nodes that both hold rows: overlap analysis.
+    Merge(merge::MergeArgs),
     /// Background operations: list, cancel, watch, selftest.
     Ops(ops::OpsArgs),
     /// Throwaway local PostgreSQL 18 sandboxes with steep_repl installed and preloaded.
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Command::Node(a) => a.execute(&ctx),
         Command::Schema(a) => a.execute(&ctx),
         Command::Snapshot(a) => a.execute(&ctx),
+        Command::Merge(a) => a.execute(&ctx),
         Command::Ops(a) => a.execute(&ctx),
         Command::Local(a) => a.execute(&ctx),
         Command::Version(a) => a.execute(&ctx),

@@ -10,6 +10,7 @@ mod dump;
 mod fingerprints;
 mod gucs;
 mod health;
+mod merge_api;
 mod nodes;
 mod operations;
 mod schema_shapes;

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod health;
 pub mod init;
 pub mod local;
+pub mod merge;
 pub mod node;
 pub mod ops;
 pub mod schema;

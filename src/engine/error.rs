@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::apply::SchemaMismatch;
+use crate::engine::merge::Refused;
 
 /// The operation stopped because it was asked to; what it had written was removed or rolled back.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub enum ErrorKind {
     Cancelled,
     /// The target's tables differ from the snapshot's: a blocking finding (exit 3).
     SchemaMismatch,
+    /// Two nodes cannot be compared (merge preflight): a blocking finding (exit 3).
+    MergeRefused,
 }
 
 impl ErrorKind {
@@ -38,6 +41,8 @@ impl ErrorKind {
             Some(Self::Cancelled)
         } else if e.downcast_ref::<SchemaMismatch>().is_some() {
             Some(Self::SchemaMismatch)
+        } else if e.downcast_ref::<Refused>().is_some() {
+            Some(Self::MergeRefused)
         } else {
             None
         }
@@ -48,6 +53,7 @@ impl ErrorKind {
         match self {
             Self::Cancelled => "cancelled",
             Self::SchemaMismatch => "schema_mismatch",
+            Self::MergeRefused => "merge_refused",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod file_check;
 pub mod fkorder;
 pub mod generate;
 pub mod manifest;
+pub mod merge;
 pub mod needs;
 pub mod partial_output;
 pub mod paths;

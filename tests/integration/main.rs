@@ -9,6 +9,7 @@ mod dump_restore;
 mod libpq_oracle;
 mod lifecycle;
 mod local;
+mod merge_analysis;
 mod node;
 mod operations;
 mod parity;

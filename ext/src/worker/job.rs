@@ -63,6 +63,7 @@ pub struct Claimed {
     /// created_by's oid (InvalidOid when the role no longer exists).
     pub owner: pg_sys::Oid,
     pub snapshot_id: Option<String>,
+    pub merge_id: Option<String>,
     slot: usize,
 }
 
@@ -127,6 +128,7 @@ fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
         "selftest" => selftest::run(ctx),
         "snapshot_generate" => super::snapshot_jobs::generate(ctx),
         "snapshot_apply" => super::snapshot_jobs::apply(ctx),
+        "merge_analysis" => super::merge_jobs::analyze(ctx),
         other => Err(JobError::Failed(format!(
             "{other} is not implemented yet in steep_repl {}",
             env!("CARGO_PKG_VERSION")
@@ -163,7 +165,8 @@ fn claim(db: pg_sys::Oid, slot: usize) -> Option<Claimed> {
              WHERE w.id = (SELECT id FROM steep_repl.work_queue WHERE status = 'pending'
                            ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
              RETURNING w.id, w.operation, w.params::text, w.created_by::text, w.snapshot_id,
-                       (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = w.created_by)",
+                       (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = w.created_by),
+                       w.merge_id",
             None,
             &[],
         )?;
@@ -178,10 +181,11 @@ fn claim(db: pg_sys::Oid, slot: usize) -> Option<Claimed> {
             t.get::<String>(4)?.unwrap_or_default(),
             t.get::<String>(5)?,
             t.get::<pg_sys::Oid>(6)?,
+            t.get::<String>(7)?,
         )))
     })
     .unwrap_or_else(|e| error!("claiming a job: {e}"))?;
-    let (id, op, params, created_by, snapshot_id, owner) = row;
+    let (id, op, params, created_by, snapshot_id, owner, merge_id) = row;
     // A role dropped after queueing: its job cannot run as anyone else.
     let owner = owner.unwrap_or(pg_sys::InvalidOid);
     // SAFETY: reading our own pid.
@@ -209,6 +213,7 @@ fn claim(db: pg_sys::Oid, slot: usize) -> Option<Claimed> {
         created_by,
         owner,
         snapshot_id,
+        merge_id,
         slot,
     })
 }
@@ -455,6 +460,18 @@ fn record_progress(
                     error.into(),
                     result.into(),
                 ],
+            )?;
+        }
+        // A merge job's row ends with its job (a job row names only its owner's merge).
+        if let (Some(e), Some(_)) = (end, &rows) {
+            Spi::run_with_args(
+                "UPDATE steep_repl.merges m
+                    SET status = $2, error_message = $3,
+                        completed_at = pg_catalog.clock_timestamp()
+                   FROM steep_repl.work_queue w
+                  WHERE w.id = $1 AND m.merge_id = w.merge_id AND m.created_by = w.created_by
+                    AND m.status IN ('pending', 'running')",
+                &[id.into(), e.status.into(), e.error.into()],
             )?;
         }
         // Listeners learn only that this job moved; its progress stays behind row security.

@@ -12,8 +12,9 @@ use pgrx::PgMemoryContexts;
 pub mod database;
 pub mod job;
 pub mod launcher;
+mod merge_jobs;
 mod selftest;
-mod snapshot_jobs;
+pub(crate) mod snapshot_jobs;
 
 /// Run `f` in a transaction of its own. An ERROR or panic inside aborts the transaction and
 /// comes back as the error's message, so a worker can record it instead of dying.

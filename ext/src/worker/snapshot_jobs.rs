@@ -27,7 +27,8 @@ use crate::worker::tx;
 pub(crate) struct WorkerConnect {
     params: ConnParams,
     role: String,
-    job: i64,
+    /// The sessions' application_name ("steep_repl job 12").
+    label: String,
 }
 
 impl Connect for WorkerConnect {
@@ -87,8 +88,8 @@ impl WorkerConnect {
         [
             format!(
                 "SET standard_conforming_strings = on; SET ROLE NONE; \
-                 SET application_name = 'steep_repl job {}'",
-                self.job
+                 SET application_name = {}",
+                quote_literal(&self.label)
             ),
             format!(
                 "SELECT steep_repl._restrict_session({})",
@@ -111,22 +112,41 @@ fn restrict_failed(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+impl WorkerConnect {
+    /// Connections for work a backend does itself on behalf of its current user (in a
+    /// transaction already, unlike a worker).
+    pub(crate) fn for_role(role: &str, label: &str) -> Result<Self, String> {
+        Ok(Self {
+            params: worker_params()?,
+            role: role.to_string(),
+            label: label.to_string(),
+        })
+    }
+}
+
 fn worker_params() -> Result<ConnParams, String> {
-    let (sockets, port, superuser, db) = Spi::connect(|c| {
+    // The server's own settings, whoever the current user is (unix_socket_directories is for
+    // pg_read_all_settings in SQL; a backend working for a plain role reads it here).
+    let setting = |name: &str| -> Option<String> {
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: GetConfigOption returns a pointer into the GUC's own storage (or NULL when
+        // missing_ok); copied at once, on this backend's main thread.
+        unsafe {
+            let v = pg_sys::GetConfigOption(c.as_ptr(), true, false);
+            (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+        }
+    };
+    let (sockets, port) = (setting("unix_socket_directories"), setting("port"));
+    let (superuser, db) = Spi::connect(|c| {
         let r = c
             .select(
-                "SELECT current_setting('unix_socket_directories'), current_setting('port'),
-                        (SELECT rolname::text FROM pg_roles WHERE oid = 10), current_database()::text",
+                "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10),
+                        pg_catalog.current_database()::text",
                 Some(1),
                 &[],
             )?
             .first();
-        Ok::<_, pgrx::spi::Error>((
-            r.get::<String>(1)?,
-            r.get::<String>(2)?,
-            r.get::<String>(3)?,
-            r.get::<String>(4)?,
-        ))
+        Ok::<_, pgrx::spi::Error>((r.get::<String>(1)?, r.get::<String>(2)?))
     })
     .map_err(|e| e.to_string())?;
     let configured = crate::gucs::WORKER_CONNINFO
@@ -169,7 +189,7 @@ fn server_program(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn param_str(p: &Value, key: &str) -> Result<String, JobError> {
+pub(crate) fn param_str(p: &Value, key: &str) -> Result<String, JobError> {
     p[key]
         .as_str()
         .map(str::to_string)
@@ -197,7 +217,7 @@ fn checked_path(ctx: &JobCtx, for_write: bool) -> Result<PathBuf, JobError> {
 
 /// Run `work` through the engine's driver (the loop client mode uses too), publishing its
 /// progress from this thread until it ends; a cancel request or shutdown stops it.
-fn drive<T: Send>(
+pub(crate) fn drive<T: Send>(
     ctx: &mut JobCtx,
     progress: &Counters,
     work: impl FnOnce() -> anyhow::Result<T> + Send,
@@ -230,7 +250,7 @@ pub(crate) fn worker_connect(ctx: &JobCtx) -> Result<WorkerConnect, JobError> {
     Ok(WorkerConnect {
         params: tx(worker_params)?.map_err(JobError::Failed)?,
         role: ctx.job.created_by.clone(),
-        job: ctx.job.id,
+        label: format!("steep_repl job {}", ctx.job.id),
     })
 }
 
@@ -303,7 +323,7 @@ pub fn apply(ctx: &mut JobCtx) -> Result<Value, JobError> {
 }
 
 /// A job parameter that is a list of strings (absent: none).
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()

@@ -20,7 +20,7 @@ use steep::engine::Connect;
 use steep::progress_record::ProgressEvent;
 
 /// The engine's connections in client mode: the CLI's own connection parameters.
-pub(super) struct CliConnect(pub(super) ConnParams);
+pub(crate) struct CliConnect(pub(crate) ConnParams);
 
 impl Connect for CliConnect {
     fn connect(&self) -> Result<postgres::Client> {
@@ -42,7 +42,7 @@ impl Connect for CliConnect {
 /// Run an engine operation through the engine's driver, drawing its progress until it ends and
 /// recording it (once a second) in its snapshots row; Ctrl-C cancels it (it cleans up after
 /// itself). Returns the result and the last progress record.
-pub(super) fn run_local<T: Send>(
+pub(crate) fn run_local<T: Send>(
     ctx: &Ctx,
     label: &str,
     progress: &Arc<Counters>,
@@ -102,7 +102,7 @@ pub(super) fn run_local<T: Send>(
 
 /// Keeps the snapshots row of a client-mode run through the SQL functions direct mode uses too
 /// (when the server has steep_repl 0.4.0+ and the role may use them).
-pub(super) struct Recorder {
+pub(crate) struct Recorder {
     client: postgres::Client,
     id: String,
 }

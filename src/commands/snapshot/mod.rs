@@ -5,7 +5,7 @@
 //! (files live where steep runs). Auto picks direct when the workers are available.
 
 mod apply_cmd;
-mod client_run;
+pub(crate) mod client_run;
 mod follow;
 mod generate_cmd;
 mod list;

@@ -1,0 +1,396 @@
+//! Merge, part 1: overlap analysis of two nodes that both hold rows, in client mode, as a job
+//! (direct mode) and through analyze_overlap() — the same results every way.
+
+use crate::common::*;
+use serde_json::Value;
+
+const ITEMS_A: &str = "
+    CREATE TABLE items (id int PRIMARY KEY, name text, price numeric, seen timestamptz,
+                        tags text[], note text, span interval, ratio float8, raw bytea,
+                        total numeric GENERATED ALWAYS AS (price * 2) STORED);
+    CREATE TABLE regions (country text, code text, label text, PRIMARY KEY (country, code));";
+/// The same tables, columns in another order (schema compare: not blocking).
+const ITEMS_B: &str = "
+    CREATE TABLE items (note text, raw bytea, seen timestamptz, id int PRIMARY KEY, tags text[],
+                        ratio float8, span interval, price numeric, name text,
+                        total numeric GENERATED ALWAYS AS (price * 2) STORED);
+    CREATE TABLE regions (label text, code text, country text, PRIMARY KEY (country, code));";
+const ROWS: &str = "
+    INSERT INTO items (id, name, price, seen, tags, note, span, ratio, raw)
+    SELECT g, 'item ' || g, g * 1.25, '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 minute',
+           ARRAY['a', 'b' || g], CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END,
+           g * interval '1 hour 3 seconds', 1.0 / g, decode(md5(g::text), 'hex')
+    FROM generate_series(1, 2000) g;
+    INSERT INTO regions (country, code, label)
+    VALUES ('NZ', 'AKL', 'Auckland'), ('DE', 'BER', 'Berlin'), ('AT', 'WIE', 'Wien');";
+
+fn analyze(home: &std::path::Path, conn: &str, peer: &str, extra: &[&str]) -> Value {
+    let mut cmd = steep(home);
+    cmd.args([
+        "merge", "analyze", "--json", "--keys", "-c", conn, "--peer", peer,
+    ])
+    .args(extra);
+    json(&ok(&mut cmd))
+}
+
+fn table<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == name)
+        .unwrap_or_else(|| panic!("no table {name}: {r}"))
+}
+
+fn counts(t: &Value) -> [u64; 4] {
+    ["match", "conflict", "local_only", "remote_only"].map(|k| t[k].as_u64().unwrap())
+}
+
+fn keys(t: &Value, category: &str) -> Vec<String> {
+    t["keys"][category]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn counts_are_exact_whatever_the_settings_and_column_order_in_every_mode() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    init(home.path(), &ac, &[]);
+    sql(&ac, ITEMS_A);
+    sql(&bc, ITEMS_B);
+    // The peer's sessions default to other settings: none of them may change a digest.
+    sql(
+        &bc,
+        "ALTER DATABASE postgres SET TimeZone = 'Pacific/Chatham';
+         ALTER DATABASE postgres SET DateStyle = 'SQL, DMY';
+         ALTER DATABASE postgres SET IntervalStyle = 'iso_8601';
+         ALTER DATABASE postgres SET extra_float_digits = -3;
+         ALTER DATABASE postgres SET bytea_output = 'escape';",
+    );
+    sql(&ac, ROWS);
+    sql(&bc, ROWS);
+    sql(
+        &bc,
+        "UPDATE items SET price = price + 1 WHERE id IN (5, 6, 7);
+         UPDATE items SET note = '' WHERE id = 14; -- NULL here, '' there
+         INSERT INTO items (id, name) SELECT g, 'remote' FROM generate_series(4001, 4004) g;
+         UPDATE regions SET label = 'Vienna' WHERE code = 'WIE';
+         INSERT INTO regions (country, code, label) VALUES ('AT', 'ÖST', 'Österreich');",
+    );
+    sql(
+        &ac,
+        "INSERT INTO items (id, name) SELECT g, 'local' FROM generate_series(3001, 3003) g;
+         DELETE FROM regions WHERE code = 'BER';",
+    );
+    sql(&bc, "DELETE FROM regions WHERE code = 'BER'");
+
+    let client = analyze(home.path(), &ac, &bc, &[]);
+    let items = table(&client, "items");
+    assert_eq!(counts(items), [1996, 4, 3, 4], "{items}");
+    assert_eq!(keys(items, "conflict"), ["[14]", "[5]", "[6]", "[7]"]);
+    assert_eq!(keys(items, "local_only"), ["[3001]", "[3002]", "[3003]"]);
+    assert_eq!(
+        keys(items, "remote_only"),
+        ["[4001]", "[4002]", "[4003]", "[4004]"]
+    );
+    assert_eq!(items["local_rows"], 2003);
+    assert_eq!(items["remote_rows"], 2004);
+    let regions = table(&client, "regions");
+    assert_eq!(counts(regions), [1, 1, 0, 1], "{regions}");
+    assert_eq!(keys(regions, "conflict"), ["[\"AT\", \"WIE\"]"]);
+    assert_eq!(keys(regions, "remote_only"), ["[\"AT\", \"ÖST\"]"]);
+
+    // The same as a job on A, which connects to B itself (a superuser may name it).
+    let direct = analyze(home.path(), &ac, &bc, &["--direct"]);
+    assert!(direct["merge_id"].as_str().unwrap().starts_with("merge-"));
+    assert_eq!(direct["tables"], client["tables"]);
+
+    // And through SQL, in the calling backend.
+    let rows = connect(&ac)
+        .query(
+            "SELECT table_name, match, conflict, local_only, remote_only, merge_id
+               FROM steep_repl.analyze_overlap($1)",
+            &[&bc],
+        )
+        .unwrap();
+    let got: Vec<(String, i64, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("items".to_string(), 1996, 4, 3, 4),
+            ("regions".to_string(), 1, 1, 0, 1)
+        ]
+    );
+    let merge_id: String = rows[0].get(5);
+    let stored: Vec<String> = connect(&ac)
+        .query(
+            "SELECT key FROM steep_repl.merge_keys
+              WHERE merge_id = $1 AND table_name = 'items' AND category = 'conflict'
+              ORDER BY key",
+            &[&merge_id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, ["[14]", "[5]", "[6]", "[7]"]);
+}
+
+#[test]
+fn only_differing_buckets_cross_the_network() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    for c in [&ac, &bc] {
+        sql(
+            c,
+            "CREATE TABLE big (id bigint PRIMARY KEY, v text);
+             INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g;
+             CREATE TABLE gone (id int PRIMARY KEY);
+             ANALYZE;",
+        );
+    }
+    sql(&ac, "INSERT INTO gone SELECT generate_series(1, 500)");
+    sql(&bc, "UPDATE big SET v = 'changed' WHERE id = 77777");
+    let r = analyze(home.path(), &ac, &bc, &[]);
+    let big = table(&r, "big");
+    assert_eq!(counts(big), [99_999, 1, 0, 0], "{big}");
+    assert_eq!(keys(big, "conflict"), ["[77777]"]);
+    let cost = &big["cost"];
+    assert_eq!(cost["buckets_differing"], 1, "{cost}");
+    assert_eq!(cost["streamed"], false);
+    // One bucket's pairs from each side, not 100 000 rows.
+    assert!(cost["pairs_local"].as_u64().unwrap() < 100, "{cost}");
+    assert!(cost["pairs_remote"].as_u64().unwrap() < 100, "{cost}");
+    // Every bucket differs: every pair is streamed instead of asked for bucket by bucket.
+    let gone = table(&r, "gone");
+    assert_eq!(counts(gone), [0, 0, 500, 0], "{gone}");
+    assert_eq!(gone["cost"]["streamed"], true);
+}
+
+#[test]
+fn what_cannot_be_compared_is_refused_with_exit_3() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    init(home.path(), &ac, &[]);
+    sql(
+        &ac,
+        "CREATE TABLE loose (v int); CREATE TABLE typed (id int PRIMARY KEY, v int);",
+    );
+    sql(
+        &bc,
+        "CREATE TABLE loose (v int); CREATE TABLE typed (id int PRIMARY KEY, v text);",
+    );
+    let refuse = |extra: &[&str], peer: &str| {
+        let mut cmd = steep(home.path());
+        cmd.args(["merge", "analyze", "-c", &ac, "--peer", peer])
+            .args(extra);
+        fails(&mut cmd, 3)
+    };
+    let err = refuse(&[], &bc);
+    assert!(
+        err.contains("without a primary key") && err.contains("loose"),
+        "{err}"
+    );
+    assert!(err.contains("typed") && err.contains("column v"), "{err}");
+    let err = refuse(&["--direct"], &bc);
+    assert!(err.contains("without a primary key"), "{err}");
+    let err = refuse(&["-t", "nosuch"], &bc);
+    assert!(err.contains("no table nosuch"), "{err}");
+    // Another encoding.
+    sql(
+        &bc,
+        "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let err = refuse(&["-t", "typed"], &b.connection_string("latin"));
+    assert!(err.contains("encodings differ"), "{err}");
+    // Nothing refused: the typed table alone on a compatible peer.
+    sql(
+        &bc,
+        "ALTER TABLE typed ALTER COLUMN v TYPE int USING v::int",
+    );
+    let r = analyze(home.path(), &ac, &bc, &["-t", "typed"]);
+    assert_eq!(r["tables"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn secondary_unique_collisions_and_own_numbering_are_reported() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    for c in [&ac, &bc] {
+        sql(
+            c,
+            "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, name text);
+             CREATE TABLE orders (id serial PRIMARY KEY, what text);",
+        );
+    }
+    sql(
+        &ac,
+        "INSERT INTO users VALUES (1, 'x@example.com', 'x'), (2, 'y@example.com', 'y'),
+                                  (3, NULL, 'no mail');
+         INSERT INTO orders (what) SELECT 'a-' || g FROM generate_series(1, 20) g;",
+    );
+    sql(
+        &bc,
+        "INSERT INTO users VALUES (1, 'x@example.com', 'x'), (7, 'y@example.com', 'y again'),
+                                  (8, NULL, 'no mail either');
+         INSERT INTO orders (what) SELECT 'b-' || g FROM generate_series(1, 20) g;",
+    );
+    let r = analyze(home.path(), &ac, &bc, &[]);
+    let users = table(&r, "users");
+    assert_eq!(counts(users), [1, 0, 2, 2], "{users}");
+    let collisions = users["unique_collisions"].as_array().unwrap();
+    assert_eq!(collisions.len(), 2, "{users}");
+    let local = collisions
+        .iter()
+        .find(|c| c["category"] == "local_only")
+        .unwrap();
+    assert_eq!(local["index"], "public.users_email_key");
+    assert_eq!(local["keys"], serde_json::json!(["[2]"]));
+    assert_eq!(local["other_keys"], serde_json::json!(["[7]"]));
+    let remote = collisions
+        .iter()
+        .find(|c| c["category"] == "remote_only")
+        .unwrap();
+    assert_eq!(remote["keys"], serde_json::json!(["[7]"]));
+    assert_eq!(users["suspect_serial_keys"], false);
+    let orders = table(&r, "orders");
+    assert_eq!(counts(orders), [0, 20, 0, 0]);
+    assert_eq!(orders["suspect_serial_keys"], true);
+}
+
+#[test]
+fn plain_roles_reach_a_peer_only_through_a_superusers_definition() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let ac = a.connection_string("postgres");
+    // (no quotes: it goes inside SQL literals here)
+    let bc = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        b.port()
+    );
+    sql(&ac, "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN;");
+    init(home.path(), &ac, &["--grant", "alice", "--grant", "bob"]);
+    for c in [&ac, &bc] {
+        sql(
+            c,
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'x');",
+        );
+    }
+    sql(&ac, "GRANT SELECT ON t TO alice, bob");
+    let as_role = |role: &str| {
+        connect(&format!(
+            "host=127.0.0.1 port={} user={role} dbname=postgres",
+            a.port()
+        ))
+    };
+    let denied = |c: &mut postgres::Client, q: &str, want: &str| {
+        let e = c.batch_execute(q).unwrap_err();
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains(want), "{q}: {msg}");
+        msg
+    };
+    // A connection string would have the server connect with its own credentials.
+    let raw = format!("SELECT * FROM steep_repl.analyze_overlap('{bc}')");
+    let mut alice = as_role("alice");
+    denied(&mut alice, &raw, "only a superuser");
+    denied(
+        &mut alice,
+        &format!("SELECT steep_repl.start_merge_analysis('{bc}')"),
+        "only a superuser",
+    );
+    // Nor may alice define one, directly or through the table.
+    denied(
+        &mut alice,
+        &format!("SELECT steep_repl.define_peer('b', '{bc}', ARRAY['alice'])"),
+        "only a superuser",
+    );
+    denied(
+        &mut alice,
+        &format!("INSERT INTO steep_repl.peers (peer_name, conninfo, allowed_roles) VALUES ('b', '{bc}', '{{alice}}')"),
+        "row-level security",
+    );
+    // A password is never stored nor repeated.
+    let mut admin = connect(&ac);
+    let msg = denied(
+        &mut admin,
+        &format!("SELECT steep_repl.define_peer('b', '{bc} password=sekret99', ARRAY['alice'])"),
+        "password",
+    );
+    assert!(!msg.contains("sekret99"), "{msg}");
+    let o = steep(home.path())
+        .args([
+            "merge",
+            "analyze",
+            "--direct",
+            "-c",
+            &ac,
+            "--peer",
+            &format!("{bc} password=sekret99"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("sekret99"));
+    // Defined by the superuser for alice: alice may, bob may not (and does not see it).
+    admin
+        .batch_execute(&format!(
+            "SELECT steep_repl.define_peer('b', '{bc}', ARRAY['alice'])"
+        ))
+        .unwrap();
+    let n: i64 = alice
+        .query_one(
+            "SELECT count(*) FROM steep_repl.analyze_overlap('b') WHERE match = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let mut bob = as_role("bob");
+    denied(
+        &mut bob,
+        "SELECT * FROM steep_repl.analyze_overlap('b')",
+        "no peer named",
+    );
+    let seen: i64 = bob
+        .query_one(
+            "SELECT (SELECT count(*) FROM steep_repl.peers) + (SELECT count(*) FROM steep_repl.merge_overlap)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "bob sees alice's peer or results");
+    let stored: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM steep_repl.peers WHERE conninfo LIKE '%sekret%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+}
