@@ -258,7 +258,14 @@ fn secondary_unique_collisions_and_own_numbering_are_reported() {
                                   (8, NULL, 'no mail either');
          INSERT INTO orders (what) SELECT 'b-' || g FROM generate_series(1, 20) g;",
     );
-    let r = analyze(home.path(), &ac, &bc, &[]);
+    // Reported, and blocking (exit 3): copying those rows would fail on the other node.
+    let o = steep(home.path())
+        .args(["merge", "analyze", "--json", "-c", &ac, "--peer", &bc])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("users"), "{}", stderr(&o));
+    let r = json(&stdout(&o));
     let users = table(&r, "users");
     assert_eq!(counts(users), [1, 0, 2, 2], "{users}");
     let collisions = users["unique_collisions"].as_array().unwrap();
@@ -393,4 +400,95 @@ fn plain_roles_reach_a_peer_only_through_a_superusers_definition() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 0);
+
+    // In client mode alice analyses what she can read on both nodes, with her own credentials,
+    // and nothing else.
+    sql(&bc, "CREATE ROLE alice LOGIN; GRANT SELECT ON t TO alice;");
+    for c in [&ac, &bc] {
+        sql(c, "CREATE TABLE secret (id int PRIMARY KEY)");
+    }
+    let alice_a = format!(
+        "host=127.0.0.1 port={} user=alice dbname=postgres",
+        a.port()
+    );
+    let alice_b = format!(
+        "host=127.0.0.1 port={} user=alice dbname=postgres",
+        b.port()
+    );
+    let r = analyze(home.path(), &alice_a, &alice_b, &["-t", "t"]);
+    assert_eq!(counts(table(&r, "t")), [1, 0, 0, 0]);
+    let err = fails(
+        steep(home.path()).args(["merge", "analyze", "-c", &alice_a, "--peer", &alice_b]),
+        3,
+    );
+    assert!(
+        err.contains("may not read") && err.contains("secret"),
+        "{err}"
+    );
+    // Her direct-mode attempt to have the server reach itself as postgres is refused.
+    let socket = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        a.cluster().socket_dir().display(),
+        a.port()
+    );
+    let err = fails(
+        steep(home.path()).args([
+            "merge", "analyze", "--direct", "-c", &alice_a, "--peer", &socket,
+        ]),
+        1,
+    );
+    assert!(err.contains("only a superuser"), "{err}");
+    let queued: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM steep_repl.work_queue WHERE operation = 'merge_analysis'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0);
+}
+
+/// Run an analysis of `table` only and return its four counts.
+fn counts_of(home: &std::path::Path, a: &str, b: &str, t: &str) -> [u64; 4] {
+    counts(table(&analyze(home, a, b, &["-t", t]), t))
+}
+
+#[test]
+fn the_original_projects_fixtures_come_out_as_expected() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    for c in [&ac, &bc] {
+        sql(
+            c,
+            "CREATE TABLE people (id int PRIMARY KEY, name text, version text);
+             CREATE TABLE cells (x int, y int, v int, PRIMARY KEY (x, y));
+             CREATE TABLE nothing (id int PRIMARY KEY);
+             CREATE TABLE lonely (id int PRIMARY KEY);
+             CREATE TABLE status (id int PRIMARY KEY, state text);",
+        );
+    }
+    sql(
+        &ac,
+        "INSERT INTO people VALUES (1, 'alice', 'v1'), (2, 'bob', 'v1'), (3, 'charlie', 'v1');
+         INSERT INTO cells VALUES (1, 1, 5), (1, 2, 3), (2, 1, 1);
+         INSERT INTO lonely SELECT generate_series(1, 10);
+         INSERT INTO status VALUES (1, NULL), (2, 'done');",
+    );
+    sql(
+        &bc,
+        "INSERT INTO people VALUES (2, 'bob', 'v1'), (3, 'charlie', 'v2'), (4, 'diana', 'v1');
+         INSERT INTO cells VALUES (1, 1, 5), (1, 2, 10), (2, 2, 7);
+         INSERT INTO status VALUES (1, 'pending'), (2, 'done');",
+    );
+    assert_eq!(counts_of(home.path(), &ac, &bc, "people"), [1, 1, 1, 1]);
+    assert_eq!(counts_of(home.path(), &ac, &bc, "cells"), [1, 1, 1, 1]);
+    assert_eq!(counts_of(home.path(), &ac, &bc, "nothing"), [0, 0, 0, 0]);
+    assert_eq!(counts_of(home.path(), &ac, &bc, "lonely"), [0, 0, 10, 0]);
+    assert_eq!(counts_of(home.path(), &bc, &ac, "lonely"), [0, 0, 0, 10]);
+    // NULL here, 'pending' there.
+    assert_eq!(counts_of(home.path(), &ac, &bc, "status"), [1, 1, 0, 0]);
 }

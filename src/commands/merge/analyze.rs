@@ -257,5 +257,21 @@ fn report(ctx: &Ctx, a: &Analysis, merge_id: Option<&str>, all_keys: bool) -> Re
         })
         .collect();
     ctx.out
-        .json(&json!({ "merge_id": merge_id, "tables": tables }))
+        .json(&json!({ "merge_id": merge_id, "tables": tables }))?;
+    // Reported above; and blocking: copying those rows would fail on the other node.
+    let colliding: Vec<String> = a
+        .tables
+        .iter()
+        .filter(|t| !t.unique_collisions.is_empty())
+        .map(|t| t.qualified())
+        .collect();
+    if !colliding.is_empty() {
+        return Err(Blocking(format!(
+            "rows on one side only would collide with the other node's secondary unique keys \
+             in {}: resolve them before merging (the keys are listed above)",
+            colliding.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
 }

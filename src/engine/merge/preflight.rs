@@ -33,6 +33,21 @@ fn chosen(schema: &str, name: &str, names: &[String]) -> bool {
         })
 }
 
+/// The tables (of those that exist there) the connected role may not SELECT from.
+fn unreadable(c: &mut postgres::Client, tables: &[TableInfo]) -> Result<Vec<String>> {
+    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+    Ok(c.query(
+        "SELECT n FROM unnest($1::text[]) AS n
+          WHERE pg_catalog.to_regclass(n) IS NOT NULL
+            AND NOT pg_catalog.has_table_privilege(pg_catalog.to_regclass(n), 'SELECT')
+          ORDER BY 1",
+        &[&names],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
 /// Check both nodes; the tables to compare, or every blocking finding at once.
 pub fn check(
     local: &mut postgres::Client,
@@ -108,6 +123,16 @@ pub fn check(
              out with --table",
             keyless.join(", ")
         ));
+    }
+    for (c, which) in [(&mut *local, "local node"), (&mut *peer, "peer")] {
+        let unreadable = unreadable(c, &tables)?;
+        if !unreadable.is_empty() {
+            problems.push(format!(
+                "tables this role may not read on the {which}: {}; get SELECT on them, or leave \
+                 them out with --table",
+                unreadable.join(", ")
+            ));
+        }
     }
     if !problems.is_empty() {
         return Err(Refused(problems).into());
