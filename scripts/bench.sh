@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks, run on this machine in one go; results go to docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh [--only latency|snapshot] [--scale N] [--wide-mb M] [--parallel P]
+#   scripts/bench.sh [--only latency|snapshot|merge] [--scale N] [--wide-mb M] [--parallel P]
 #
 # latency:  job start latency (queue commit -> running) and progress latency (worker NOTIFY ->
 #           CLI), from `steep ops selftest --runs`.
 # snapshot: steep snapshot generate/apply vs pg_dump -Fd / pg_restore and the raw COPY floor on a
 #           pgbench dataset (scale N) plus a wide table of varied types (about M MB).
+# merge:    steep merge analyze (client and direct) on two pgbench nodes (BENCH_MERGE_SCALE,
+#           default 100) with 0.2% of the rows differing, against the floor (each node hashing
+#           its rows), streaming every (key, hash) pair, and reladiff 0.6.0 (PyPI, own venv).
 # Each section writes docs/bench/<section>.md; docs/BENCHMARKS.md is assembled from them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +27,7 @@ while [ $# -gt 0 ]; do
     --scale) shift; scale="$1" ;;
     --wide-mb) shift; wide_mb="$1" ;;
     --parallel) shift; parallel="$1" ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) steep_die "unknown option '$1' (see --help)" ;;
   esac
   shift
@@ -57,6 +60,7 @@ run_section() {
 }
 run_section latency
 run_section snapshot
+run_section merge
 
 {
   echo "# Benchmarks"

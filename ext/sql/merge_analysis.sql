@@ -24,13 +24,27 @@ CREATE TABLE steep_repl.peers (
 );
 COMMENT ON TABLE steep_repl.peers IS
     'Peers a superuser defined for jobs to connect to: a connection string without a password, and the roles that may use it';
--- Roles see the peers they may use; nobody but a superuser (who bypasses row security) writes.
+-- Roles see the peers they may use; nobody but a superuser (who bypasses row security) writes,
+-- and only rows a superuser wrote count: whoever writes a row is stamped on it (a role with
+-- BYPASSRLS and write privileges could otherwise add one).
 ALTER TABLE steep_repl.peers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY peers_usable ON steep_repl.peers FOR SELECT
     USING (EXISTS (SELECT FROM pg_catalog.unnest(peers.allowed_roles) AS a(role)
                    WHERE pg_catalog.pg_has_role(current_user,
                              (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = a.role),
-                             'MEMBER')));
+                             'USAGE')));
+CREATE FUNCTION steep_repl._peers_stamp() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    NEW.created_by := current_user;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER peers_stamp BEFORE INSERT OR UPDATE ON steep_repl.peers
+    FOR EACH ROW EXECUTE FUNCTION steep_repl._peers_stamp();
+ALTER TABLE steep_repl.peers ENABLE ALWAYS TRIGGER peers_stamp;
 
 CREATE TABLE steep_repl.merge_overlap (
     merge_id            text NOT NULL REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
@@ -57,7 +71,7 @@ CREATE TABLE steep_repl.merge_keys (
     key         text NOT NULL
 );
 CREATE INDEX merge_keys_idx ON steep_repl.merge_keys (merge_id, schema_name, table_name, category);
-COMMENT ON TABLE steep_repl.merge_keys IS 'The primary keys (JSON arrays) of the rows an overlap analysis found not matching, for review';
+COMMENT ON TABLE steep_repl.merge_keys IS 'The primary keys (as rows, e.g. (NZ,AKL)) of the rows an overlap analysis found not matching, for review';
 
 -- Results are seen by whoever may see their merge (its row security: the owner and its members).
 ALTER TABLE steep_repl.merge_overlap ENABLE ROW LEVEL SECURITY;

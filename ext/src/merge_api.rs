@@ -59,18 +59,35 @@ fn unusable(conninfo: &str) -> Option<String> {
     None
 }
 
+/// A peer name as messages show it: only what looks like a name (a string that is neither a name
+/// nor a valid connection string might still hold a password).
+fn shown_name(peer: &str) -> String {
+    let name_like = !peer.is_empty()
+        && peer.len() <= 63
+        && peer
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name_like {
+        format!("{peer:?}")
+    } else {
+        "(that)".into()
+    }
+}
+
 /// The connection parameters of `peer` for `role`, and how to name it in the merges row: a peer
-/// a superuser defined that lists a role `role` belongs to, or — when `role` is a superuser — a
-/// connection string.
+/// a superuser defined (a trigger stamps who wrote each row) that lists a role `role` may act as,
+/// or — when `role` is a superuser — a connection string.
 pub(crate) fn resolve_peer(role: &str, peer: &str) -> Result<(ConnParams, String), String> {
     let (conninfo, defined, superuser) = Spi::get_three_with_args::<String, bool, bool>(
         "SELECT (SELECT p.conninfo FROM steep_repl.peers p
                   WHERE p.peer_name = $2
+                    AND coalesce((SELECT w.rolsuper FROM pg_catalog.pg_roles w
+                                   WHERE w.rolname = p.created_by), false)
                     AND (r.rolsuper OR EXISTS (
                           SELECT FROM pg_catalog.unnest(p.allowed_roles) AS a(role)
                            WHERE pg_catalog.pg_has_role(r.oid,
                                      (SELECT o.oid FROM pg_catalog.pg_roles o
-                                       WHERE o.rolname = a.role), 'MEMBER')))),
+                                       WHERE o.rolname = a.role), 'USAGE')))),
                 EXISTS (SELECT FROM steep_repl.peers p WHERE p.peer_name = $2),
                 r.rolsuper
            FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
@@ -82,20 +99,17 @@ pub(crate) fn resolve_peer(role: &str, peer: &str) -> Result<(ConnParams, String
         (Some(c), _) => (c, peer.to_string()),
         (None, true) => {
             return Err(format!(
-                "role {role:?} may not use peer {peer:?}: a superuser lists the roles that may \
-                 (steep_repl.define_peer)"
+                "role {role:?} may not use peer {}: only a peer a superuser defined, for roles \
+                 it lists (steep_repl.define_peer)",
+                shown_name(peer)
             ))
         }
         (None, false) if superuser => {
             if let Some(why) = unusable(peer) {
                 return Err(format!(
-                    "no peer named {:?} is defined, and as a connection string it cannot be \
-                     used: {why}",
-                    if ConnParams::parse(peer).is_ok() {
-                        "(a connection string)"
-                    } else {
-                        peer
-                    }
+                    "no peer named {} is defined, and as a connection string it cannot be used: \
+                     {why}",
+                    shown_name(peer)
                 ));
             }
             let display = ConnParams::parse(peer)
@@ -112,8 +126,9 @@ pub(crate) fn resolve_peer(role: &str, peer: &str) -> Result<(ConnParams, String
                     .to_string()
             } else {
                 format!(
-                    "no peer named {peer:?} that role {role:?} may use: a superuser defines \
-                     peers with steep_repl.define_peer"
+                    "no peer named {} that role {role:?} may use: a superuser defines peers with \
+                     steep_repl.define_peer",
+                    shown_name(peer)
                 )
             })
         }
@@ -191,12 +206,19 @@ fn define_peer(peer_name: &str, conninfo: &str, allowed_roles: default!(Vec<Stri
             format!("peer {peer_name:?}: {why}"),
         );
     }
-    Spi::run_with_args(
-        "SELECT pg_catalog.count(*) FROM pg_catalog.unnest($1::text[]) r
-          WHERE r::regrole IS NOT NULL",
+    let missing = Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r), ', ')
+           FROM pg_catalog.unnest($1::text[]) r
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname = r)",
         &[allowed_roles.clone().into()],
     )
     .unwrap_or_else(|e| error!("allowed_roles: {e}"));
+    if let Some(m) = missing {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("allowed_roles names roles that do not exist (names are exact): {m}"),
+        );
+    }
     Spi::run_with_args(
         "INSERT INTO steep_repl.peers (peer_name, conninfo, allowed_roles)
          VALUES ($1, $2, $3::name[])
@@ -212,7 +234,13 @@ pub(crate) struct PeerConnect(pub(crate) ConnParams);
 
 impl Connect for PeerConnect {
     fn connect(&self) -> anyhow::Result<postgres::Client> {
-        self.0.to_config()?.connect(postgres::NoTls).map_err(|e| {
+        let mut config = self.0.to_config()?;
+        // A peer that does not answer must not hold a backend or a worker forever (a cancel
+        // cannot interrupt a connect).
+        if self.0.get("connect_timeout").is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.connect(postgres::NoTls).map_err(|e| {
             anyhow::anyhow!("connecting to the peer: {}", steep::db_error::describe(&e))
         })
     }
@@ -266,10 +294,14 @@ pub(crate) fn store(merge_id: &str, a: &Analysis) -> Result<(), pgrx::spi::Error
     Ok(())
 }
 
-/// Whether a cancel or termination is pending for this backend.
+/// Whether a cancel or termination is pending for this backend (not the other interrupts that
+/// set InterruptPending: a connection check, a barrier, a memory-context dump).
 fn interrupt_pending() -> bool {
-    // SAFETY: a flag signal handlers set; read without taking any lock.
-    unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 }
+    // SAFETY: flags signal handlers set; read without taking any lock.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+    }
 }
 
 /// analyze_overlap's work: run the analysis here (this backend waits, a cancel stops it within

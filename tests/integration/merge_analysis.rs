@@ -95,18 +95,18 @@ fn counts_are_exact_whatever_the_settings_and_column_order_in_every_mode() {
     let client = analyze(home.path(), &ac, &bc, &[]);
     let items = table(&client, "items");
     assert_eq!(counts(items), [1996, 4, 3, 4], "{items}");
-    assert_eq!(keys(items, "conflict"), ["[14]", "[5]", "[6]", "[7]"]);
-    assert_eq!(keys(items, "local_only"), ["[3001]", "[3002]", "[3003]"]);
+    assert_eq!(keys(items, "conflict"), ["(14)", "(5)", "(6)", "(7)"]);
+    assert_eq!(keys(items, "local_only"), ["(3001)", "(3002)", "(3003)"]);
     assert_eq!(
         keys(items, "remote_only"),
-        ["[4001]", "[4002]", "[4003]", "[4004]"]
+        ["(4001)", "(4002)", "(4003)", "(4004)"]
     );
     assert_eq!(items["local_rows"], 2003);
     assert_eq!(items["remote_rows"], 2004);
     let regions = table(&client, "regions");
     assert_eq!(counts(regions), [1, 1, 0, 1], "{regions}");
-    assert_eq!(keys(regions, "conflict"), ["[\"AT\", \"WIE\"]"]);
-    assert_eq!(keys(regions, "remote_only"), ["[\"AT\", \"ÖST\"]"]);
+    assert_eq!(keys(regions, "conflict"), ["(AT,WIE)"]);
+    assert_eq!(keys(regions, "remote_only"), ["(AT,ÖST)"]);
 
     // The same as a job on A, which connects to B itself (a superuser may name it).
     let direct = analyze(home.path(), &ac, &bc, &["--direct"]);
@@ -144,7 +144,7 @@ fn counts_are_exact_whatever_the_settings_and_column_order_in_every_mode() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(stored, ["[14]", "[5]", "[6]", "[7]"]);
+    assert_eq!(stored, ["(14)", "(5)", "(6)", "(7)"]);
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn only_differing_buckets_cross_the_network() {
     let r = analyze(home.path(), &ac, &bc, &[]);
     let big = table(&r, "big");
     assert_eq!(counts(big), [99_999, 1, 0, 0], "{big}");
-    assert_eq!(keys(big, "conflict"), ["[77777]"]);
+    assert_eq!(keys(big, "conflict"), ["(77777)"]);
     let cost = &big["cost"];
     assert_eq!(cost["buckets_differing"], 1, "{cost}");
     assert_eq!(cost["streamed"], false);
@@ -275,13 +275,13 @@ fn secondary_unique_collisions_and_own_numbering_are_reported() {
         .find(|c| c["category"] == "local_only")
         .unwrap();
     assert_eq!(local["index"], "public.users_email_key");
-    assert_eq!(local["keys"], serde_json::json!(["[2]"]));
-    assert_eq!(local["other_keys"], serde_json::json!(["[7]"]));
+    assert_eq!(local["keys"], serde_json::json!(["(2)"]));
+    assert_eq!(local["other_keys"], serde_json::json!(["(7)"]));
     let remote = collisions
         .iter()
         .find(|c| c["category"] == "remote_only")
         .unwrap();
-    assert_eq!(remote["keys"], serde_json::json!(["[7]"]));
+    assert_eq!(remote["keys"], serde_json::json!(["(7)"]));
     assert_eq!(users["suspect_serial_keys"], false);
     let orders = table(&r, "orders");
     assert_eq!(counts(orders), [0, 20, 0, 0]);
@@ -340,7 +340,33 @@ fn plain_roles_reach_a_peer_only_through_a_superusers_definition() {
     denied(
         &mut alice,
         &format!("INSERT INTO steep_repl.peers (peer_name, conninfo, allowed_roles) VALUES ('b', '{bc}', '{{alice}}')"),
-        "row-level security",
+        "permission denied",
+    );
+    // A role that bypasses row security and was given write access writes a row that claims a
+    // superuser made it: the row is stamped with who wrote it, and only a superuser's count.
+    sql(
+        &ac,
+        "CREATE ROLE mallory LOGIN BYPASSRLS; GRANT USAGE ON SCHEMA steep_repl TO mallory;
+         GRANT SELECT, INSERT ON steep_repl.peers TO mallory;",
+    );
+    as_role("mallory")
+        .batch_execute(&format!(
+            "INSERT INTO steep_repl.peers (peer_name, conninfo, allowed_roles, created_by)
+             VALUES ('evil', '{bc}', '{{mallory}}', 'postgres')"
+        ))
+        .unwrap();
+    let stamped: String = connect(&ac)
+        .query_one(
+            "SELECT created_by::text FROM steep_repl.peers WHERE peer_name = 'evil'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stamped, "mallory");
+    denied(
+        &mut as_role("mallory"),
+        "SELECT * FROM steep_repl.analyze_overlap('evil')",
+        "may not use peer",
     );
     // A password is never stored nor repeated.
     let mut admin = connect(&ac);
@@ -491,4 +517,60 @@ fn the_original_projects_fixtures_come_out_as_expected() {
     assert_eq!(counts_of(home.path(), &bc, &ac, "lonely"), [0, 0, 0, 10]);
     // NULL here, 'pending' there.
     assert_eq!(counts_of(home.path(), &ac, &bc, "status"), [1, 1, 0, 0]);
+}
+
+#[test]
+fn a_tables_types_run_no_code_and_partitions_and_include_columns_count_right() {
+    let home = temp_home();
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    for c in [&ac, &bc] {
+        sql(
+            c,
+            // A type whose owner made a cast to json that fails (it could as well run anything
+            // as whoever compares): keys and rows must not go through it.
+            "CREATE TYPE k AS ENUM ('a', 'b', 'c');
+             CREATE FUNCTION k_json(k) RETURNS json LANGUAGE plpgsql AS
+               $f$BEGIN RAISE EXCEPTION 'cast to json ran'; END$f$;
+             CREATE CAST (k AS json) WITH FUNCTION k_json(k);
+             CREATE TABLE typed (id k PRIMARY KEY, v text);
+             INSERT INTO typed VALUES ('a', 'x'), ('b', 'y');
+             CREATE TABLE sales (id int, region text, amount int, PRIMARY KEY (id, region))
+                 PARTITION BY LIST (region);
+             CREATE TABLE sales_eu PARTITION OF sales FOR VALUES IN ('eu');
+             CREATE TABLE sales_us PARTITION OF sales FOR VALUES IN ('us');
+             INSERT INTO sales SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g
+             FROM generate_series(1, 100) g;
+             CREATE TABLE accounts (id int PRIMARY KEY, login text, note text,
+                                    UNIQUE (login) INCLUDE (note));",
+        );
+    }
+    sql(
+        &bc,
+        "UPDATE typed SET v = 'changed' WHERE id = 'b'; INSERT INTO typed VALUES ('c', 'z');",
+    );
+    sql(&bc, "UPDATE sales SET amount = 0 WHERE id = 4");
+    sql(&ac, "INSERT INTO accounts VALUES (1, 'kim', 'here')");
+    sql(&bc, "INSERT INTO accounts VALUES (2, 'kim', 'there')");
+    let r = analyze(home.path(), &ac, &bc, &["-t", "typed", "-t", "sales"]);
+    let typed = table(&r, "typed");
+    assert_eq!(counts(typed), [1, 1, 0, 1], "{typed}");
+    assert_eq!(keys(typed, "conflict"), ["(b)"]);
+    // The partitioned table named: its partitions are compared.
+    assert_eq!(counts(table(&r, "sales_eu")), [49, 1, 0, 0]);
+    assert_eq!(counts(table(&r, "sales_us")), [50, 0, 0, 0]);
+    // A unique key's INCLUDE column is not part of it: the logins collide.
+    let o = steep(home.path())
+        .args([
+            "merge", "analyze", "--json", "-c", &ac, "--peer", &bc, "-t", "accounts",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let r = json(&stdout(&o));
+    let c = &table(&r, "accounts")["unique_collisions"][0];
+    assert_eq!(c["columns"], serde_json::json!(["login"]), "{c}");
 }

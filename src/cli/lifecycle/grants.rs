@@ -30,6 +30,13 @@ pub fn grant_statements(role: &str) -> Vec<String> {
         // Which node this database is belongs to `steep init`.
         format!("REVOKE INSERT, UPDATE, DELETE ON steep_repl.coordinator_state FROM {r}"),
     ];
+    // Where jobs may connect belongs to superusers (0.5.0+).
+    v.push(format!(
+        "DO $grant$ BEGIN IF to_regclass('steep_repl.peers') IS NOT NULL THEN \
+         EXECUTE 'REVOKE INSERT, UPDATE, DELETE ON steep_repl.peers FROM ' || {}; END IF; \
+         END $grant$",
+        quote_literal(&r)
+    ));
     for f in API_HELPERS {
         // Only where the function exists (older versions lack some): one DO block each.
         v.push(format!(
@@ -49,7 +56,7 @@ pub fn has_grants(client: &mut postgres::Client, role: &str) -> Result<bool> {
             "SELECT has_schema_privilege($1, 'steep_repl', 'USAGE')
             -- (a list of privileges asks for any one of them: each on its own)
             AND coalesce(bool_and(has_table_privilege($1, c.oid, 'SELECT')
-                AND (c.relname = 'coordinator_state'
+                AND (c.relname IN ('coordinator_state', 'peers')
                      OR (has_table_privilege($1, c.oid, 'INSERT')
                          AND has_table_privilege($1, c.oid, 'UPDATE')
                          AND has_table_privilege($1, c.oid, 'DELETE')))), true)

@@ -4,7 +4,8 @@
 //! computes its own), NULL an empty field and the empty string `""`, so the two differ — under
 //! fixed session settings, so TimeZone, DateStyle, IntervalStyle, extra_float_digits,
 //! bytea_output, lc_monetary and search_path of either node change nothing. A key's text is
-//! `json_build_array(primary key columns)`. Both are hashed to 64 bits with
+//! `ROW(primary key columns)::text` too — never through a cast to json, which a type's owner could
+//! define and so run code as whoever compares. Both are hashed to 64 bits with
 //! `hashtextextended(... COLLATE "C", 0)`: the bytes, never a collation's sort key, so buckets do
 //! not depend on the nodes' collations. That hash is PostgreSQL's internal one, so preflight first
 //! checks that both nodes compute the same values on a probe.
@@ -13,7 +14,7 @@ use crate::engine::catalog::{TableInfo, SESSION_SETTINGS};
 use crate::sql::quote_ident;
 
 /// Set on every connection of an analysis, on both nodes (on top of the engine's settings).
-pub const SETTINGS: &str = "SET lc_monetary = 'C'";
+pub const SETTINGS: &str = "SET lc_monetary = 'C'; SET quote_all_identifiers = off";
 
 /// Apply the session settings digests depend on.
 pub fn prepare(c: &mut postgres::Client) -> anyhow::Result<()> {
@@ -37,7 +38,7 @@ fn hash(expr: &str) -> String {
 pub struct Digest {
     /// `FROM ONLY schema.table` (a partition or an inheritance parent holds only its own rows).
     pub from: String,
-    /// The key's text (a JSON array of the primary key's values).
+    /// The key's text (the primary key's values as PostgreSQL writes a row: `(NZ,AKL)`).
     pub key: String,
     /// The key's 64-bit hash.
     pub key_hash: String,
@@ -48,7 +49,7 @@ pub struct Digest {
 impl Digest {
     pub fn of(t: &TableInfo) -> Self {
         let key = format!(
-            "pg_catalog.json_build_array({})::text",
+            "ROW({})::text",
             t.primary_key
                 .iter()
                 .map(|c| quote_ident(c))
@@ -86,7 +87,8 @@ impl Digest {
         )
     }
 
-    /// (key, row hash) of the rows in the buckets `$1` (an int8 array), or of every row.
+    /// (key hash, key, row hash) of the rows in the buckets `$1` (an int8 array), or of every
+    /// row, ordered by key hash, so both sides can be merged as they stream.
     pub fn pairs_sql(&self, mask: i64, every_row: bool) -> String {
         let filter = if every_row {
             String::new()
@@ -97,7 +99,8 @@ impl Digest {
             )
         };
         format!(
-            "SELECT {key}, {rh} FROM {from}{filter}",
+            "SELECT {kh}, {key} COLLATE \"C\", {rh} FROM {from}{filter} ORDER BY 1",
+            kh = self.key_hash,
             key = self.key,
             rh = self.row_hash,
             from = self.from
@@ -136,10 +139,10 @@ mod tests {
             size_bytes: 0,
         };
         let d = Digest::of(&t);
-        assert_eq!(d.from, "ONLY s.\"T\"");
-        assert_eq!(d.key, "pg_catalog.json_build_array(\"Id\")::text");
+        assert_eq!(d.from, "ONLY \"s\".\"T\"");
+        assert_eq!(d.key, "ROW(\"Id\")::text");
         assert!(
-            d.row_hash.contains("ROW(\"Id\", \"a b\", z)::text"),
+            d.row_hash.contains("ROW(\"Id\", \"a b\", \"z\")::text"),
             "{}",
             d.row_hash
         );

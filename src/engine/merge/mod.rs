@@ -41,7 +41,8 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Keys (each the JSON array of a row's primary key values) by category, sorted.
+/// Keys (each the row-literal text of a row's primary key values, `(NZ,AKL)`) by category,
+/// sorted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Keys {
     pub conflict: Vec<String>,
@@ -80,6 +81,9 @@ pub struct TableOverlap {
     pub remote_only: u64,
     pub local_rows: u64,
     pub remote_rows: u64,
+    /// Whether `keys` lists every non-matching key (at most `overlap::MAX_KEYS` are kept per
+    /// category; the counts are exact either way).
+    pub keys_complete: bool,
     /// More than half the keys both nodes hold conflict: both probably numbered their own rows
     /// (same key, different entity); merging the table blindly would re-parent child rows.
     pub suspect_serial_keys: bool,

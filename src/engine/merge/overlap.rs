@@ -25,15 +25,6 @@ fn buckets(c: &mut postgres::Client, sql: &str) -> Result<Buckets> {
         .collect())
 }
 
-fn pairs(c: &mut postgres::Client, sql: &str, which: &[i64]) -> Result<HashMap<String, i64>> {
-    let rows = if sql.contains("$1") {
-        c.query(sql, &[&which])?
-    } else {
-        c.query(sql, &[])?
-    };
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
 /// The planner's row estimate (it only sizes the buckets).
 fn estimate(c: &mut postgres::Client, t: &TableInfo) -> Result<i64> {
     Ok(c.query_opt(
@@ -42,6 +33,134 @@ fn estimate(c: &mut postgres::Client, t: &TableInfo) -> Result<i64> {
         &[&t.qualified()],
     )?
     .map_or(0, |r| r.get(0)))
+}
+
+/// Keys kept per category and table (the counts stay exact beyond it): what an operator reviews,
+/// and a bound on the memory a backend or worker spends on a table where most rows differ.
+pub const MAX_KEYS: usize = 100_000;
+
+/// What the merge of the two pair streams found.
+#[derive(Default)]
+struct Tally {
+    matched: u64,
+    conflict: u64,
+    local_only: u64,
+    remote_only: u64,
+    pairs_local: u64,
+    pairs_remote: u64,
+    keys: Keys,
+}
+
+impl Tally {
+    fn keep(list: &mut Vec<String>, key: &str) {
+        if list.len() < MAX_KEYS {
+            list.push(key.to_string());
+        }
+    }
+
+    /// One key hash's rows of both sides (almost always one row or none each).
+    fn group(&mut self, mine: &[(String, i64)], theirs: &[(String, i64)]) {
+        for (k, h) in mine {
+            match theirs.iter().find(|(o, _)| o == k) {
+                Some((_, oh)) if oh == h => self.matched += 1,
+                Some(_) => {
+                    self.conflict += 1;
+                    Self::keep(&mut self.keys.conflict, k);
+                }
+                None => {
+                    self.local_only += 1;
+                    Self::keep(&mut self.keys.local_only, k);
+                }
+            }
+        }
+        for (k, _) in theirs {
+            if !mine.iter().any(|(m, _)| m == k) {
+                self.remote_only += 1;
+                Self::keep(&mut self.keys.remote_only, k);
+            }
+        }
+    }
+}
+
+/// A stream of (key hash, key, row hash), ordered by key hash, read a key hash at a time.
+struct Pairs<'a> {
+    rows: postgres::RowIter<'a>,
+    next: Option<(i64, String, i64)>,
+    read: u64,
+}
+
+impl<'a> Pairs<'a> {
+    fn open(c: &'a mut postgres::Client, sql: &str, which: &'a [i64]) -> Result<Self> {
+        let rows = if sql.contains("$1") {
+            c.query_raw(sql, [&which as &(dyn postgres::types::ToSql + Sync)])?
+        } else {
+            c.query_raw(
+                sql,
+                std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>(),
+            )?
+        };
+        let mut p = Self {
+            rows,
+            next: None,
+            read: 0,
+        };
+        p.advance()?;
+        Ok(p)
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        self.next = match self.rows.next()? {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            None => None,
+        };
+        if self.next.is_some() {
+            self.read += 1;
+        }
+        Ok(())
+    }
+
+    fn peek_hash(&self) -> Option<i64> {
+        self.next.as_ref().map(|(h, _, _)| *h)
+    }
+
+    /// The rows of key hash `h` (none when the stream is past it).
+    fn take(&mut self, h: i64) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        while self.peek_hash() == Some(h) {
+            let (_, k, rh) = self.next.take().expect("peeked");
+            out.push((k, rh));
+            self.advance()?;
+        }
+        Ok(out)
+    }
+}
+
+/// Stream both sides' pairs of the differing buckets (or all) in key-hash order and merge them:
+/// memory stays bounded by one key hash's rows and the kept keys, however many rows differ.
+fn merge_pairs(
+    local: &mut postgres::Client,
+    peer: &mut postgres::Client,
+    sql: &str,
+    which: &[i64],
+    tally: &mut Tally,
+) -> Result<()> {
+    let mut l = Pairs::open(local, sql, which).context("on the local node")?;
+    let mut p = Pairs::open(peer, sql, which).context("on the peer")?;
+    loop {
+        let h = match (l.peek_hash(), p.peek_hash()) {
+            (None, None) => break,
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (Some(a), Some(b)) => a.min(b),
+        };
+        let mine = l.take(h).context("on the local node")?;
+        let theirs = p.take(h).context("on the peer")?;
+        tally.group(&mine, &theirs);
+    }
+    tally.pairs_local = l.read;
+    tally.pairs_remote = p.read;
+    Ok(())
 }
 
 /// Run `a` on the local connection and `b` on the peer's at the same time.
@@ -88,45 +207,37 @@ pub fn compare(
         .filter(|b| lb.get(b) == pb.get(b))
         .map(|b| lb.get(b).map_or(0, |(n, _)| *n as u64))
         .sum();
-    let (lp, pp) = if differing.is_empty() {
-        (HashMap::new(), HashMap::new())
-    } else {
-        let sql = d.pairs_sql(mask, streamed);
-        both(
-            local,
-            peer,
-            |c| pairs(c, &sql, &differing),
-            |c| pairs(c, &sql, &differing),
-        )?
-    };
-    let mut keys = Keys::default();
+    let mut tally = Tally::default();
     if streamed {
         matched = 0;
     }
-    for (k, h) in &lp {
-        match pp.get(k) {
-            Some(ph) if ph == h => matched += 1,
-            Some(_) => keys.conflict.push(k.clone()),
-            None => keys.local_only.push(k.clone()),
-        }
+    if !differing.is_empty() {
+        let sql = d.pairs_sql(mask, streamed);
+        merge_pairs(local, peer, &sql, &differing, &mut tally)?;
     }
-    keys.remote_only = pp
-        .keys()
-        .filter(|k| !lp.contains_key(*k))
-        .cloned()
-        .collect();
+    matched += tally.matched;
+    let Tally {
+        mut keys,
+        conflict,
+        local_only,
+        remote_only,
+        pairs_local,
+        pairs_remote,
+        ..
+    } = tally;
     keys.sort();
-    let common = matched + keys.conflict.len() as u64;
-    let suspect_serial_keys =
-        common >= SERIAL_MIN_COMMON && keys.conflict.len() as u64 * 2 > common;
+    let common = matched + conflict;
+    let suspect_serial_keys = common >= SERIAL_MIN_COMMON && conflict * 2 > common;
     let unique_collisions = unique::collisions(local, peer, t, &d, &keys)?;
     Ok(TableOverlap {
         schema: t.schema.clone(),
         table: t.name.clone(),
         matched,
-        conflict: keys.conflict.len() as u64,
-        local_only: keys.local_only.len() as u64,
-        remote_only: keys.remote_only.len() as u64,
+        conflict,
+        local_only,
+        remote_only,
+        keys_complete: conflict + local_only + remote_only
+            == (keys.conflict.len() + keys.local_only.len() + keys.remote_only.len()) as u64,
         local_rows,
         remote_rows,
         suspect_serial_keys,
@@ -134,8 +245,8 @@ pub fn compare(
         cost: Cost {
             buckets: all.len() as u64,
             buckets_differing: differing.len() as u64,
-            pairs_local: lp.len() as u64,
-            pairs_remote: pp.len() as u64,
+            pairs_local,
+            pairs_remote,
             streamed,
         },
         keys,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::engine::catalog::{self, TableInfo};
 use crate::engine::merge::{digest, Refused};
-use crate::schema_shape::{self, Scope};
+use crate::schema_shape::{self, Scope, TableShape};
 
 /// The tables to compare, as the local node describes them (the peer's have the same shape).
 pub struct Plan {
@@ -86,6 +86,25 @@ pub fn check(
             problems.push(format!("no table {n} on the local node"));
         }
     }
+    // A partitioned table named stands for its leaf partitions (which hold the rows).
+    let parents: Vec<&TableShape> = local_shapes
+        .iter()
+        .filter(|s| s.partitioned && !names.is_empty() && chosen(&s.schema, &s.name, names))
+        .collect();
+    let mut names = names.to_vec();
+    for s in parents {
+        for r in local.query(
+            "SELECT n.nspname::text || '.' || c.relname::text
+               FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass($1)) t
+               JOIN pg_catalog.pg_class c ON c.oid = t.relid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE t.isleaf",
+            &[&s.qualified()],
+        )? {
+            names.push(r.get(0));
+        }
+    }
+    let names = &names[..];
     let breaking: Vec<String> = schema_shape::diff(&local_shapes, &peer_shapes, Scope::Both)
         .into_iter()
         .filter(|d| d.breaks_replication && chosen(&d.schema, &d.table, names))

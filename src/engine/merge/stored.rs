@@ -71,7 +71,9 @@ pub fn load(c: &mut postgres::Client, merge_id: &str) -> Result<Analysis> {
         }
         keys.sort();
         let n = |i: usize| r.get::<_, i64>(i) as u64;
+        let kept = (keys.conflict.len() + keys.local_only.len() + keys.remote_only.len()) as u64;
         tables.push(TableOverlap {
+            keys_complete: kept == n(3) + n(4) + n(5),
             matched: n(2),
             conflict: n(3),
             local_only: n(4),

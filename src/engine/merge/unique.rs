@@ -49,7 +49,9 @@ fn unique_keys(c: &mut postgres::Client, t: &TableInfo) -> Result<Vec<UniqueKey>
         &format!(
             "SELECT i.indexrelid::regclass::text,
                     (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
-                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                       -- the key columns, not INCLUDE ones
+                       FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1])
+                            WITH ORDINALITY k(attnum, ord)
                        JOIN pg_catalog.pg_attribute a
                          ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
                     {nnd}
@@ -131,7 +133,7 @@ pub fn collisions(
     let mut out = Vec::new();
     for uk in unique_keys(local, t).context("reading the table's unique keys")? {
         let value = format!(
-            "pg_catalog.json_build_array({})::text",
+            "ROW({})::text",
             uk.columns
                 .iter()
                 .map(|c| quote_ident(c))
