@@ -40,9 +40,8 @@ for side in a b; do
 done
 table_bytes="$(psql_on "$a" -Atc "SELECT pg_relation_size('pgbench_accounts')")"
 
-# measure COMMAND...: "seconds max_rss_kib bytes_read" of the command (bytes it read from files
-# and sockets, /proc/PID/io rchar sampled every 50 ms: the last few ms may be missed); its stdout
-# goes to $MEASURE_OUT when set.
+# measure COMMAND...: "seconds max_rss_kib rchar" of the command; its stdout goes to $MEASURE_OUT
+# when set. (rchar misses socket reads made with recv: bytes are counted by relays below.)
 measure() {
   python3 - "$@" <<'PY'
 import os, resource, subprocess, sys, time
@@ -90,12 +89,36 @@ stream_bytes=$(( $(cat "/tmp/steep-bench-stream-a.$$") + $(cat "/tmp/steep-bench
 rm -f /tmp/steep-bench-stream-[ab].$$
 
 log "steep merge analyze --client"
-read -r client_s client_rss client_bytes < <(MEASURE_OUT="/tmp/steep-bench-merge.$$.json" \
+read -r client_s client_rss _ < <(MEASURE_OUT="/tmp/steep-bench-merge.$$.json" \
   measure "$steep" merge analyze --client -t pgbench_accounts -c "$a" --peer "$b" --json)
 counts=$(jq -r '.tables[0] | "\(.match) match, \(.conflict) conflict, \(.local_only) local only, \(.remote_only) remote only; buckets \(.cost.buckets), differing \(.cost.buckets_differing), pairs \(.cost.pairs_local) + \(.cost.pairs_remote)"' "/tmp/steep-bench-merge.$$.json")
 rm -f "/tmp/steep-bench-merge.$$.json"
 log "steep merge analyze --direct"
 read -r direct_s _ _ < <(measure "$steep" merge analyze --direct -t pgbench_accounts -c "$a" --peer "$b" -q)
+
+# Bytes the comparer reads, protocol included: again through relays that count what each server
+# sends (client mode reads from both nodes; a direct-mode job on the first reads from the peer).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port_of() { sed -E 's/.*:([0-9]+)\/.*/\1/' <<< "$1"; }
+relay() { # relay CONN COUNT_FILE: starts a counting relay, prints the relayed connection
+  local p; p=$(free_port)
+  python3 "$(dirname "$0")/count_proxy.py" "$p" "$(port_of "$1")" "$2" &
+  echo "$!" >> "/tmp/steep-bench-relays.$$"
+  sleep 0.3
+  sed -E "s/:[0-9]+\//:$p\//" <<< "$1"
+}
+stop_relays() { xargs -r kill < "/tmp/steep-bench-relays.$$"; sleep 0.5; rm -f "/tmp/steep-bench-relays.$$"; }
+log "bytes read, client mode"
+ra=$(relay "$a" "/tmp/steep-bench-bytes-a.$$"); rb=$(relay "$b" "/tmp/steep-bench-bytes-b.$$")
+"$steep" merge analyze --client -t pgbench_accounts -c "$ra" --peer "$rb" -q >/dev/null
+stop_relays
+client_bytes=$(( $(cat "/tmp/steep-bench-bytes-a.$$") + $(cat "/tmp/steep-bench-bytes-b.$$") ))
+log "bytes read, direct mode (from the peer)"
+rb=$(relay "$b" "/tmp/steep-bench-bytes-b.$$")
+"$steep" merge analyze --direct -t pgbench_accounts -c "$a" --peer "$rb" -q >/dev/null
+stop_relays
+direct_bytes=$(cat "/tmp/steep-bench-bytes-b.$$")
+rm -f /tmp/steep-bench-bytes-[ab].$$
 
 # reladiff, in a virtualenv of its own.
 venv="${STEEP_HOME:-$HOME/.steep}/bench-venv"
@@ -127,8 +150,8 @@ Steep: $counts.
 | floor: \`sum(hashtextextended(t::text, 0))\` on both nodes at once | $floor | 1.00 | 0 | |
 | \`count(*)\` on both | $count | $(ratio "$count" "$floor") | | |
 | every (key, hash) pair streamed from both (COPY, not compared) | $stream_s | $(ratio "$stream_s" "$floor") | $(mib "$stream_bytes") MiB | |
-| **steep merge analyze --client** | $client_s | **$(ratio "$client_s" "$floor")** | $(mib "$client_bytes") MiB ($(pct "$client_bytes" "$table_bytes") % of the table) | $(( client_rss / 1024 )) |
-| steep merge analyze --direct (a job on the first node) | $direct_s | $(ratio "$direct_s" "$floor") | | |
+| **steep merge analyze --client** | $client_s | **$(ratio "$client_s" "$floor")** | $(mib "$client_bytes") MiB from both ($(pct "$client_bytes" "$table_bytes") % of the table) | $(( client_rss / 1024 )) |
+| steep merge analyze --direct (a job on the first node) | $direct_s | $(ratio "$direct_s" "$floor") | $(mib "$direct_bytes") MiB from the peer ($(pct "$direct_bytes" "$table_bytes") %) | |
 | reladiff 0.6.0 (\`-k aid -c bid -c abalance -c filler\`) | $rel_s | $(ratio "$rel_s" "$floor") | | $(( rel_rss / 1024 )) |
 
 reladiff's own summary: $rel_stats

@@ -9,12 +9,14 @@ const ITEMS_A: &str = "
                         tags text[], note text, span interval, ratio float8, raw bytea,
                         total numeric GENERATED ALWAYS AS (price * 2) STORED);
     CREATE TABLE regions (country text, code text, label text, PRIMARY KEY (country, code));";
-/// The same tables, columns in another order (schema compare: not blocking).
+/// The same tables, columns in another order (schema compare: not blocking), keys in other
+/// collations (buckets hash bytes).
 const ITEMS_B: &str = "
     CREATE TABLE items (note text, raw bytea, seen timestamptz, id int PRIMARY KEY, tags text[],
                         ratio float8, span interval, price numeric, name text,
                         total numeric GENERATED ALWAYS AS (price * 2) STORED);
-    CREATE TABLE regions (label text, code text, country text, PRIMARY KEY (country, code));";
+    CREATE TABLE regions (label text, code text COLLATE \"C\", country text COLLATE \"POSIX\",
+                          PRIMARY KEY (country, code));";
 const ROWS: &str = "
     INSERT INTO items (id, name, price, seen, tags, note, span, ratio, raw)
     SELECT g, 'item ' || g, g * 1.25, '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 minute',
@@ -23,6 +25,21 @@ const ROWS: &str = "
     FROM generate_series(1, 2000) g;
     INSERT INTO regions (country, code, label)
     VALUES ('NZ', 'AKL', 'Auckland'), ('DE', 'BER', 'Berlin'), ('AT', 'WIE', 'Wien');";
+
+/// Two started nodes and their connection strings.
+fn two_nodes() -> (
+    steep::cli::sandbox::TempCluster,
+    steep::cli::sandbox::TempCluster,
+    String,
+    String,
+) {
+    let (a, b) = (node(), node());
+    let (ac, bc) = (
+        a.connection_string("postgres"),
+        b.connection_string("postgres"),
+    );
+    (a, b, ac, bc)
+}
 
 fn analyze(home: &std::path::Path, conn: &str, peer: &str, extra: &[&str]) -> Value {
     let mut cmd = steep(home);
@@ -58,11 +75,7 @@ fn keys(t: &Value, category: &str) -> Vec<String> {
 #[test]
 fn counts_are_exact_whatever_the_settings_and_column_order_in_every_mode() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, _b, ac, bc) = two_nodes();
     init(home.path(), &ac, &[]);
     sql(&ac, ITEMS_A);
     sql(&bc, ITEMS_B);
@@ -150,11 +163,7 @@ fn counts_are_exact_whatever_the_settings_and_column_order_in_every_mode() {
 #[test]
 fn only_differing_buckets_cross_the_network() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, _b, ac, bc) = two_nodes();
     for c in [&ac, &bc] {
         sql(
             c,
@@ -185,11 +194,7 @@ fn only_differing_buckets_cross_the_network() {
 #[test]
 fn what_cannot_be_compared_is_refused_with_exit_3() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, b, ac, bc) = two_nodes();
     init(home.path(), &ac, &[]);
     sql(
         &ac,
@@ -234,11 +239,7 @@ fn what_cannot_be_compared_is_refused_with_exit_3() {
 #[test]
 fn secondary_unique_collisions_and_own_numbering_are_reported() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, _b, ac, bc) = two_nodes();
     for c in [&ac, &bc] {
         sql(
             c,
@@ -250,13 +251,13 @@ fn secondary_unique_collisions_and_own_numbering_are_reported() {
         &ac,
         "INSERT INTO users VALUES (1, 'x@example.com', 'x'), (2, 'y@example.com', 'y'),
                                   (3, NULL, 'no mail');
-         INSERT INTO orders (what) SELECT 'a-' || g FROM generate_series(1, 20) g;",
+         INSERT INTO orders (what) SELECT 'a-' || g FROM generate_series(1, 1000) g;",
     );
     sql(
         &bc,
         "INSERT INTO users VALUES (1, 'x@example.com', 'x'), (7, 'y@example.com', 'y again'),
                                   (8, NULL, 'no mail either');
-         INSERT INTO orders (what) SELECT 'b-' || g FROM generate_series(1, 20) g;",
+         INSERT INTO orders (what) SELECT 'b-' || g FROM generate_series(1, 1000) g;",
     );
     // Reported, and blocking (exit 3): copying those rows would fail on the other node.
     let o = steep(home.path())
@@ -284,7 +285,7 @@ fn secondary_unique_collisions_and_own_numbering_are_reported() {
     assert_eq!(remote["keys"], serde_json::json!(["(7)"]));
     assert_eq!(users["suspect_serial_keys"], false);
     let orders = table(&r, "orders");
-    assert_eq!(counts(orders), [0, 20, 0, 0]);
+    assert_eq!(counts(orders), [0, 1000, 0, 0]);
     assert_eq!(orders["suspect_serial_keys"], true);
 }
 
@@ -482,11 +483,7 @@ fn counts_of(home: &std::path::Path, a: &str, b: &str, t: &str) -> [u64; 4] {
 #[test]
 fn the_original_projects_fixtures_come_out_as_expected() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, _b, ac, bc) = two_nodes();
     for c in [&ac, &bc] {
         sql(
             c,
@@ -522,11 +519,7 @@ fn the_original_projects_fixtures_come_out_as_expected() {
 #[test]
 fn a_tables_types_run_no_code_and_partitions_and_include_columns_count_right() {
     let home = temp_home();
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (_a, _b, ac, bc) = two_nodes();
     for c in [&ac, &bc] {
         sql(
             c,

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
+use crate::snapshot::direct_round_trip;
 use steep::cli::sandbox::TempCluster;
 
 const FIXTURE: &str = include_str!("../fixtures/awkward.sql");
@@ -194,30 +195,7 @@ fn awkward_objects_come_through_as_pg_dump_and_pg_restore_bring_them() {
         .args(["--schema", "create", "-j", "2", "-c", &client_conn]));
 
     // Direct mode.
-    let r = json(&ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--direct",
-        "-o",
-        "parity-direct",
-        "--json",
-        "-c",
-        &src,
-    ])));
-    assert_eq!(r["status"], "complete", "{r}");
-    let r = json(&ok(steep(home.path()).args([
-        "snapshot",
-        "apply",
-        "--direct",
-        "-i",
-        "parity-direct",
-        "--schema",
-        "create",
-        "--json",
-        "-c",
-        &direct_conn,
-    ])));
-    assert_eq!(r["status"], "complete", "{r}");
+    direct_round_trip(home.path(), &src, "parity-direct", &direct_conn);
 
     let oracle_conn = n.connection_string("oracle");
     let oracle_schema = schema_text(&n, "oracle", &work);

@@ -198,6 +198,23 @@ pub(crate) fn client_snapshot(home: &Path, conn: &str, name: &str) -> String {
     out.to_str().unwrap().to_string()
 }
 
+/// `steep snapshot generate --direct -o NAME` on `conn`, then `apply --direct --schema create`
+/// of it on `target`, each required to complete.
+pub(crate) fn direct_round_trip(home: &Path, conn: &str, name: &str, target: &str) {
+    for args in [
+        vec![
+            "snapshot", "generate", "--direct", "-o", name, "--json", "-c", conn,
+        ],
+        vec![
+            "snapshot", "apply", "--direct", "-i", name, "--schema", "create", "--json", "-c",
+            target,
+        ],
+    ] {
+        let r = json(&ok(steep(home).args(&args)));
+        assert_eq!(r["status"], "complete", "{args:?}: {r}");
+    }
+}
+
 pub(crate) fn snapshot_dir_of(home: &Path) -> PathBuf {
     let d = home.join("snaps");
     std::fs::create_dir_all(&d).unwrap();

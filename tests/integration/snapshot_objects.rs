@@ -1,7 +1,9 @@
 //! Objects a snapshot must carry as pg_dump | pg_restore does.
 
 use crate::common::*;
-use crate::snapshot::{client_snapshot, plain_node, snapshot_dir_of, table_hashes};
+use crate::snapshot::{
+    client_snapshot, direct_round_trip, plain_node, snapshot_dir_of, table_hashes,
+};
 
 #[test]
 fn a_foreign_key_to_a_partitioned_table_survives_schema_create_in_both_modes() {
@@ -41,30 +43,7 @@ fn a_foreign_key_to_a_partitioned_table_survives_schema_create_in_both_modes() {
     sql(&conn, "CREATE DATABASE partfk_dst");
     let d2 = src.connection_string("partfk_dst");
     init(home.path(), &d2, &[]);
-    let r = json(&ok(steep(home.path()).args([
-        "snapshot",
-        "generate",
-        "--direct",
-        "-o",
-        "partfk-direct",
-        "--json",
-        "-c",
-        &conn,
-    ])));
-    assert_eq!(r["status"], "complete", "{r}");
-    let r = json(&ok(steep(home.path()).args([
-        "snapshot",
-        "apply",
-        "--direct",
-        "-i",
-        "partfk-direct",
-        "--schema",
-        "create",
-        "--json",
-        "-c",
-        &d2,
-    ])));
-    assert_eq!(r["status"], "complete", "{r}");
+    direct_round_trip(home.path(), &conn, "partfk-direct", &d2);
     assert_eq!(table_hashes(&d2), table_hashes(&conn));
 }
 

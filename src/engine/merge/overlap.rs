@@ -2,8 +2,6 @@
 //! buckets that differ only — or of every row, when most buckets differ and asking for them
 //! bucket by bucket would cost more than it saves.
 
-use std::collections::{BTreeSet, HashMap};
-
 use anyhow::{Context, Result};
 
 use crate::engine::catalog::TableInfo;
@@ -16,13 +14,71 @@ const STREAM_ABOVE: f64 = 0.5;
 /// this many.
 const SERIAL_MIN_COMMON: u64 = 10;
 
-type Buckets = HashMap<i64, (i64, String)>;
+/// What comparing the two nodes' bucket digests found.
+#[derive(Default)]
+struct BucketDiff {
+    /// Buckets either node has rows in.
+    buckets: u64,
+    /// Those whose count or sum differ (or that one node lacks), in order.
+    differing: Vec<i64>,
+    /// Rows of the equal buckets.
+    matched: u64,
+    local_rows: u64,
+    remote_rows: u64,
+}
 
-fn buckets(c: &mut postgres::Client, sql: &str) -> Result<Buckets> {
-    Ok(c.query(sql, &[])?
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect())
+/// Stream both nodes' bucket digests in bucket order and compare them as they come: memory
+/// holds the differing buckets' ids only.
+fn compare_buckets(
+    local: &mut postgres::Client,
+    peer: &mut postgres::Client,
+    sql: &str,
+) -> Result<BucketDiff> {
+    use postgres::fallible_iterator::FallibleIterator;
+    type Digest = (i64, i64, String);
+    fn next(rows: &mut postgres::RowIter<'_>) -> Result<Option<Digest>> {
+        Ok(match rows.next()? {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            None => None,
+        })
+    }
+    let none = std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>;
+    let mut l = local.query_raw(sql, none()).context("on the local node")?;
+    let mut p = peer.query_raw(sql, none()).context("on the peer")?;
+    let (mut a, mut b) = (next(&mut l)?, next(&mut p)?);
+    let mut d = BucketDiff::default();
+    loop {
+        match (&a, &b) {
+            (None, None) => break,
+            (Some((ka, na, sa)), Some((kb, nb, sb))) if ka == kb => {
+                if na == nb && sa == sb {
+                    d.matched += *na as u64;
+                } else {
+                    d.differing.push(*ka);
+                }
+                d.local_rows += *na as u64;
+                d.remote_rows += *nb as u64;
+                (a, b) = (next(&mut l)?, next(&mut p)?);
+            }
+            (Some((ka, na, _)), Some((kb, _, _))) if ka < kb => {
+                d.differing.push(*ka);
+                d.local_rows += *na as u64;
+                a = next(&mut l)?;
+            }
+            (Some((ka, na, _)), None) => {
+                d.differing.push(*ka);
+                d.local_rows += *na as u64;
+                a = next(&mut l)?;
+            }
+            (_, Some((kb, nb, _))) => {
+                d.differing.push(*kb);
+                d.remote_rows += *nb as u64;
+                b = next(&mut p)?;
+            }
+        }
+        d.buckets += 1;
+    }
+    Ok(d)
 }
 
 /// The planner's row estimate (it only sizes the buckets).
@@ -191,22 +247,15 @@ pub fn compare(
     let (le, pe) = both(local, peer, |c| estimate(c, t), |c| estimate(c, t))?;
     let mask = mask_for(le.max(pe));
     let sql = d.buckets_sql(mask);
-    let (lb, pb) = both(local, peer, |c| buckets(c, &sql), |c| buckets(c, &sql))?;
-    let count = |b: &Buckets| b.values().map(|(n, _)| *n as u64).sum::<u64>();
-    let (local_rows, remote_rows) = (count(&lb), count(&pb));
-    let all: BTreeSet<i64> = lb.keys().chain(pb.keys()).copied().collect();
-    let differing: Vec<i64> = all
-        .iter()
-        .copied()
-        .filter(|b| lb.get(b) != pb.get(b))
-        .collect();
-    let streamed = !all.is_empty() && differing.len() as f64 > STREAM_ABOVE * all.len() as f64;
+    let BucketDiff {
+        buckets,
+        differing,
+        mut matched,
+        local_rows,
+        remote_rows,
+    } = compare_buckets(local, peer, &sql)?;
+    let streamed = buckets > 0 && differing.len() as f64 > STREAM_ABOVE * buckets as f64;
     // Rows of equal buckets match (same count, same sum of 64-bit row hashes).
-    let mut matched: u64 = all
-        .iter()
-        .filter(|b| lb.get(b) == pb.get(b))
-        .map(|b| lb.get(b).map_or(0, |(n, _)| *n as u64))
-        .sum();
     let mut tally = Tally::default();
     if streamed {
         matched = 0;
@@ -243,7 +292,7 @@ pub fn compare(
         suspect_serial_keys,
         unique_collisions,
         cost: Cost {
-            buckets: all.len() as u64,
+            buckets,
             buckets_differing: differing.len() as u64,
             pairs_local,
             pairs_remote,
