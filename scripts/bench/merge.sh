@@ -102,7 +102,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 port_of() { sed -E 's/.*:([0-9]+)\/.*/\1/' <<< "$1"; }
 relay() { # relay CONN COUNT_FILE: starts a counting relay, prints the relayed connection
   local p; p=$(free_port)
-  python3 "$(dirname "$0")/count_proxy.py" "$p" "$(port_of "$1")" "$2" &
+  # (its output must not hold the command substitution that called relay open)
+  python3 "$(dirname "$0")/count_proxy.py" "$p" "$(port_of "$1")" "$2" >/dev/null 2>&1 &
   echo "$!" >> "/tmp/steep-bench-relays.$$"
   sleep 0.3
   sed -E "s/:[0-9]+\//:$p\//" <<< "$1"

@@ -77,21 +77,29 @@ impl Digest {
         }
     }
 
-    /// Per bucket (the key hash's low bits), in bucket order: row count and the sum of row
-    /// hashes. A sum, not an XOR: two equal rows must not cancel out.
+    /// Per bucket (the key hash's low bits), in bucket order: its row count and the sum of its
+    /// row hashes modulo 2^64 (a sum, not an XOR: two equal rows must not cancel out), packed as
+    /// (int4 bucket, int4 rows, int8 sum) records, 4096 buckets to a row (`packed`).
     pub fn buckets_sql(&self, mask: i64) -> String {
         format!(
-            "SELECT ({kh} & {mask})::int8 AS b, pg_catalog.count(*)::int8,
-                    pg_catalog.sum({rh})::text
-               FROM {from} GROUP BY 1 ORDER BY 1",
+            "SELECT pg_catalog.string_agg(pg_catalog.int4send(b::int4)
+                        || pg_catalog.int4send(n::int4) || pg_catalog.int8send(d), ''::bytea
+                        ORDER BY b)
+               FROM (SELECT ({kh} & {mask}) AS b, pg_catalog.count(*) AS n,
+                            ((pg_catalog.sum({rh}) % {M} + {M}) % {M} - {HALF})::int8 AS d
+                       FROM {from} GROUP BY 1) x
+              GROUP BY b >> 12 ORDER BY b >> 12",
             kh = self.key_hash,
             rh = self.row_hash,
-            from = self.from
+            from = self.from,
+            M = "18446744073709551616::numeric",
+            HALF = "9223372036854775808::numeric",
         )
     }
 
-    /// (key hash, key, row hash) of the rows in the buckets `$1` (an int8 array), or of every
-    /// row, ordered by key hash, so both sides can be merged as they stream.
+    /// (key hash, row hash, key) of the rows in the buckets `$1` (an int8 array), or of every
+    /// row, in key-hash order (so both sides merge as they stream), packed as (int8, int8,
+    /// int4 length, UTF-8 key) records, in 256 rows by the hash's top byte.
     pub fn pairs_sql(&self, mask: i64, every_row: bool) -> String {
         let filter = if every_row {
             String::new()
@@ -102,7 +110,11 @@ impl Digest {
             )
         };
         format!(
-            "SELECT {kh}, {key} COLLATE \"C\", {rh} FROM {from}{filter} ORDER BY 1",
+            "SELECT pg_catalog.string_agg(pg_catalog.int8send(kh) || pg_catalog.int8send(rh)
+                        || pg_catalog.int4send(pg_catalog.octet_length(k)::int4)
+                        || pg_catalog.convert_to(k, 'UTF8'), ''::bytea ORDER BY kh)
+               FROM (SELECT {kh} AS kh, {rh} AS rh, {key} AS k FROM {from}{filter}) x
+              GROUP BY kh >> 56 ORDER BY kh >> 56",
             kh = self.key_hash,
             key = self.key,
             rh = self.row_hash,
@@ -112,9 +124,9 @@ impl Digest {
 }
 
 /// The bucket mask for a table of about `rows` rows on the larger side: about 16 rows a bucket,
-/// at least 1024 and at most 2^20 buckets, a power of two.
+/// at least 1024 and at most 2^19 buckets (8 MiB of bucket records), a power of two.
 pub fn mask_for(rows: i64) -> i64 {
-    let want = (rows.max(0) as u64 / 16).clamp(1024, 1 << 20);
+    let want = (rows.max(0) as u64 / 16).clamp(1024, 1 << 19);
     want.next_power_of_two() as i64 - 1
 }
 
@@ -158,6 +170,6 @@ mod tests {
         assert_eq!(mask_for(-1), 1023);
         assert_eq!(mask_for(100), 1023);
         assert_eq!(mask_for(1_000_000), 65_535);
-        assert_eq!(mask_for(i64::MAX), (1 << 20) - 1);
+        assert_eq!(mask_for(i64::MAX), (1 << 19) - 1);
     }
 }

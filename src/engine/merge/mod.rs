@@ -11,6 +11,7 @@
 
 pub mod digest;
 pub mod overlap;
+pub mod packed;
 pub mod preflight;
 pub mod stored;
 pub mod unique;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::engine::catalog::TableInfo;
 use crate::engine::merge::digest::{mask_for, Digest};
+use crate::engine::merge::packed::Records;
 use crate::engine::merge::{unique, Cost, Keys, TableOverlap};
 
 /// Stream every pair instead when more than this share of the buckets differ.
@@ -34,46 +35,38 @@ fn compare_buckets(
     peer: &mut postgres::Client,
     sql: &str,
 ) -> Result<BucketDiff> {
-    use postgres::fallible_iterator::FallibleIterator;
-    type Digest = (i64, i64, String);
-    fn next(rows: &mut postgres::RowIter<'_>) -> Result<Option<Digest>> {
-        Ok(match rows.next()? {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
-            None => None,
-        })
-    }
     let none = std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>;
-    let mut l = local.query_raw(sql, none()).context("on the local node")?;
-    let mut p = peer.query_raw(sql, none()).context("on the peer")?;
-    let (mut a, mut b) = (next(&mut l)?, next(&mut p)?);
+    let mut l = Records::new(local.query_raw(sql, none()).context("on the local node")?);
+    let mut p = Records::new(peer.query_raw(sql, none()).context("on the peer")?);
+    let (mut a, mut b) = (l.bucket()?, p.bucket()?);
     let mut d = BucketDiff::default();
     loop {
-        match (&a, &b) {
+        match (a, b) {
             (None, None) => break,
             (Some((ka, na, sa)), Some((kb, nb, sb))) if ka == kb => {
                 if na == nb && sa == sb {
-                    d.matched += *na as u64;
+                    d.matched += na as u64;
                 } else {
-                    d.differing.push(*ka);
+                    d.differing.push(ka);
                 }
-                d.local_rows += *na as u64;
-                d.remote_rows += *nb as u64;
-                (a, b) = (next(&mut l)?, next(&mut p)?);
+                d.local_rows += na as u64;
+                d.remote_rows += nb as u64;
+                (a, b) = (l.bucket()?, p.bucket()?);
             }
             (Some((ka, na, _)), Some((kb, _, _))) if ka < kb => {
-                d.differing.push(*ka);
-                d.local_rows += *na as u64;
-                a = next(&mut l)?;
+                d.differing.push(ka);
+                d.local_rows += na as u64;
+                a = l.bucket()?;
             }
             (Some((ka, na, _)), None) => {
-                d.differing.push(*ka);
-                d.local_rows += *na as u64;
-                a = next(&mut l)?;
+                d.differing.push(ka);
+                d.local_rows += na as u64;
+                a = l.bucket()?;
             }
             (_, Some((kb, nb, _))) => {
-                d.differing.push(*kb);
-                d.remote_rows += *nb as u64;
-                b = next(&mut p)?;
+                d.differing.push(kb);
+                d.remote_rows += nb as u64;
+                b = p.bucket()?;
             }
         }
         d.buckets += 1;
@@ -140,8 +133,8 @@ impl Tally {
 
 /// A stream of (key hash, key, row hash), ordered by key hash, read a key hash at a time.
 struct Pairs<'a> {
-    rows: postgres::RowIter<'a>,
-    next: Option<(i64, String, i64)>,
+    records: Records<'a>,
+    next: Option<(i64, i64, String)>,
     read: u64,
 }
 
@@ -156,7 +149,7 @@ impl<'a> Pairs<'a> {
             )?
         };
         let mut p = Self {
-            rows,
+            records: Records::new(rows),
             next: None,
             read: 0,
         };
@@ -165,11 +158,7 @@ impl<'a> Pairs<'a> {
     }
 
     fn advance(&mut self) -> Result<()> {
-        use postgres::fallible_iterator::FallibleIterator;
-        self.next = match self.rows.next()? {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
-            None => None,
-        };
+        self.next = self.records.pair()?;
         if self.next.is_some() {
             self.read += 1;
         }
@@ -184,7 +173,7 @@ impl<'a> Pairs<'a> {
     fn take(&mut self, h: i64) -> Result<Vec<(String, i64)>> {
         let mut out = Vec::new();
         while self.peek_hash() == Some(h) {
-            let (_, k, rh) = self.next.take().expect("peeked");
+            let (_, rh, k) = self.next.take().expect("peeked");
             out.push((k, rh));
             self.advance()?;
         }
