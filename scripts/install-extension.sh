@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --release) profile=(--release) ;;
     --test-tree) test_tree=1 ;;
     --pg-config) shift; into="${1:?--pg-config needs a path}" ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) steep_die "unknown option '$1' (see --help)" ;;
   esac
   shift

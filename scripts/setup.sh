@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --pg) shift; want_major "${1:-}" ;;
     --pg=*) want_major "${1#--pg=}" ;;
     --quiet|-q) quiet=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) steep_die "unknown option '$1' (see --help)" ;;
   esac
   shift

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --pg=*) pg="${1#--pg=}" ;;
     --skip-lint) lint=0 ;;
     --) shift; filter=("$@"); break ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) steep_die "unknown option '$1' (see --help)" ;;
   esac
   shift

@@ -3,7 +3,7 @@
 //! depends on have finished, ready tasks in a given order of preference. The first error stops
 //! new starts, and running tasks can see it (`Stop::stopping`) and end early. Generate (parts of
 //! tables, largest first), apply (foreign-key units, parents first) and the file checks use it;
-//! merge will too.
+//! merge analysis (tables) too.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

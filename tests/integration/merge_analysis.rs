@@ -194,7 +194,7 @@ fn only_differing_buckets_cross_the_network() {
 #[test]
 fn what_cannot_be_compared_is_refused_with_exit_3() {
     let home = temp_home();
-    let (_a, b, ac, bc) = two_nodes();
+    let (a, b, ac, bc) = two_nodes();
     init(home.path(), &ac, &[]);
     sql(
         &ac,
@@ -227,6 +227,23 @@ fn what_cannot_be_compared_is_refused_with_exit_3() {
     );
     let err = refuse(&["-t", "typed"], &b.connection_string("latin"));
     assert!(err.contains("encodings differ"), "{err}");
+    // Both in LATIN1: keys with letters beyond ASCII come through as the same text.
+    sql(
+        &ac,
+        "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let (al, bl) = (a.connection_string("latin"), b.connection_string("latin"));
+    sql(
+        &al,
+        "CREATE TABLE k (id text PRIMARY KEY, v int); INSERT INTO k VALUES ('Ö', 1), ('A', 1)",
+    );
+    sql(
+        &bl,
+        "CREATE TABLE k (id text PRIMARY KEY, v int); INSERT INTO k VALUES ('Ö', 2), ('A', 1)",
+    );
+    let r = analyze(home.path(), &al, &bl, &[]);
+    assert_eq!(counts(table(&r, "k")), [1, 1, 0, 0]);
+    assert_eq!(keys(table(&r, "k"), "conflict"), ["(Ö)"]);
     // Nothing refused: the typed table alone on a compatible peer.
     sql(
         &bc,

@@ -111,9 +111,9 @@ impl Digest {
         };
         format!(
             "SELECT pg_catalog.string_agg(pg_catalog.int8send(kh) || pg_catalog.int8send(rh)
-                        || pg_catalog.int4send(pg_catalog.octet_length(k)::int4)
-                        || pg_catalog.convert_to(k, 'UTF8'), ''::bytea ORDER BY kh)
-               FROM (SELECT {kh} AS kh, {rh} AS rh, {key} AS k FROM {from}{filter}) x
+                        || pg_catalog.int4send(pg_catalog.length(k)) || k, ''::bytea ORDER BY kh)
+               FROM (SELECT {kh} AS kh, {rh} AS rh, pg_catalog.convert_to({key}, 'UTF8') AS k
+                       FROM {from}{filter}) x
               GROUP BY kh >> 56 ORDER BY kh >> 56",
             kh = self.key_hash,
             key = self.key,

@@ -139,8 +139,9 @@ struct Pairs<'a> {
 }
 
 impl<'a> Pairs<'a> {
-    fn open(c: &'a mut postgres::Client, sql: &str, which: &'a [i64]) -> Result<Self> {
-        let rows = if sql.contains("$1") {
+    /// `which`: the buckets whose pairs to read, or None for every row.
+    fn open(c: &'a mut postgres::Client, sql: &str, which: Option<&'a [i64]>) -> Result<Self> {
+        let rows = if let Some(which) = which {
             c.query_raw(sql, [&which as &(dyn postgres::types::ToSql + Sync)])?
         } else {
             c.query_raw(
@@ -187,7 +188,7 @@ fn merge_pairs(
     local: &mut postgres::Client,
     peer: &mut postgres::Client,
     sql: &str,
-    which: &[i64],
+    which: Option<&[i64]>,
     tally: &mut Tally,
 ) -> Result<()> {
     let mut l = Pairs::open(local, sql, which).context("on the local node")?;
@@ -251,7 +252,8 @@ pub fn compare(
     }
     if !differing.is_empty() {
         let sql = d.pairs_sql(mask, streamed);
-        merge_pairs(local, peer, &sql, &differing, &mut tally)?;
+        let which = (!streamed).then_some(&differing[..]);
+        merge_pairs(local, peer, &sql, which, &mut tally)?;
     }
     matched += tally.matched;
     let Tally {
