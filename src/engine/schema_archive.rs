@@ -125,6 +125,34 @@ fn archive_file(path: &Path, name: &str) -> Result<DataFile> {
     })
 }
 
+/// The table-of-contents lines of large objects (metadata, contents, grants, labels, comments).
+fn large_object_lines(toc: &str) -> impl Iterator<Item = &str> {
+    toc.lines().filter(|line| {
+        entry(line).is_some_and(|e| {
+            ["BLOB ", "BLOBS ", "BLOB METADATA ", "LARGE OBJECT "]
+                .iter()
+                .any(|p| e.starts_with(p))
+                || e.starts_with("ACL - LARGE OBJECT ")
+                || e.starts_with("SECURITY LABEL - LARGE OBJECT ")
+                || e.starts_with("COMMENT - LARGE OBJECT ")
+        })
+    })
+}
+
+/// The roles that own the large objects of their archive, sorted.
+pub fn large_object_owners(pg_restore: &Path, archive: &Path) -> Result<Vec<String>> {
+    let toc = table_of_contents(pg_restore, archive)?;
+    let mut owners: Vec<String> = large_object_lines(&toc)
+        .filter_map(entry)
+        .filter_map(|e| e.rsplit(' ').next())
+        .filter(|o| !o.is_empty() && *o != "-")
+        .map(str::to_string)
+        .collect();
+    owners.sort();
+    owners.dedup();
+    Ok(owners)
+}
+
 /// Restore the snapshot's large objects: those of the archive replace any of the same oid
 /// (`--clean`, so an apply again or a resume puts them back as they were), in one transaction.
 pub fn restore_large_objects(
@@ -135,19 +163,9 @@ pub fn restore_large_objects(
     let toc = table_of_contents(r.pg_restore, r.archive)?;
     // Only what belongs to large objects (an archive of another pg_dump could hold more).
     let mut list = String::new();
-    for line in toc.lines() {
-        let keep = entry(line).is_some_and(|e| {
-            ["BLOB ", "BLOBS ", "BLOB METADATA ", "LARGE OBJECT "]
-                .iter()
-                .any(|p| e.starts_with(p))
-                || e.starts_with("ACL - LARGE OBJECT ")
-                || e.starts_with("SECURITY LABEL - LARGE OBJECT ")
-                || e.starts_with("COMMENT - LARGE OBJECT ")
-        });
-        if keep {
-            list.push_str(line);
-            list.push('\n');
-        }
+    for line in large_object_lines(&toc) {
+        list.push_str(line);
+        list.push('\n');
     }
     let tmp = PrivateDir::new("steep-toc")?;
     let list_path = tmp.path().join("toc.list");

@@ -593,3 +593,41 @@ fn what_the_target_lacks_is_listed_before_anything_changes() {
     ok(&mut apply(&["--no-privileges"]));
     assert_eq!(table_hashes(&dconn), table_hashes(&conn));
 }
+
+#[test]
+fn a_large_objects_missing_owner_is_named_before_anything_changes() {
+    let home = temp_home();
+    let src = node();
+    let conn = src.connection_string("postgres");
+    sql(
+        &conn,
+        "CREATE ROLE lo_keeper NOLOGIN;
+         CREATE TABLE doc (id int PRIMARY KEY, body oid);
+         INSERT INTO doc VALUES (1, lo_from_bytea(0, 'kept'));
+         SELECT lo_from_bytea(777001, 'owned');
+         ALTER LARGE OBJECT 777001 OWNER TO lo_keeper;",
+    );
+    let snap = client_snapshot(home.path(), &conn, "lo-owner");
+    let dst = plain_node();
+    let dconn = dst.connection_string("postgres");
+    // The tables exist already (verify mode): only the large objects' owner is missing.
+    sql(&dconn, "CREATE TABLE doc (id int PRIMARY KEY, body oid)");
+    let apply = |extra: &[&str]| {
+        let mut cmd = steep(home.path());
+        cmd.args(["snapshot", "apply", "--client", "-i", &snap, "-c", &dconn])
+            .args(extra);
+        cmd
+    };
+    let err = fails(&mut apply(&[]), 1);
+    assert!(
+        err.contains("lo_keeper") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let rows: i64 = connect(&dconn)
+        .query_one("SELECT count(*) FROM doc", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    ok(&mut apply(&["--no-owner"]));
+    assert_eq!(large_objects(&dconn).len(), 2);
+}

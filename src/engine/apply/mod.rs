@@ -154,16 +154,38 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
         None
     };
     let large_objects = large_objects_of(&m, opts)?;
+    // The large objects' owners are restored in every schema mode (their archive's table of
+    // contents names them): missing ones are refused before anything changes, too.
+    let lo_owners = match (&large_objects, opts.no_owner) {
+        (Some((lo, pg_restore, _)), false) => schema_archive::large_object_owners(pg_restore, lo)?,
+        _ => Vec::new(),
+    };
+    if archive.is_none() && !lo_owners.is_empty() {
+        needs::check(
+            &mut coord,
+            needs::FromArchive {
+                extensions: &[],
+                owners: &lo_owners,
+            },
+            &Default::default(),
+            opts.no_owner,
+            opts.no_privileges,
+        )?;
+    }
     if let Some((archive, pg_restore, pg_dump)) = &archive {
         // After a failed apply whose pre-data went through (it is one transaction), the tables
         // are all there: a resume goes on to the data.
         let done_before = opts.resume && all_tables_exist(&mut coord, &m)?;
         let from_archive = schema_archive::prerequisites(pg_restore, archive)?;
+        let mut owners = from_archive.owners.clone();
+        owners.extend(lo_owners.iter().cloned());
+        owners.sort();
+        owners.dedup();
         needs::check(
             &mut coord,
             needs::FromArchive {
                 extensions: &from_archive.extensions,
-                owners: &from_archive.owners,
+                owners: &owners,
             },
             &m.needs,
             opts.no_owner,
