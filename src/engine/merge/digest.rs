@@ -80,23 +80,14 @@ impl Digest {
     /// Per bucket (the key hash's low bits), in bucket order: its row count and the sum of its
     /// row hashes modulo 2^64 (a sum, not an XOR: two equal rows must not cancel out), packed as
     /// (int4 bucket, int4 rows, int8 sum) records, 4096 buckets to a row (`packed`).
-    /// `pages`: the heap pages to read, `[from, to)` (`to` None: to the end), so that several
-    /// sessions can each digest a part of the table (their sums add up, modulo 2^64).
-    pub fn buckets_sql(&self, mask: i64, pages: (i64, Option<i64>)) -> String {
-        let range = match pages {
-            (0, None) => String::new(),
-            (from, None) => format!(" WHERE ctid >= '({from},0)'::tid"),
-            (from, Some(to)) => {
-                format!(" WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid")
-            }
-        };
+    pub fn buckets_sql(&self, mask: i64) -> String {
         format!(
             "SELECT pg_catalog.string_agg(pg_catalog.int4send(b::int4)
                         || pg_catalog.int4send(n::int4) || pg_catalog.int8send(d), ''::bytea
                         ORDER BY b)
                FROM (SELECT ({kh} & {mask}) AS b, pg_catalog.count(*) AS n,
                             ((pg_catalog.sum({rh}) % {M} + {M}) % {M} - {HALF})::int8 AS d
-                       FROM {from}{range} GROUP BY 1) x
+                       FROM {from} GROUP BY 1) x
               GROUP BY b >> 12 ORDER BY b >> 12",
             kh = self.key_hash,
             rh = self.row_hash,

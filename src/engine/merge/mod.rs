@@ -160,15 +160,8 @@ pub fn analyze(
             for c in [&mut *l, &mut *p] {
                 c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
             }
-            let more = |to_peer: bool| -> Result<postgres::Client> {
-                if to_peer {
-                    open(peer, progress, "peer")
-                } else {
-                    open(local, progress, "local node")
-                }
-            };
-            let r = overlap::compare(l, p, t, &more)
-                .with_context(|| format!("comparing {}", t.qualified()));
+            let r =
+                overlap::compare(l, p, t).with_context(|| format!("comparing {}", t.qualified()));
             for c in [&mut *l, &mut *p] {
                 let _ = c.batch_execute("ROLLBACK");
             }

@@ -28,47 +28,17 @@ struct BucketDiff {
     remote_rows: u64,
 }
 
-/// The sum's sign bit: a digest is (sum of row hashes modulo 2^64) - 2^63, as int8 holds it.
-const SIGN: u64 = 1 << 63;
-
-/// One node's bucket digests read in parts (page ranges, each a session of its own) and added up
-/// per bucket, in bucket order.
-struct Combined<'a> {
-    parts: Vec<Records<'a>>,
-    heads: Vec<Option<(i64, i64, i64)>>,
-}
-
-impl<'a> Combined<'a> {
-    fn new(mut parts: Vec<Records<'a>>) -> Result<Self> {
-        let heads = parts
-            .iter_mut()
-            .map(|p| p.bucket())
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { parts, heads })
-    }
-
-    fn next(&mut self) -> Result<Option<(i64, i64, i64)>> {
-        let Some(b) = self.heads.iter().flatten().map(|h| h.0).min() else {
-            return Ok(None);
-        };
-        let (mut n, mut sum) = (0i64, 0u64);
-        for (head, part) in self.heads.iter_mut().zip(self.parts.iter_mut()) {
-            if let Some((hb, hn, hd)) = *head {
-                if hb == b {
-                    n += hn;
-                    sum = sum.wrapping_add(hd as u64 ^ SIGN);
-                    *head = part.bucket()?;
-                }
-            }
-        }
-        Ok(Some((b, n, (sum ^ SIGN) as i64)))
-    }
-}
-
 /// Stream both nodes' bucket digests in bucket order and compare them as they come: memory
 /// holds the differing buckets' ids only.
-fn compare_buckets(mut l: Combined<'_>, mut p: Combined<'_>) -> Result<BucketDiff> {
-    let (mut a, mut b) = (l.next()?, p.next()?);
+fn compare_buckets(
+    local: &mut postgres::Client,
+    peer: &mut postgres::Client,
+    sql: &str,
+) -> Result<BucketDiff> {
+    let none = std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>;
+    let mut l = Records::new(local.query_raw(sql, none()).context("on the local node")?);
+    let mut p = Records::new(peer.query_raw(sql, none()).context("on the peer")?);
+    let (mut a, mut b) = (l.bucket()?, p.bucket()?);
     let mut d = BucketDiff::default();
     loop {
         match (a, b) {
@@ -81,80 +51,27 @@ fn compare_buckets(mut l: Combined<'_>, mut p: Combined<'_>) -> Result<BucketDif
                 }
                 d.local_rows += na as u64;
                 d.remote_rows += nb as u64;
-                (a, b) = (l.next()?, p.next()?);
+                (a, b) = (l.bucket()?, p.bucket()?);
             }
             (Some((ka, na, _)), Some((kb, _, _))) if ka < kb => {
                 d.differing.push(ka);
                 d.local_rows += na as u64;
-                a = l.next()?;
+                a = l.bucket()?;
             }
             (Some((ka, na, _)), None) => {
                 d.differing.push(ka);
                 d.local_rows += na as u64;
-                a = l.next()?;
+                a = l.bucket()?;
             }
             (_, Some((kb, nb, _))) => {
                 d.differing.push(kb);
                 d.remote_rows += nb as u64;
-                b = p.next()?;
+                b = p.bucket()?;
             }
         }
         d.buckets += 1;
     }
     Ok(d)
-}
-
-/// Tables of at least this many pages are digested in two page ranges, each by a session of its
-/// own (sharing the first one's snapshot): the planner computes a grouped query's row digests
-/// serially in one process, which was most of the time.
-const SPLIT_PAGES: i64 = 2048;
-
-/// One node's page ranges, each with the session that reads it: the node's session, and for a
-/// large table a second one in the same snapshot.
-fn page_ranges(
-    c: &mut postgres::Client,
-    t: &TableInfo,
-    more: &dyn Fn() -> Result<postgres::Client>,
-) -> Result<(Vec<(i64, Option<i64>)>, Option<postgres::Client>)> {
-    let pages: i64 = c
-        .query_opt(
-            "SELECT relpages::int8 FROM pg_catalog.pg_class
-              WHERE oid = pg_catalog.to_regclass($1)",
-            &[&t.qualified()],
-        )?
-        .map_or(0, |r| r.get(0));
-    if pages < SPLIT_PAGES {
-        return Ok((vec![(0, None)], None));
-    }
-    let snapshot: String = c
-        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])?
-        .get(0);
-    let mut other = more()?;
-    other.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-         SET TRANSACTION SNAPSHOT {}",
-        crate::sql::quote_literal(&snapshot)
-    ))?;
-    let half = pages / 2;
-    Ok((vec![(0, Some(half)), (half, None)], Some(other)))
-}
-
-/// One node's bucket digests of its page ranges, as one stream.
-fn node_buckets<'a>(
-    main: &'a mut postgres::Client,
-    other: Option<&'a mut postgres::Client>,
-    ranges: &[(i64, Option<i64>)],
-    d: &Digest,
-    mask: i64,
-) -> Result<Combined<'a>> {
-    let none = std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>;
-    let mut parts = vec![Records::new(
-        main.query_raw(&d.buckets_sql(mask, ranges[0]), none())?,
-    )];
-    if let (Some(o), Some(r)) = (other, ranges.get(1)) {
-        parts.push(Records::new(o.query_raw(&d.buckets_sql(mask, *r), none())?));
-    }
-    Combined::new(parts)
 }
 
 /// The planner's row estimate (it only sizes the buckets).
@@ -311,33 +228,22 @@ fn both<A: Send, B: Send>(
 
 /// Compare one table. Both connections are in a REPEATABLE READ transaction of the caller's, so
 /// every step of a node sees the same rows.
-/// `more(peer)` opens another session to the local node or the peer, prepared for digests.
 pub fn compare(
     local: &mut postgres::Client,
     peer: &mut postgres::Client,
     t: &TableInfo,
-    more: &dyn Fn(bool) -> Result<postgres::Client>,
 ) -> Result<TableOverlap> {
     let d = Digest::of(t);
     let (le, pe) = both(local, peer, |c| estimate(c, t), |c| estimate(c, t))?;
     let mask = mask_for(le.max(pe));
-    let (l_ranges, mut l_other) =
-        page_ranges(local, t, &|| more(false)).context("on the local node")?;
-    let (p_ranges, mut p_other) = page_ranges(peer, t, &|| more(true)).context("on the peer")?;
-    let diff = {
-        let l = node_buckets(local, l_other.as_mut(), &l_ranges, &d, mask)
-            .context("on the local node")?;
-        let p = node_buckets(peer, p_other.as_mut(), &p_ranges, &d, mask).context("on the peer")?;
-        compare_buckets(l, p)?
-    };
-    drop((l_other, p_other));
+    let sql = d.buckets_sql(mask);
     let BucketDiff {
         buckets,
         differing,
         mut matched,
         local_rows,
         remote_rows,
-    } = diff;
+    } = compare_buckets(local, peer, &sql)?;
     let streamed = buckets > 0 && differing.len() as f64 > STREAM_ABOVE * buckets as f64;
     // Rows of equal buckets match (same count, same sum of 64-bit row hashes).
     let mut tally = Tally::default();
