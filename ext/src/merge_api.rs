@@ -304,8 +304,9 @@ fn interrupt_pending() -> bool {
     }
 }
 
-/// analyze_overlap's work: run the analysis here (this backend waits, a cancel stops it within
-/// a second), keep it as a complete `analysis` merges row of the caller's, and return its id.
+/// analyze_overlap's work: run the analysis here (this backend waits; a statement cancel stops
+/// the engine, which polls for it every 100 ms), keep it as a complete `analysis` merges row of
+/// the caller's, and return its id.
 #[pg_extern(volatile, name = "_run_analysis")]
 fn run_analysis(peer: &str, tables: Option<Vec<String>>) -> String {
     let role = Spi::get_one::<String>("SELECT current_user::text")

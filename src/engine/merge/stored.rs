@@ -53,22 +53,27 @@ pub fn load(c: &mut postgres::Client, merge_id: &str) -> Result<Analysis> {
             &[&merge_id],
         )
         .context("reading the analysis")?;
+    // Every key of the analysis in one read, by table.
+    let mut all_keys: std::collections::HashMap<(String, String), Keys> = Default::default();
+    for k in c.query(
+        "SELECT schema_name, table_name, category, key FROM steep_repl.merge_keys
+          WHERE merge_id = $1",
+        &[&merge_id],
+    )? {
+        let keys = all_keys.entry((k.get(0), k.get(1))).or_default();
+        let (category, key): (String, String) = (k.get(2), k.get(3));
+        match category.as_str() {
+            "conflict" => keys.conflict.push(key),
+            "local_only" => keys.local_only.push(key),
+            _ => keys.remote_only.push(key),
+        }
+    }
     let mut tables = Vec::new();
     for r in &rows {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
-        let mut keys = Keys::default();
-        for k in c.query(
-            "SELECT category, key FROM steep_repl.merge_keys
-              WHERE merge_id = $1 AND schema_name = $2 AND table_name = $3",
-            &[&merge_id, &schema, &table],
-        )? {
-            let (category, key): (String, String) = (k.get(0), k.get(1));
-            match category.as_str() {
-                "conflict" => keys.conflict.push(key),
-                "local_only" => keys.local_only.push(key),
-                _ => keys.remote_only.push(key),
-            }
-        }
+        let mut keys = all_keys
+            .remove(&(schema.clone(), table.clone()))
+            .unwrap_or_default();
         keys.sort();
         let n = |i: usize| r.get::<_, i64>(i) as u64;
         let kept = (keys.conflict.len() + keys.local_only.len() + keys.remote_only.len()) as u64;
