@@ -855,8 +855,17 @@ fn direct_and_client_modes_write_the_same_data_and_apply_across_modes() {
     assert_eq!(direct["status"], "complete", "{direct}");
     let ddir = src.snapshot_dir().join("same-direct");
     let cdir = snapshot_dir_of(home.path()).join("same-client");
-    // Direct mode signals only which job moved, and when.
-    let direct_signals = signals(&mut listener);
+    // Direct mode signals only which job moved, and when. The job's last signal may come after
+    // the CLI returns: read until a second passes without one.
+    let mut direct_signals = Vec::new();
+    for _ in 0..10 {
+        let got = signals(&mut listener);
+        if got.is_empty() && !direct_signals.is_empty() {
+            break;
+        }
+        direct_signals.extend(got);
+        std::thread::sleep(Duration::from_secs(1));
+    }
     assert!(!direct_signals.is_empty());
     for p in &direct_signals {
         let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
