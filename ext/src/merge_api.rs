@@ -369,3 +369,9 @@ fn run_analysis(peer: &str, tables: Option<Vec<String>>) -> String {
     store(&merge_id, &analysis).unwrap_or_else(|e| error!("recording the analysis: {e}"));
     merge_id
 }
+
+pgrx::extension_sql_file!(
+    "../sql/merge_apply.sql",
+    name = "merge_apply",
+    requires = ["merge_analysis_api"]
+);

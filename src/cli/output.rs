@@ -48,6 +48,16 @@ impl Output {
         eprintln!("{BAD}error:{BAD:#} {}", msg.as_ref());
     }
 
+    /// A plain line on stderr, for what an interactive prompt shows beside it.
+    pub fn show(&self, msg: impl AsRef<str>) {
+        eprintln!("{}", msg.as_ref());
+    }
+
+    /// Highlighted text (a value that differs), as `show` prints it.
+    pub fn highlight(text: &str) -> String {
+        format!("{WARN}{text}{WARN:#}")
+    }
+
     /// A line of human-readable result on stdout (suppressed with `--json`).
     pub fn line(&self, msg: impl AsRef<str>) {
         if !self.json {

@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod schema_archive;
 pub mod session_proxy;
 pub mod snapshot_row;
+pub mod triggers;
 pub mod wire;
 
 /// Which libpq program is to reach the server.

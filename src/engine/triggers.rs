@@ -1,17 +1,17 @@
-//! User triggers during a load. steep loads data the way replication applies it: a table's user
-//! triggers do not fire (unless `--fire-triggers`), so a BEFORE trigger cannot rewrite the
-//! snapshot's values and an AFTER trigger cannot write rows of its own. The table's owner keeps
-//! them from firing inside the table's own load transaction — disabled there and enabled again
-//! before commit, so no other session ever sees them disabled — and a role that may load the
-//! table but does not own it is refused with the option that lets them fire.
+//! User triggers while steep writes a table (a snapshot's load, a merge's rows). steep writes data
+//! the way replication applies it: a table's user triggers do not fire (unless a snapshot apply's
+//! `--fire-triggers`), so a BEFORE trigger cannot rewrite the written values and an AFTER trigger
+//! cannot write rows of its own. The table's owner keeps them from firing inside the table's own
+//! transaction — disabled there and enabled again before commit, so no other session ever sees
+//! them disabled — and a role that may write the table but does not own it is refused.
 
 use anyhow::{bail, Context, Result};
 
 use crate::sql::quote_ident;
 
-/// Before anything is loaded: the tables (qualified names) with enabled user triggers that the
-/// role does not own, refused together, so a refusal changes nothing.
-pub(super) fn refuse_unowned(c: &mut postgres::Client, tables: &[String]) -> Result<()> {
+/// Of `tables` (qualified names), those with enabled user triggers the role does not own, each
+/// as "table (trigger, ...)": checked before anything is written, so a refusal changes nothing.
+pub fn unowned_with_triggers(c: &mut postgres::Client, tables: &[String]) -> Result<Vec<String>> {
     let rows = c
         .query(
             "SELECT c.oid::regclass::text,
@@ -25,29 +25,20 @@ pub(super) fn refuse_unowned(c: &mut postgres::Client, tables: &[String]) -> Res
             &[&tables],
         )
         .context("reading the target's triggers")?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = rows
+    Ok(rows
         .iter()
         .map(|r| format!("{} ({})", r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect();
-    bail!(
-        "user triggers would fire during the load and only a table's owner can keep them from \
-         firing: {}; nothing was changed: apply as the owner, or with --fire-triggers to let them \
-         fire",
-        list.join("; ")
-    )
+        .collect())
 }
 
 /// The user triggers of a table that were disabled for its load, with how they were enabled.
-pub(super) struct Held {
+pub struct Held {
     table: String,
     triggers: Vec<(String, String)>,
 }
 
 /// Disable the enabled user triggers of `table` (a qualified name) inside `tx`.
-pub(super) fn hold(tx: &mut postgres::Transaction, table: &str) -> Result<Held> {
+pub fn hold(tx: &mut impl postgres::GenericClient, table: &str) -> Result<Held> {
     let rows = tx
         .query(
             "SELECT t.tgname::text, t.tgenabled::text, pg_has_role(c.relowner, 'USAGE')
@@ -62,9 +53,9 @@ pub(super) fn hold(tx: &mut postgres::Transaction, table: &str) -> Result<Held> 
     if let Some(row) = rows.first() {
         if !row.get::<_, bool>(2) {
             bail!(
-                "{table} has user triggers ({}) that would fire during the load, and only its \
-                 owner can keep them from firing: apply as the owner, or with --fire-triggers to \
-                 let them fire",
+                "{table} has user triggers ({}) that would fire while steep writes it, and only \
+                 its owner can keep them from firing: run as the owner (a snapshot apply can let \
+                 them fire with --fire-triggers)",
                 triggers
                     .iter()
                     .map(|(n, _)| quote_ident(n))
@@ -87,13 +78,13 @@ pub(super) fn hold(tx: &mut postgres::Transaction, table: &str) -> Result<Held> 
 }
 
 impl Held {
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.triggers.is_empty()
     }
 }
 
 /// Enable again, as they were, the triggers `hold` disabled (before the transaction commits).
-pub(super) fn release(tx: &mut postgres::Transaction, held: Held) -> Result<()> {
+pub fn release(tx: &mut impl postgres::GenericClient, held: Held) -> Result<()> {
     for (name, how) in &held.triggers {
         let always = if how == "A" { "ALWAYS " } else { "" };
         tx.batch_execute(&format!(

@@ -10,6 +10,7 @@ mod libpq_oracle;
 mod lifecycle;
 mod local;
 mod merge_analysis;
+mod merge_run;
 mod node;
 mod operations;
 mod parity;

@@ -19,6 +19,7 @@ use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::counters::Counters;
 use steep::engine::error::ErrorKind;
+use steep::engine::merge::conflicts::{self, DecisionsFile};
 use steep::engine::merge::{self, stored, Analysis, AnalyzeOptions, Refused, TableOverlap};
 
 /// Keys shown per category without `--keys`.
@@ -53,6 +54,10 @@ pub struct AnalyzeArgs {
     /// Run here over our own connections to both nodes (the default).
     #[arg(long)]
     client: bool,
+    /// Write every conflict, with both row images and an empty decision, to FILE for
+    /// `steep merge run --decisions FILE` (client mode).
+    #[arg(long, value_name = "FILE", conflicts_with = "direct")]
+    decisions_out: Option<std::path::PathBuf>,
 }
 
 impl AnalyzeArgs {
@@ -63,7 +68,50 @@ impl AnalyzeArgs {
         } else {
             (self.client(ctx)?, None)
         };
-        report(ctx, &analysis, merge_id.as_deref(), self.keys)
+        let reported = report(ctx, &analysis, merge_id.as_deref(), self.keys);
+        if let Some(path) = &self.decisions_out {
+            self.write_decisions(ctx, path)?;
+        }
+        reported
+    }
+
+    /// Every conflict with both images and an empty decision, for review.
+    fn write_decisions(&self, ctx: &Ctx, path: &std::path::Path) -> Result<()> {
+        let (mut c, local) = ctx.open()?;
+        let created_at: String = c
+            .query_one(
+                "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                &[],
+            )?
+            .get(0);
+        let peer = ctx.other_params(&self.peer, "--peer")?;
+        let (_, peer) = steep::cli::client::open(&peer).context("connecting to the peer")?;
+        let progress = Arc::new(Counters::default());
+        let (l, p) = (CliConnect(local.clone()), CliConnect(peer.clone()));
+        let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
+            conflicts::collect(&l, &p, &self.tables, &progress)
+        });
+        let file = DecisionsFile {
+            format: conflicts::FORMAT.into(),
+            version: conflicts::VERSION,
+            created_at,
+            local: local.redacted(),
+            peer: peer.redacted(),
+            conflicts: found?,
+        };
+        let text = serde_json::to_string_pretty(&file)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        ctx.out.status(
+            "Wrote",
+            format!(
+                "{} conflicts to {}: fill in each \"decision\" (keep_local, keep_remote, skip), \
+                 then steep merge run --decisions {}",
+                file.conflicts.len(),
+                path.display(),
+                path.display()
+            ),
+        );
+        Ok(())
     }
 
     fn client(&self, ctx: &Ctx) -> Result<Analysis> {

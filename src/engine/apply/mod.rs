@@ -7,7 +7,6 @@
 
 mod markers;
 mod schema_check;
-mod triggers;
 mod units;
 
 use markers::Markers;
@@ -27,6 +26,7 @@ use crate::engine::fkorder::load_units;
 use crate::engine::manifest::Manifest;
 use crate::engine::needs;
 use crate::engine::schema_archive::{self, Restore, Section};
+use crate::engine::triggers;
 use crate::engine::Connect;
 use crate::schema_shape;
 use crate::sql::qualified;
@@ -290,7 +290,15 @@ pub fn apply(dst: &dyn Connect, opts: &ApplyOptions, progress: &Counters) -> Res
             .filter(|(_, d)| !**d)
             .map(|(t, _)| t.qualified())
             .collect();
-        triggers::refuse_unowned(&mut coord, &to_load)?;
+        let unowned = triggers::unowned_with_triggers(&mut coord, &to_load)?;
+        if !unowned.is_empty() {
+            bail!(
+                "user triggers would fire during the load and only a table's owner can keep \
+                 them from firing: {}; nothing was changed: apply as the owner, or with \
+                 --fire-triggers to let them fire",
+                unowned.join("; ")
+            );
+        }
     }
     let skipped = done.iter().filter(|d| **d).count();
     progress

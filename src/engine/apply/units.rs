@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 
 use super::markers::Markers;
-use super::triggers;
 use super::SchemaMode;
 use crate::db_error::db_error;
 use crate::engine::catalog::{prepare_session, ForeignKey};
@@ -17,6 +16,7 @@ use crate::engine::counters::Counters;
 use crate::engine::fkorder::load_units;
 use crate::engine::manifest::{copy_list, Manifest, Table};
 use crate::engine::scheduler::{self, Tasks};
+use crate::engine::triggers;
 use crate::engine::Connect;
 use crate::sql::quote_ident;
 

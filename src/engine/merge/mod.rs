@@ -9,11 +9,16 @@
 //! (`preflight`); one-sided rows whose secondary unique key the other node holds are reported
 //! (`unique`).
 
+pub mod apply;
+pub mod conflicts;
 pub mod digest;
+pub mod ledger;
 pub mod overlap;
 pub mod packed;
 pub mod preflight;
+pub mod rows;
 pub mod stored;
+pub mod strategy;
 pub mod unique;
 
 use anyhow::{Context, Result};
@@ -113,7 +118,11 @@ pub struct Analysis {
 }
 
 /// A connection prepared for digests, in a REPEATABLE READ transaction, watched for cancel.
-fn open(side: &dyn Connect, progress: &Counters, what: &str) -> Result<postgres::Client> {
+pub(crate) fn open(
+    side: &dyn Connect,
+    progress: &Counters,
+    what: &str,
+) -> Result<postgres::Client> {
     let mut c = side
         .connect()
         .with_context(|| format!("connecting to the {what}"))?;

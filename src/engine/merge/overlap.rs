@@ -88,6 +88,15 @@ fn estimate(c: &mut postgres::Client, t: &TableInfo) -> Result<i64> {
 /// and a bound on the memory a backend or worker spends on a table where most rows differ.
 pub const MAX_KEYS: usize = 100_000;
 
+/// A row that does not match: its key and its row hash on each side that holds it (both: a
+/// conflict; one: a row on that side only). A merge binds its decisions to the two hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Differing {
+    pub key: String,
+    pub local: Option<i64>,
+    pub remote: Option<i64>,
+}
+
 /// What the merge of the two pair streams found.
 #[derive(Default)]
 struct Tally {
@@ -98,6 +107,8 @@ struct Tally {
     pairs_local: u64,
     pairs_remote: u64,
     keys: Keys,
+    /// Every differing row, uncapped (a merge's compare; None for an analysis).
+    rows: Option<Vec<Differing>>,
 }
 
 impl Tally {
@@ -107,25 +118,38 @@ impl Tally {
         }
     }
 
+    fn differs(&mut self, key: &str, local: Option<i64>, remote: Option<i64>) {
+        if let Some(rows) = &mut self.rows {
+            rows.push(Differing {
+                key: key.to_string(),
+                local,
+                remote,
+            });
+        }
+    }
+
     /// One key hash's rows of both sides (almost always one row or none each).
     fn group(&mut self, mine: &[(String, i64)], theirs: &[(String, i64)]) {
         for (k, h) in mine {
             match theirs.iter().find(|(o, _)| o == k) {
                 Some((_, oh)) if oh == h => self.matched += 1,
-                Some(_) => {
+                Some((_, oh)) => {
                     self.conflict += 1;
                     Self::keep(&mut self.keys.conflict, k);
+                    self.differs(k, Some(*h), Some(*oh));
                 }
                 None => {
                     self.local_only += 1;
                     Self::keep(&mut self.keys.local_only, k);
+                    self.differs(k, Some(*h), None);
                 }
             }
         }
-        for (k, _) in theirs {
+        for (k, h) in theirs {
             if !mine.iter().any(|(m, _)| m == k) {
                 self.remote_only += 1;
                 Self::keep(&mut self.keys.remote_only, k);
+                self.differs(k, None, Some(*h));
             }
         }
     }
@@ -233,6 +257,25 @@ pub fn compare(
     peer: &mut postgres::Client,
     t: &TableInfo,
 ) -> Result<TableOverlap> {
+    Ok(compare_keeping(local, peer, t, false)?.0)
+}
+
+/// Compare one table as a merge does: also every differing row with both row hashes, however
+/// many (a merge must write them all).
+pub fn compare_rows(
+    local: &mut postgres::Client,
+    peer: &mut postgres::Client,
+    t: &TableInfo,
+) -> Result<(TableOverlap, Vec<Differing>)> {
+    compare_keeping(local, peer, t, true)
+}
+
+fn compare_keeping(
+    local: &mut postgres::Client,
+    peer: &mut postgres::Client,
+    t: &TableInfo,
+    every_row: bool,
+) -> Result<(TableOverlap, Vec<Differing>)> {
     let d = Digest::of(t);
     let (le, pe) = both(local, peer, |c| estimate(c, t), |c| estimate(c, t))?;
     let mask = mask_for(le.max(pe));
@@ -246,7 +289,10 @@ pub fn compare(
     } = compare_buckets(local, peer, &sql)?;
     let streamed = buckets > 0 && differing.len() as f64 > STREAM_ABOVE * buckets as f64;
     // Rows of equal buckets match (same count, same sum of 64-bit row hashes).
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        rows: every_row.then(Vec::new),
+        ..Default::default()
+    };
     if streamed {
         matched = 0;
     }
@@ -263,13 +309,14 @@ pub fn compare(
         remote_only,
         pairs_local,
         pairs_remote,
+        rows,
         ..
     } = tally;
     keys.sort();
     let common = matched + conflict;
     let suspect_serial_keys = common >= SERIAL_MIN_COMMON && conflict * 2 > common;
     let unique_collisions = unique::collisions(local, peer, t, &d, &keys)?;
-    Ok(TableOverlap {
+    let overlap = TableOverlap {
         schema: t.schema.clone(),
         table: t.name.clone(),
         matched,
@@ -290,5 +337,6 @@ pub fn compare(
             streamed,
         },
         keys,
-    })
+    };
+    Ok((overlap, rows.unwrap_or_default()))
 }

@@ -25,7 +25,7 @@ fn encoding(c: &mut postgres::Client) -> Result<String> {
 
 /// Whether table `schema.name` is among the names asked for (`schema.table`, or `table` in any
 /// schema); every table when none are.
-fn chosen(schema: &str, name: &str, names: &[String]) -> bool {
+pub fn chosen(schema: &str, name: &str, names: &[String]) -> bool {
     names.is_empty()
         || names.iter().any(|n| match n.split_once('.') {
             Some((s, t)) => s == schema && t == name,

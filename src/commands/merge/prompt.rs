@@ -1,0 +1,193 @@
+//! `ask`: each conflict side by side — both row images, the differing columns highlighted — and
+//! the operator's answer, saved the moment it is given (an interrupted run resumes at the next
+//! undecided conflict).
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+
+use crate::commands::Usage;
+use crate::context::Ctx;
+use steep::cli::output::{table, Output};
+use steep::engine::merge::conflicts::Conflict;
+use steep::engine::merge::ledger::{self, Decisions};
+use steep::engine::merge::strategy::Resolution;
+
+/// Whether prompts can be shown and answered here.
+pub fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+pub fn no_terminal() -> anyhow::Error {
+    Usage(
+        "strategy ask needs a terminal to ask at, and there is none: give the answers in a \
+         decisions file (steep merge analyze --decisions-out FILE writes one; fill in each \
+         \"decision\", then steep merge run --decisions FILE), or choose another --strategy"
+            .into(),
+    )
+    .into()
+}
+
+/// How far an answer reaches.
+#[derive(Clone, Copy, PartialEq)]
+enum Reach {
+    One,
+    Table,
+    All,
+}
+
+/// The answer typed: l, r, s (this conflict), L, R, S (the rest of this table), l!, r!, s! (every
+/// remaining conflict), q (stop).
+fn parse(answer: &str) -> Option<Option<(Resolution, Reach)>> {
+    let a = answer.trim();
+    if a == "q" {
+        return Some(None);
+    }
+    let (letter, all) = match a.strip_suffix('!') {
+        Some(l) => (l, true),
+        None => (a, false),
+    };
+    let (r, upper) = match letter {
+        "l" => (Resolution::KeepLocal, false),
+        "r" => (Resolution::KeepRemote, false),
+        "s" => (Resolution::Skip, false),
+        "L" => (Resolution::KeepLocal, true),
+        "R" => (Resolution::KeepRemote, true),
+        "S" => (Resolution::Skip, true),
+        _ => return None,
+    };
+    let reach = match (all, upper) {
+        (true, _) => Reach::All,
+        (false, true) => Reach::Table,
+        (false, false) => Reach::One,
+    };
+    Some(Some((r, reach)))
+}
+
+fn value(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => "NULL".into(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Both rows side by side, differing columns marked.
+fn show(out: &Output, c: &Conflict, n: usize, total: usize) {
+    out.show(format!(
+        "\nconflict {n} of {total}: {} key {}",
+        c.table, c.key
+    ));
+    let cols: Vec<String> = c
+        .local_row
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = cols
+        .iter()
+        .map(|col| {
+            let differs = c.differing_columns.contains(col);
+            let (l, r) = (value(c.local_row.get(col)), value(c.remote_row.get(col)));
+            if differs {
+                vec![
+                    Output::highlight(&format!("* {col}")),
+                    Output::highlight(&l),
+                    Output::highlight(&r),
+                ]
+            } else {
+                vec![format!("  {col}"), l, r]
+            }
+        })
+        .collect();
+    out.show(table(&["column", "local", "remote"], &rows));
+}
+
+/// Ask about every conflict not decided yet (on these very rows); each answer saved at once.
+/// Returns false when the operator stopped (q).
+pub fn ask(
+    ctx: &Ctx,
+    c: &mut postgres::Client,
+    merge_id: &str,
+    role: &str,
+    conflicts: &[Conflict],
+    decided: &Decisions,
+) -> Result<bool> {
+    let open: Vec<&Conflict> = conflicts
+        .iter()
+        .filter(|x| {
+            let hashes = (x.local_hash.parse().ok(), x.remote_hash.parse().ok());
+            decided
+                .get(&(x.table.clone(), x.key.clone()))
+                .is_none_or(|d| (d.local_hash, d.remote_hash) != hashes)
+        })
+        .collect();
+    if open.is_empty() {
+        return Ok(true);
+    }
+    if !interactive() {
+        return Err(no_terminal());
+    }
+    ctx.out.note(format!(
+        "{} conflicts to decide. Answers: l keep local, r keep remote, s skip (leave both); \
+         L R S the same for the rest of the table; l! r! s! the same for every remaining \
+         conflict; q stop (answers so far are kept: steep merge run --resume {merge_id})",
+        open.len()
+    ));
+    let mut sticky: Option<(Resolution, Reach, String)> = None;
+    for (n, x) in open.iter().enumerate() {
+        let answer = match &sticky {
+            Some((r, Reach::All, _)) => *r,
+            Some((r, Reach::Table, t)) if *t == x.table => *r,
+            _ => {
+                show(&ctx.out, x, n + 1, open.len());
+                let (r, reach) = loop {
+                    let typed: String = dialoguer::Input::new()
+                        .with_prompt("keep [l]ocal, [r]emote, [s]kip (L/R/S rest of table, l!/r!/s! all, q stop)")
+                        .allow_empty(true)
+                        .interact_text()
+                        .context("reading the answer")?;
+                    match parse(&typed) {
+                        Some(None) => return Ok(false),
+                        Some(Some(a)) => break a,
+                        None => ctx.out.show("answer l, r, s, L, R, S, l!, r!, s! or q"),
+                    }
+                };
+                if reach != Reach::One {
+                    sticky = Some((r, reach, x.table.clone()));
+                }
+                r
+            }
+        };
+        let (schema, table) = split(&x.table)?;
+        let d = ledger::Decision {
+            local_hash: x.local_hash.parse().ok(),
+            remote_hash: x.remote_hash.parse().ok(),
+            resolution: answer,
+            decided_by: format!("operator {role}"),
+        };
+        ledger::save_decision(c, merge_id, &schema, &table, &x.key, &d)?;
+    }
+    Ok(true)
+}
+
+/// `schema.table` (as `sql::qualified` writes it) back into its parts.
+pub fn split(qualified: &str) -> Result<(String, String)> {
+    let (s, t) = steep::sql::parse_qualified_name(qualified)?;
+    Ok((s.unwrap_or_else(|| "public".into()), t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_reach_one_the_table_or_all() {
+        assert!(parse("q").unwrap().is_none());
+        let a = |s: &str| parse(s).unwrap().unwrap();
+        assert!(matches!(a("l"), (Resolution::KeepLocal, Reach::One)));
+        assert!(matches!(a(" R "), (Resolution::KeepRemote, Reach::Table)));
+        assert!(matches!(a("s!"), (Resolution::Skip, Reach::All)));
+        assert!(parse("x").is_none());
+        assert!(parse("").is_none());
+    }
+}

@@ -1,0 +1,398 @@
+//! `steep merge run`: make this node and a peer hold the same rows. Client mode: the CLI holds a
+//! connection to each node with the operator's own credentials and runs the engine here; the
+//! merge is recorded on this node (its `merges` row, which tables are done, decisions, audit).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::prompt;
+use crate::commands::snapshot::client_run::{run_local, CliConnect};
+use crate::commands::{require_extension, Blocking, Usage};
+use crate::context::Ctx;
+use steep::cli::output::table;
+use steep::engine::counters::Counters;
+use steep::engine::error::ErrorKind;
+use steep::engine::merge::apply::{self, MergeOptions, MergeReport};
+use steep::engine::merge::conflicts::{self, DecisionsFile};
+use steep::engine::merge::ledger;
+use steep::engine::merge::strategy::{table_arg, Strategy};
+use steep::engine::merge::Refused;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The peer's connection string (URI or key=value; PG* variables fill the gaps).
+    #[arg(long, value_name = "PEER")]
+    peer: String,
+    /// How conflicts are decided: prefer-local, prefer-remote, last-modified (commit
+    /// timestamps), last-modified:COLUMN, or ask.
+    #[arg(long, default_value = "ask", value_parser = |s: &str| s.parse::<Strategy>())]
+    strategy: Strategy,
+    /// Only this table (schema.table, or table in any schema), optionally with its own
+    /// strategy: TABLE:STRATEGY (repeatable).
+    #[arg(long = "table", short = 't', value_name = "TABLE[:STRATEGY]", value_parser = table_arg)]
+    tables: Vec<(String, Option<Strategy>)>,
+    /// Decisions for conflicts (steep merge analyze --decisions-out writes the file); a decision
+    /// made on rows that changed since is not applied.
+    #[arg(long, value_name = "FILE")]
+    decisions: Option<PathBuf>,
+    /// Count what would change on each node; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave rows that only one node has where they are (default: copy them to the other).
+    #[arg(long)]
+    keep_one_sided: bool,
+    /// Go on with an earlier merge (its strategy and tables): tables it merged are not redone.
+    #[arg(long, value_name = "MERGE_ID", conflicts_with_all = ["strategy", "tables", "keep_one_sided", "dry_run"])]
+    resume: Option<String>,
+}
+
+impl RunArgs {
+    pub fn execute(&self, ctx: &Ctx) -> Result<()> {
+        let (mut c, local) = ctx.open()?;
+        require_extension(&mut c)?;
+        let has: bool = c
+            .query_one(
+                "SELECT pg_catalog.to_regclass('steep_repl.merge_tables') IS NOT NULL",
+                &[],
+            )?
+            .get(0);
+        if !has {
+            bail!(
+                "the server's steep_repl is older than 0.6.0, which keeps a merge's progress, \
+                 decisions and audit: run `steep init` to upgrade it"
+            );
+        }
+        let peer = ctx.other_params(&self.peer, "--peer")?;
+        let (_, peer) = steep::cli::client::open(&peer).context("connecting to the peer")?;
+        let role: String = c.query_one("SELECT current_user::text", &[])?.get(0);
+        let opts = match &self.resume {
+            Some(id) => resumed(&mut c, id, &role)?,
+            None => self.start(&mut c, &peer.redacted(), &role)?,
+        };
+        ctx.out.status(
+            if self.resume.is_some() {
+                "Resuming"
+            } else {
+                "Merging"
+            },
+            format!(
+                "{} with strategy {} ({}; if interrupted: steep merge run --peer ... --resume {})",
+                opts.merge_id,
+                opts.strategy,
+                if opts.dry_run {
+                    "dry run"
+                } else {
+                    "writes both nodes"
+                },
+                opts.merge_id
+            ),
+        );
+        let result = self.run(ctx, &mut c, &local, &peer, &opts);
+        let (status, error) = match &result {
+            Ok(r) if r.tables.iter().any(|t| t.undecided > 0) => ("awaiting_decisions", None),
+            Ok(_) => ("complete", None),
+            Err(e) if ErrorKind::of(e) == Some(ErrorKind::Cancelled) => {
+                ("cancelled", Some(format!("{e:#}")))
+            }
+            Err(e) => ("failed", Some(format!("{e:#}"))),
+        };
+        let report = result.as_ref().ok().map(serde_json::to_value).transpose()?;
+        let (rows, conflicts) = result.as_ref().map_or((0, 0), |r| {
+            r.tables.iter().fold((0i64, 0i64), |(n, k), t| {
+                (
+                    n + (t.local_inserted + t.local_updated + t.remote_inserted + t.remote_updated)
+                        as i64,
+                    k + t.conflict as i64,
+                )
+            })
+        });
+        if let Err(e) = c.execute(
+            "UPDATE steep_repl.merges SET status = $2, error_message = $3, result = $4,
+                    rows_merged = $5, conflict_count = $6, completed_at = pg_catalog.now(),
+                    tables_completed = coalesce(pg_catalog.jsonb_array_length($4::jsonb -> 'tables'), 0)
+              WHERE merge_id = $1",
+            &[&opts.merge_id, &status, &error, &report, &rows, &conflicts],
+        ) {
+            ctx.out.warn(format!(
+                "not recording the outcome in steep_repl.merges: {}",
+                steep::db_error::describe(&e)
+            ));
+        }
+        let r = result.map_err(|e| match e.downcast::<Refused>() {
+            Ok(r) => Blocking(r.to_string()).into(),
+            Err(e) => e,
+        })?;
+        report_of(ctx, &r)
+    }
+
+    /// A new merge: its row, then the decisions of the file given.
+    fn start(&self, c: &mut postgres::Client, peer: &str, role: &str) -> Result<MergeOptions> {
+        let names: Vec<String> = self.tables.iter().map(|(t, _)| t.clone()).collect();
+        let per_table: Vec<(String, Strategy)> = self
+            .tables
+            .iter()
+            .filter_map(|(t, s)| Some((t.clone(), s.clone()?)))
+            .collect();
+        let options = json!({
+            "strategy": self.strategy.to_string(),
+            "per_table": per_table.iter().map(|(t, s)| json!({"table": t, "strategy": s.to_string()})).collect::<Vec<_>>(),
+            "keep_one_sided": self.keep_one_sided,
+            "mode": "client",
+        });
+        let merge_id: String = c
+            .query_one(
+                "INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status,
+                                                kind, options, started_at)
+                 VALUES (steep_repl._new_merge_id(), $1, $2, $3, $4, 'running', 'merge', $5,
+                         pg_catalog.now())
+                 RETURNING merge_id",
+                &[
+                    &peer,
+                    &names,
+                    &self.strategy.family(),
+                    &self.dry_run,
+                    &options,
+                ],
+            )
+            .map_err(steep::db_error::db_error)
+            .context("recording the merge in steep_repl.merges")?
+            .get(0);
+        Ok(MergeOptions {
+            merge_id,
+            tables: names,
+            strategy: self.strategy.clone(),
+            per_table,
+            keep_one_sided: self.keep_one_sided,
+            dry_run: self.dry_run,
+            role: role.to_string(),
+        })
+    }
+
+    fn run(
+        &self,
+        ctx: &Ctx,
+        c: &mut postgres::Client,
+        local: &steep::conn::ConnParams,
+        peer: &steep::conn::ConnParams,
+        opts: &MergeOptions,
+    ) -> Result<MergeReport> {
+        if let Some(path) = &self.decisions {
+            let file = DecisionsFile::read(path)?;
+            let by = format!("decisions file {} ({})", path.display(), opts.role);
+            let mut n = 0;
+            for x in &file.conflicts {
+                if let Some(d) = x.decided(&by)? {
+                    let (schema, table) = prompt::split(&x.table)?;
+                    ledger::save_decision(c, &opts.merge_id, &schema, &table, &x.key, &d)?;
+                    n += 1;
+                }
+            }
+            ctx.out.status(
+                "Read",
+                format!(
+                    "{n} decisions of {} conflicts from {}",
+                    file.conflicts.len(),
+                    path.display()
+                ),
+            );
+        }
+        let (local, peer) = (CliConnect(local.clone()), CliConnect(peer.clone()));
+        let asks = opts.strategy == Strategy::Ask
+            || opts.per_table.iter().any(|(_, s)| *s == Strategy::Ask);
+        if asks && !opts.dry_run {
+            if self.decisions.is_none() && !prompt::interactive() {
+                return Err(prompt::no_terminal());
+            }
+            // Only the tables whose strategy asks.
+            let names: Vec<String> = ask_tables(opts);
+            let progress = Arc::new(Counters::default());
+            let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
+                conflicts::collect(&local, &peer, &names, &progress)
+            });
+            let found: Vec<_> = found?
+                .into_iter()
+                .filter(|x| asks_for(opts, &x.table))
+                .collect();
+            let decided = ledger::decisions(c, &opts.merge_id)?;
+            let pending = found
+                .iter()
+                .any(|x| !decided.contains_key(&(x.table.clone(), x.key.clone())));
+            if pending
+                && (self.decisions.is_none() || prompt::interactive())
+                && !prompt::ask(ctx, c, &opts.merge_id, &opts.role, &found, &decided)?
+            {
+                bail!(
+                    "stopped at the operator's request; the answers given are kept: steep \
+                     merge run --peer ... --resume {}",
+                    opts.merge_id
+                );
+            }
+        }
+        let progress = Arc::new(Counters::default());
+        let (result, _) = run_local(ctx, "merge", &progress, &mut None, || {
+            apply::merge(&local, &peer, opts, &progress)
+        });
+        result
+    }
+}
+
+/// The tables (names as given) whose strategy is ask: none named means every table.
+fn ask_tables(opts: &MergeOptions) -> Vec<String> {
+    if opts.strategy == Strategy::Ask {
+        opts.tables.clone()
+    } else {
+        opts.per_table
+            .iter()
+            .filter(|(_, s)| *s == Strategy::Ask)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
+
+/// Whether the strategy of table `qualified` is ask.
+fn asks_for(opts: &MergeOptions, qualified: &str) -> bool {
+    let Ok((schema, table)) = prompt::split(qualified) else {
+        return false;
+    };
+    let own = opts.per_table.iter().rev().find(|(n, _)| {
+        steep::engine::merge::preflight::chosen(&schema, &table, std::slice::from_ref(n))
+    });
+    own.map_or(&opts.strategy, |(_, s)| s) == &Strategy::Ask
+}
+
+/// An earlier merge's options, read back from its row.
+fn resumed(c: &mut postgres::Client, id: &str, role: &str) -> Result<MergeOptions> {
+    let row = c
+        .query_opt(
+            "SELECT tables, options, kind, dry_run FROM steep_repl.merges WHERE merge_id = $1",
+            &[&id],
+        )?
+        .ok_or_else(|| {
+            Usage(format!(
+                "no merge {id} that this role may see: `steep merge list` shows them"
+            ))
+        })?;
+    let (tables, options, kind, dry_run): (Vec<String>, serde_json::Value, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if kind != "merge" || dry_run {
+        return Err(Usage(format!(
+            "{id} is {}, not a merge to resume",
+            if dry_run { "a dry run" } else { "an analysis" }
+        ))
+        .into());
+    }
+    let strategy: Strategy = options["strategy"]
+        .as_str()
+        .unwrap_or("ask")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let per_table = options["per_table"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        e["table"].as_str()?.to_string(),
+                        e["strategy"].as_str()?.parse().ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    c.execute(
+        "UPDATE steep_repl.merges SET status = 'running', error_message = NULL WHERE merge_id = $1",
+        &[&id],
+    )?;
+    Ok(MergeOptions {
+        merge_id: id.to_string(),
+        tables,
+        strategy,
+        per_table,
+        keep_one_sided: options["keep_one_sided"].as_bool().unwrap_or(false),
+        dry_run: false,
+        role: role.to_string(),
+    })
+}
+
+fn report_of(ctx: &Ctx, r: &MergeReport) -> Result<()> {
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.qualified(),
+                t.strategy.clone(),
+                t.conflict.to_string(),
+                format!("+{} ~{}", t.local_inserted, t.local_updated),
+                format!("+{} ~{}", t.remote_inserted, t.remote_updated),
+                t.skipped.to_string(),
+                t.undecided.to_string(),
+                t.state.clone(),
+            ]
+        })
+        .collect();
+    ctx.out.line(table(
+        &[
+            "table",
+            "strategy",
+            "conflicts",
+            "local (+new ~updated)",
+            "peer (+new ~updated)",
+            "skipped",
+            "undecided",
+            "state",
+        ],
+        &rows,
+    ));
+    for t in &r.tables {
+        if !t.undecided_keys.is_empty() {
+            ctx.out.line(format!(
+                "{} undecided: {}{}",
+                t.qualified(),
+                t.undecided_keys.join(" "),
+                if t.undecided as usize > t.undecided_keys.len() {
+                    format!(" (+{} more)", t.undecided as usize - t.undecided_keys.len())
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    for t in &r.completed_from_peer_only {
+        ctx.out.note(format!(
+            "{t} had been merged on the peer only by an earlier run; now merged on both"
+        ));
+    }
+    let sum = |f: fn(&apply::TableMerge) -> u64| r.tables.iter().map(f).sum::<u64>();
+    let (to_local, to_peer) = (
+        sum(|t| t.local_inserted + t.local_updated),
+        sum(|t| t.remote_inserted + t.remote_updated),
+    );
+    ctx.out.status(
+        if r.dry_run { "Would merge" } else { "Merged" },
+        format!(
+            "{} tables: {to_local} rows written here, {to_peer} on the peer, {} skipped, {} \
+             undecided ({})",
+            r.tables.len(),
+            sum(|t| t.skipped),
+            sum(|t| t.undecided),
+            r.merge_id
+        ),
+    );
+    ctx.out.json(r)?;
+    let undecided = sum(|t| t.undecided);
+    if undecided > 0 {
+        return Err(Blocking(format!(
+            "{undecided} conflicts are undecided and were left as they are on both nodes: \
+             decide them (steep merge run --peer ... --resume {} at a terminal, or with \
+             --decisions FILE)",
+            r.merge_id
+        ))
+        .into());
+    }
+    Ok(())
+}

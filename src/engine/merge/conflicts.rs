@@ -1,0 +1,244 @@
+//! The conflicts of two nodes with both row images — what the operator decides on, at a prompt
+//! or in a decisions file — and the decisions file itself.
+//!
+//! A decisions file (format `steep-merge-decisions`, version 1) is JSON:
+//!
+//! ```json
+//! { "format": "steep-merge-decisions", "version": 1, "created_at": "...",
+//!   "local": "host=a dbname=app", "peer": "host=b dbname=app",
+//!   "conflicts": [
+//!     { "table": "public.customers", "key": "(42)", "pk": {"id": "42"},
+//!       "local_hash": "-812...", "remote_hash": "1993...",
+//!       "differing_columns": ["email"],
+//!       "local_row": {"id": "42", "email": "a@x"}, "remote_row": {"id": "42", "email": "b@x"},
+//!       "decision": null } ] }
+//! ```
+//!
+//! `decision` is `"keep_local"`, `"keep_remote"`, `"skip"` or null (undecided). The hashes (64-bit
+//! integers as strings, so tools that read JSON numbers as doubles keep them exact) bind the
+//! decision to the rows it was made on: a row changed since is undecided again.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::catalog::TableInfo;
+use crate::engine::counters::Counters;
+use crate::engine::error::cancelled;
+use crate::engine::merge::ledger::Decision;
+use crate::engine::merge::overlap;
+use crate::engine::merge::rows;
+use crate::engine::merge::strategy::Resolution;
+use crate::engine::merge::{open, preflight};
+use crate::engine::Connect;
+
+pub const FORMAT: &str = "steep-merge-decisions";
+pub const VERSION: u32 = 1;
+
+/// One conflict as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub table: String,
+    pub key: String,
+    pub pk: serde_json::Value,
+    pub local_hash: String,
+    pub remote_hash: String,
+    pub differing_columns: Vec<String>,
+    pub local_row: serde_json::Value,
+    pub remote_row: serde_json::Value,
+    #[serde(default)]
+    pub decision: Option<String>,
+}
+
+impl Conflict {
+    /// Its decision, bound to its row hashes; None when undecided.
+    pub fn decided(&self, by: &str) -> Result<Option<Decision>> {
+        let Some(d) = &self.decision else {
+            return Ok(None);
+        };
+        let resolution = match Resolution::parse(d) {
+            Some(r @ (Resolution::KeepLocal | Resolution::KeepRemote | Resolution::Skip)) => r,
+            _ => bail!(
+                "{} {}: decision {d:?} is not one of keep_local, keep_remote, skip (or null)",
+                self.table,
+                self.key
+            ),
+        };
+        let hash = |h: &str, which: &str| -> Result<i64> {
+            h.parse().with_context(|| {
+                format!(
+                    "{} {}: {which} {h:?} is not a 64-bit integer",
+                    self.table, self.key
+                )
+            })
+        };
+        Ok(Some(Decision {
+            local_hash: Some(hash(&self.local_hash, "local_hash")?),
+            remote_hash: Some(hash(&self.remote_hash, "remote_hash")?),
+            resolution,
+            decided_by: by.to_string(),
+        }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionsFile {
+    pub format: String,
+    pub version: u32,
+    pub created_at: String,
+    pub local: String,
+    pub peer: String,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl DecisionsFile {
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading decisions file {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            bail!(
+                "{} is not a steep decisions file (no \"format\": \"{FORMAT}\"): write one with \
+                 steep merge analyze --decisions-out FILE",
+                path.display()
+            );
+        }
+        match v.get("version").and_then(|f| f.as_u64()) {
+            Some(n) if n == VERSION as u64 => {}
+            other => bail!(
+                "{} is a version {} decisions file; this steep reads version {VERSION}",
+                path.display(),
+                other
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+        }
+        serde_json::from_value(v).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// The columns whose values differ between two row images.
+pub fn differing_columns(local: &serde_json::Value, remote: &serde_json::Value) -> Vec<String> {
+    let (Some(l), Some(r)) = (local.as_object(), remote.as_object()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = l
+        .iter()
+        .filter(|(k, v)| r.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(r.keys().filter(|k| !l.contains_key(*k)).cloned());
+    out
+}
+
+/// Every conflict of `t`, with both images, read in one snapshot of each node (the caller's
+/// REPEATABLE READ transactions).
+pub fn of_table(
+    l: &mut postgres::Client,
+    p: &mut postgres::Client,
+    t: &TableInfo,
+) -> Result<Vec<Conflict>> {
+    let (_, diff) = overlap::compare_rows(l, p, t)?;
+    let conflicts: Vec<&overlap::Differing> = diff
+        .iter()
+        .filter(|d| d.local.is_some() && d.remote.is_some())
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&str> = conflicts.iter().map(|d| d.key.as_str()).collect();
+    rows::load_keys(l, t, "steep_c", &keys)?;
+    rows::load_keys(p, t, "steep_c", &keys)?;
+    let (li, ri) = (
+        rows::images(l, t, "steep_c")?,
+        rows::images(p, t, "steep_c")?,
+    );
+    let mut out = Vec::new();
+    for d in conflicts {
+        let (Some(a), Some(b)) = (li.get(&d.key), ri.get(&d.key)) else {
+            continue;
+        };
+        let local_row: serde_json::Value = serde_json::from_str(&a.row)?;
+        let remote_row: serde_json::Value = serde_json::from_str(&b.row)?;
+        out.push(Conflict {
+            table: t.qualified(),
+            key: d.key.clone(),
+            pk: serde_json::from_str(&a.pk)?,
+            local_hash: d.local.unwrap_or_default().to_string(),
+            remote_hash: d.remote.unwrap_or_default().to_string(),
+            differing_columns: differing_columns(&local_row, &remote_row),
+            local_row,
+            remote_row,
+            decision: None,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// Every conflict of the tables named (none: every table), both nodes compared table by table.
+pub fn collect(
+    local: &dyn Connect,
+    peer: &dyn Connect,
+    names: &[String],
+    progress: &Counters,
+) -> Result<Vec<Conflict>> {
+    progress.set_phase("preflight");
+    let mut l = open(local, progress, "local node")?;
+    let mut p = open(peer, progress, "peer")?;
+    let tables = preflight::check(&mut l, &mut p, names)?.tables;
+    progress.set_phase("reading conflicts");
+    let mut out = Vec::new();
+    for t in &tables {
+        if progress.cancelled() {
+            return Err(cancelled("nothing was changed"));
+        }
+        progress.set_table(Some(t.qualified()));
+        for c in [&mut l, &mut p] {
+            // Not READ ONLY: the keys go into temporary tables. Rolled back at the end.
+            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+        }
+        let r = of_table(&mut l, &mut p, t);
+        for c in [&mut l, &mut p] {
+            let _ = c.batch_execute("ROLLBACK");
+        }
+        out.extend(r.with_context(|| format!("reading the conflicts of {}", t.qualified()))?);
+    }
+    progress.set_table(None);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differing_columns_are_those_whose_values_differ() {
+        let l = json!({"id": "1", "a": "x", "b": null});
+        let r = json!({"id": "1", "a": "y", "b": "z"});
+        assert_eq!(differing_columns(&l, &r), ["a", "b"]);
+    }
+
+    #[test]
+    fn decisions_bind_to_hashes_and_refuse_unknown_words() {
+        let mut c = Conflict {
+            table: "public.t".into(),
+            key: "(1)".into(),
+            pk: json!({"id": "1"}),
+            local_hash: "-5".into(),
+            remote_hash: "7".into(),
+            differing_columns: vec![],
+            local_row: json!({}),
+            remote_row: json!({}),
+            decision: None,
+        };
+        assert_eq!(c.decided("me").unwrap(), None);
+        c.decision = Some("keep_remote".into());
+        let d = c.decided("me").unwrap().unwrap();
+        assert_eq!((d.local_hash, d.remote_hash), (Some(-5), Some(7)));
+        assert_eq!(d.resolution, Resolution::KeepRemote);
+        c.decision = Some("copied_to_local".into());
+        assert!(c.decided("me").is_err());
+    }
+}

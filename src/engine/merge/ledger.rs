@@ -1,0 +1,178 @@
+//! What a merge keeps on the local node (steep_repl 0.6.0): which tables it has merged
+//! (`merge_tables`, written in the same transaction as the table's rows, so a table counts as
+//! merged exactly when its rows are), the operator's decisions bound to both row hashes
+//! (`merge_decisions`), and one audit row per decided row (`merge_audit_log`). The one set of
+//! statements the CLI and the job use.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+use crate::engine::merge::overlap::Differing;
+use crate::engine::merge::strategy::Resolution;
+
+/// A table's state in `merge_tables`: its rows were written to the peer and the local commit
+/// has not been seen yet (a failure in between leaves it merged on the peer only), or merged on
+/// both nodes.
+pub const COMMITTING: &str = "committing";
+pub const MERGED: &str = "merged";
+
+/// $1 merge_id, $2 schema, $3 table, $4 state, $5 result (JSON text).
+pub const MARK_TABLE: &str = "INSERT INTO steep_repl.merge_tables
+        (merge_id, schema_name, table_name, state, result)
+    VALUES ($1, $2, $3, $4, $5::text::jsonb)
+    ON CONFLICT (merge_id, schema_name, table_name)
+    DO UPDATE SET state = EXCLUDED.state, result = EXCLUDED.result, updated_at = pg_catalog.now()";
+
+/// The state of every table of a merge, by `schema.table` as `sql::qualified` writes it.
+pub fn table_states(c: &mut postgres::Client, merge_id: &str) -> Result<HashMap<String, String>> {
+    Ok(c.query(
+        "SELECT schema_name, table_name, state FROM steep_repl.merge_tables WHERE merge_id = $1",
+        &[&merge_id],
+    )
+    .context("reading which tables the merge has done")?
+    .iter()
+    .map(|r| {
+        (
+            crate::sql::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)),
+            r.get(2),
+        )
+    })
+    .collect())
+}
+
+/// A decision on one conflict, valid while both rows still have the hashes it was made on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub local_hash: Option<i64>,
+    pub remote_hash: Option<i64>,
+    pub resolution: Resolution,
+    pub decided_by: String,
+}
+
+/// Decisions by (schema.table, key).
+pub type Decisions = HashMap<(String, String), Decision>;
+
+impl Decision {
+    /// Whether it still applies to the row as it is now.
+    pub fn holds_for(&self, d: &Differing) -> bool {
+        self.local_hash == d.local && self.remote_hash == d.remote
+    }
+}
+
+/// Every decision of a merge.
+pub fn decisions(c: &mut postgres::Client, merge_id: &str) -> Result<Decisions> {
+    let rows = c
+        .query(
+            "SELECT schema_name, table_name, key, local_hash, remote_hash, resolution, decided_by
+               FROM steep_repl.merge_decisions WHERE merge_id = $1",
+            &[&merge_id],
+        )
+        .context("reading the merge's decisions")?;
+    let mut out = Decisions::new();
+    for r in &rows {
+        let res: String = r.get(5);
+        let Some(resolution) = Resolution::parse(&res) else {
+            continue;
+        };
+        out.insert(
+            (
+                crate::sql::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)),
+                r.get(2),
+            ),
+            Decision {
+                local_hash: r.get(3),
+                remote_hash: r.get(4),
+                resolution,
+                decided_by: r.get(6),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Save one decision at once (an interrupted run resumes with it).
+pub fn save_decision(
+    c: &mut postgres::Client,
+    merge_id: &str,
+    schema: &str,
+    table: &str,
+    key: &str,
+    d: &Decision,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO steep_repl.merge_decisions
+                (merge_id, schema_name, table_name, key, local_hash, remote_hash, resolution,
+                 decided_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (merge_id, schema_name, table_name, key)
+         DO UPDATE SET local_hash = EXCLUDED.local_hash, remote_hash = EXCLUDED.remote_hash,
+                       resolution = EXCLUDED.resolution, decided_by = EXCLUDED.decided_by,
+                       decided_at = pg_catalog.now()",
+        &[
+            &merge_id,
+            &schema,
+            &table,
+            &key,
+            &d.local_hash,
+            &d.remote_hash,
+            &d.resolution.name(),
+            &d.decided_by,
+        ],
+    )
+    .context("saving a decision")?;
+    Ok(())
+}
+
+/// One audit row's values.
+pub struct AuditRow {
+    pub pk: String,
+    pub category: &'static str,
+    pub resolution: Resolution,
+    pub local_row: Option<String>,
+    pub remote_row: Option<String>,
+    pub decided_by: String,
+}
+
+/// Write a table's audit rows (in the transaction that writes its rows on the local node).
+pub fn audit(
+    c: &mut postgres::Client,
+    merge_id: &str,
+    schema: &str,
+    table: &str,
+    rows: &[AuditRow],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let pk: Vec<&str> = rows.iter().map(|r| r.pk.as_str()).collect();
+    let category: Vec<&str> = rows.iter().map(|r| r.category).collect();
+    let resolution: Vec<&str> = rows.iter().map(|r| r.resolution.name()).collect();
+    let local: Vec<Option<&str>> = rows.iter().map(|r| r.local_row.as_deref()).collect();
+    let remote: Vec<Option<&str>> = rows.iter().map(|r| r.remote_row.as_deref()).collect();
+    let by: Vec<&str> = rows.iter().map(|r| r.decided_by.as_str()).collect();
+    c.execute(
+        "INSERT INTO steep_repl.merge_audit_log
+                (merge_id, schema_name, table_name, pk, category, resolution, local_row,
+                 remote_row, decided_by, decided_at)
+         SELECT $1, $2, $3, pk::jsonb, category, resolution, l::jsonb, r::jsonb, by,
+                pg_catalog.now()
+           FROM ROWS FROM (pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::text[]),
+                           pg_catalog.unnest($6::text[]), pg_catalog.unnest($7::text[]),
+                           pg_catalog.unnest($8::text[]), pg_catalog.unnest($9::text[]))
+                AS u(pk, category, resolution, l, r, by)",
+        &[
+            &merge_id,
+            &schema,
+            &table,
+            &pk,
+            &category,
+            &resolution,
+            &local,
+            &remote,
+            &by,
+        ],
+    )
+    .with_context(|| format!("recording the audit of {schema}.{table}"))?;
+    Ok(())
+}
