@@ -37,7 +37,10 @@ fn merge(home: &std::path::Path, ac: &str, bc: &str, extra: &[&str]) -> Value {
 /// Every row of a table as text, in key order.
 fn rows(conn: &str, table: &str) -> Vec<String> {
     connect(conn)
-        .query(&format!("SELECT x::text AS row_text FROM {table} x ORDER BY x"), &[])
+        .query(
+            &format!("SELECT x::text AS row_text FROM {table} x ORDER BY x"),
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))

@@ -1103,3 +1103,213 @@ fn a_forged_job_row_removes_no_snapshot_and_the_directory_root_takes_none() {
     );
     assert!(dir.join("data").read_dir().unwrap().next().is_some());
 }
+
+/// A plain role merges, in client mode with its own credentials on both nodes, the tables it
+/// owns; user code on them (triggers, CHECK, defaults) never runs with more rights than it has;
+/// a table it may not write is refused before anything changes; a foreign-key cycle it could
+/// merge only with session_replication_role is refused naming the keys, and a superuser merges it.
+#[test]
+fn a_plain_role_merges_its_own_tables_and_gains_nothing() {
+    let home = temp_home();
+    let (a, admin_a, bob_a) = with_bob(home.path(), "mdb");
+    let b = node();
+    let admin_b = b.connection_string("postgres");
+    sql(&admin_b, "CREATE ROLE bob LOGIN");
+    sql(&admin_b, "CREATE DATABASE mdb OWNER bob");
+    let bob_b = as_role(&b, "bob", "mdb");
+    let tables = "CREATE TABLE public.t_trig (id int PRIMARY KEY, v int);
+        CREATE TRIGGER b_row BEFORE INSERT OR UPDATE ON public.t_trig FOR EACH ROW
+            EXECUTE FUNCTION public.probe_trigger('before-row');
+        CREATE TRIGGER a_row AFTER INSERT OR UPDATE ON public.t_trig FOR EACH ROW
+            EXECUTE FUNCTION public.probe_trigger('after-row');
+        CREATE TRIGGER b_stmt BEFORE INSERT OR UPDATE ON public.t_trig FOR EACH STATEMENT
+            EXECUTE FUNCTION public.probe_trigger('statement');
+        CREATE TABLE public.t_check (id int PRIMARY KEY, v int CHECK (public.probe_int('check', v)));
+        CREATE TABLE public.t_default (id int PRIMARY KEY, v boolean DEFAULT public.probe('default'));
+        CREATE TABLE public.x (id int PRIMARY KEY, y int);
+        CREATE TABLE public.y (id int PRIMARY KEY, x int REFERENCES public.x);
+        ALTER TABLE public.x ADD CONSTRAINT x_y_fkey FOREIGN KEY (y) REFERENCES public.y;";
+    for conn in [&bob_a, &bob_b] {
+        let probe: String = PROBE
+            .lines()
+            .take_while(|l| !l.starts_with("CREATE TABLE public.t_trig"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        sql(conn, &probe);
+        sql(conn, tables);
+    }
+    sql(
+        &bob_a,
+        "INSERT INTO t_trig VALUES (1, 1), (2, 2); INSERT INTO t_check VALUES (1, 1);
+                 INSERT INTO t_default VALUES (1, true)",
+    );
+    sql(
+        &bob_b,
+        "INSERT INTO t_trig VALUES (2, 20), (3, 3); INSERT INTO t_check VALUES (2, 2);
+                 INSERT INTO t_default (id) VALUES (2)",
+    );
+    // A table of the superuser's that bob may read but not write: refused, nothing written.
+    let (super_a, super_b) = (a.connection_string("mdb"), b.connection_string("mdb"));
+    for db in [&super_a, &super_b] {
+        sql(
+            db,
+            "CREATE TABLE public.theirs (id int PRIMARY KEY); GRANT SELECT ON public.theirs TO bob",
+        );
+    }
+    let err = fails(
+        steep(home.path()).args([
+            "merge",
+            "run",
+            "-c",
+            &bob_a,
+            "--peer",
+            &bob_b,
+            "--strategy",
+            "prefer-local",
+            "-t",
+            "t_trig",
+            "-t",
+            "theirs",
+        ]),
+        3,
+    );
+    assert!(
+        err.contains("may not write") && err.contains("theirs"),
+        "{err}"
+    );
+    assert_eq!(
+        connect(&bob_b)
+            .query_one("SELECT count(*) FROM t_trig", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+    // The cycle of NOT DEFERRABLE keys needs session_replication_role, which bob may not set.
+    let err = fails(
+        steep(home.path()).args([
+            "merge",
+            "run",
+            "-c",
+            &bob_a,
+            "--peer",
+            &bob_b,
+            "--strategy",
+            "prefer-local",
+        ]),
+        3,
+    );
+    assert!(
+        err.contains("x_y_fkey") && err.contains("DEFERRABLE"),
+        "{err}"
+    );
+
+    let from = (log_len(&a), log_len(&b));
+    ok(steep(home.path()).args([
+        "merge",
+        "run",
+        "-c",
+        &bob_a,
+        "--peer",
+        &bob_b,
+        "--strategy",
+        "prefer-local",
+        "-t",
+        "t_trig",
+        "-t",
+        "t_check",
+        "-t",
+        "t_default",
+    ]));
+    for conn in [&bob_a, &bob_b] {
+        let got: Vec<String> = connect(conn)
+            .query(
+                "SELECT format('%s', array_agg(t::text ORDER BY t.id)) FROM t_trig t
+                 UNION ALL SELECT format('%s', array_agg(t::text ORDER BY t.id)) FROM t_check t",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            got,
+            ["{\"(1,1)\",\"(2,2)\",\"(3,3)\"}", "{\"(1,1)\",\"(2,2)\"}"]
+        );
+    }
+    let mut lines = probe_lines(&log_since(&a, from.0));
+    lines.extend(probe_lines(&log_since(&b, from.1)));
+    // The triggers were held by their owner; the CHECK ran, as bob.
+    assert_eq!(kinds(&lines), ["check"]);
+    assert!(lines.iter().all(|p| p.session_user == "bob"));
+    assert_contained(&lines, &admin_a, "bob");
+    assert_contained(&lines, &admin_b, "bob");
+
+    // A superuser merges the rigid cycle: written with foreign keys off, checked before commit.
+    sql(
+        &super_a,
+        "SET session_replication_role = replica;
+                   INSERT INTO x VALUES (1, 1); INSERT INTO y VALUES (1, 1)",
+    );
+    sql(
+        &super_b,
+        "SET session_replication_role = replica;
+                   INSERT INTO x VALUES (2, 2); INSERT INTO y VALUES (2, 2)",
+    );
+    ok(steep(home.path()).args([
+        "merge",
+        "run",
+        "-c",
+        &super_a,
+        "--peer",
+        &super_b,
+        "--strategy",
+        "prefer-local",
+        "-t",
+        "x",
+        "-t",
+        "y",
+    ]));
+    for conn in [&super_a, &super_b] {
+        let n: i64 = connect(conn)
+            .query_one(
+                "SELECT (SELECT count(*) FROM x) + (SELECT count(*) FROM y)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 4);
+    }
+    // A row whose parent neither node has: the cycle is refused, nothing written.
+    sql(
+        &super_b,
+        "SET session_replication_role = replica; INSERT INTO y VALUES (3, 99)",
+    );
+    let err = fails(
+        steep(home.path()).args([
+            "merge",
+            "run",
+            "-c",
+            &super_a,
+            "--peer",
+            &super_b,
+            "--strategy",
+            "prefer-local",
+            "-t",
+            "x",
+            "-t",
+            "y",
+        ]),
+        1,
+    );
+    assert!(
+        err.contains("neither node has") && err.contains("y_x_fkey"),
+        "{err}"
+    );
+    assert_eq!(
+        connect(&super_a)
+            .query_one("SELECT count(*) FROM y", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+}

@@ -298,10 +298,15 @@ pub fn merge(
     let mut l = open(local, progress, "local node")?;
     let mut p = open(peer, progress, "peer")?;
     let (tables, strategies, units) = plan(&mut l, &mut p, opts)?;
+    // steep_repl's own tables are read and written under their row security (the engine's
+    // sessions otherwise turn it off, so a user table it would hide fails loudly).
+    l.batch_execute("SET row_security = on")?;
     let decisions = ledger::decisions(&mut l, &opts.merge_id)?;
     let states = ledger::table_states(&mut l, &opts.merge_id)?;
+    l.batch_execute("SET row_security = off")?;
     // Marks a unit's tables `committing` outside its transactions.
     let mut ctl = open(local, progress, "local node")?;
+    ctl.batch_execute("SET row_security = on")?;
     progress.set_phase("merging");
     progress
         .tables_total
@@ -461,10 +466,12 @@ impl UnitRun<'_> {
             }
         }
         let mut out = Vec::new();
+        let mut audits = Vec::new();
         let mut staged: Vec<(usize, bool)> = Vec::new();
         for (i, (t, s)) in members.iter().zip(strategies).enumerate() {
             self.progress.set_table(Some(t.qualified()));
-            let (tm, wrote_local, wrote_remote) = self.table(i, t, s)?;
+            let (tm, audit, wrote_local, wrote_remote) = self.table(i, t, s)?;
+            audits.push(audit);
             if wrote_local {
                 staged.push((i, true));
             }
@@ -493,6 +500,11 @@ impl UnitRun<'_> {
         } else if unit.cycle {
             // Deferred checks now, on both nodes, before either commits.
             self.both("SET CONSTRAINTS ALL IMMEDIATE")?;
+        }
+        // The unit's user tables are done with: steep_repl's tables under their row security.
+        self.l.batch_execute("SET LOCAL row_security = on")?;
+        for (t, audit) in members.iter().zip(&audits) {
+            ledger::audit(self.l, &self.opts.merge_id, &t.schema, &t.name, audit)?;
         }
         for (t, tm) in members.iter().zip(&out) {
             let result = serde_json::to_string(tm)?;
@@ -530,7 +542,7 @@ impl UnitRun<'_> {
         i: usize,
         t: &TableInfo,
         strategy: &Strategy,
-    ) -> Result<(TableMerge, bool, bool)> {
+    ) -> Result<(TableMerge, Vec<AuditRow>, bool, bool)> {
         let (ov, diff) = overlap::compare_rows(self.l, self.p, t)?;
         if !ov.unique_collisions.is_empty() {
             let list: Vec<String> = ov
@@ -577,7 +589,7 @@ impl UnitRun<'_> {
             if !self.opts.dry_run {
                 self.sequences(t, &mut tm)?;
             }
-            return Ok((tm, false, false));
+            return Ok((tm, Vec::new(), false, false));
         }
         let seen = format!("steep_d{i}");
         let here: Vec<&str> = diff
@@ -628,7 +640,7 @@ impl UnitRun<'_> {
             }
         }
         if self.opts.dry_run {
-            return Ok((tm, false, false));
+            return Ok((tm, Vec::new(), false, false));
         }
         // Both images of every decided row, for the audit (read before anything is written).
         let (li, ri) = (
@@ -667,8 +679,7 @@ impl UnitRun<'_> {
                 })
             })
             .collect();
-        ledger::audit(self.l, &self.opts.merge_id, &t.schema, &t.name, &audit)?;
-        Ok((tm, wrote_local, wrote_remote))
+        Ok((tm, audit, wrote_local, wrote_remote))
     }
 
     /// Either node may have numbered rows past its sequences (explicit keys); after the merge
