@@ -134,6 +134,55 @@ read -r rel_s rel_rss _ < <(MEASURE_OUT="/tmp/steep-bench-reladiff.$$" measure "
 rel_stats="$(tr '\n' ' ' < "/tmp/steep-bench-reladiff.$$")"
 rm -f "/tmp/steep-bench-reladiff.$$"
 
+# The merge itself, on copies of the table (the dataset stays as it is for the next run):
+# prefer-local against the analysis of the same copies, and against copying the differing rows
+# by hand with COPY (SELECT ... WHERE aid IN ...) given the keys.
+copy_table() { # copy_table NAME: a fresh copy of pgbench_accounts on both nodes
+  both "DROP TABLE IF EXISTS $1; CREATE TABLE $1 (LIKE pgbench_accounts INCLUDING ALL);
+        INSERT INTO $1 SELECT * FROM pgbench_accounts; VACUUM ANALYZE $1" >/dev/null
+}
+log "merge: copies of the table on both nodes"
+copy_table bench_merge_run
+log "merge: the analysis of the copies"
+read -r m_analyze_s _ _ < <(measure "$steep" merge analyze --client -t bench_merge_run -c "$a" --peer "$b" -q)
+log "merge: steep merge run --strategy prefer-local"
+read -r m_run_s m_run_rss _ < <(MEASURE_OUT="/tmp/steep-bench-run.$$.json" \
+  measure "$steep" merge run -t bench_merge_run --strategy prefer-local -c "$a" --peer "$b" --json)
+m_written=$(jq -r '.tables[0] | "\(.local_inserted) inserted and \(.local_updated) updated on the first, \(.remote_inserted) inserted and \(.remote_updated) updated on the second"' "/tmp/steep-bench-run.$$.json")
+rm -f "/tmp/steep-bench-run.$$.json"
+log "merge: by hand, given the keys"
+copy_table bench_merge_run
+"$steep" merge analyze --client -t bench_merge_run -c "$a" --peer "$b" --keys --json -q > "/tmp/steep-bench-keys.$$.json" || true
+keys_of() { jq -r ".tables[0].keys.$1 | map(ltrimstr(\"(\") | rtrimstr(\")\")) | join(\",\")" "/tmp/steep-bench-keys.$$.json"; }
+to_b="$(keys_of local_only),$(keys_of conflict)"; to_a="$(keys_of remote_only)"
+rm -f "/tmp/steep-bench-keys.$$.json"
+by_hand() { # by_hand FROM TO KEYS
+  "$bin/psql" -X -q "$1" -c "COPY (SELECT * FROM bench_merge_run WHERE aid IN (${3#,})) TO STDOUT" \
+    | "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$2" \
+        -c "CREATE TEMP TABLE s (LIKE bench_merge_run)" -c "COPY s FROM STDIN" \
+        -c "INSERT INTO bench_merge_run SELECT * FROM s ON CONFLICT (aid) DO UPDATE
+              SET bid = EXCLUDED.bid, abalance = EXCLUDED.abalance, filler = EXCLUDED.filler" >/dev/null
+}
+t0=$(date +%s.%N)
+by_hand "$a" "$b" "$to_b" & p=$!
+by_hand "$b" "$a" ",$to_a"
+wait "$p"
+m_hand_s=$(printf '%.2f' "$(echo "$(date +%s.%N) - $t0" | bc -l)")
+
+# 100 000 conflicts decided in a decisions file: every 100th account changed on the second node.
+log "merge: 100 000 conflicts from a decisions file"
+copy_table bench_merge_dec
+psql_on "$b" -c "UPDATE bench_merge_dec SET abalance = abalance + 7 WHERE aid % 100 = 0 AND aid <= 10000000" >/dev/null
+read -r d_out_s _ _ < <(measure "$steep" merge analyze --client -t bench_merge_dec -c "$a" --peer "$b" \
+  --decisions-out "/tmp/steep-bench-dec.$$.json" -q)
+jq '.conflicts |= map(.decision = "keep_remote")' "/tmp/steep-bench-dec.$$.json" > "/tmp/steep-bench-dec2.$$.json"
+d_conflicts=$(jq '.conflicts | length' "/tmp/steep-bench-dec2.$$.json")
+d_file_mib=$(( $(stat -c %s "/tmp/steep-bench-dec2.$$.json") / 1048576 ))
+read -r d_run_s d_run_rss _ < <(measure "$steep" merge run -t bench_merge_dec --strategy ask \
+  --decisions "/tmp/steep-bench-dec2.$$.json" -c "$a" --peer "$b" -q)
+rm -f /tmp/steep-bench-dec*.$$.json
+both "DROP TABLE IF EXISTS bench_merge_run; DROP TABLE IF EXISTS bench_merge_dec" >/dev/null
+
 mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
 ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
 pct() { printf '%.2f' "$(echo "100 * $1 / $2" | bc -l)"; }
@@ -156,5 +205,19 @@ Steep: $counts.
 | reladiff 0.6.0 (\`-k aid -c bid -c abalance -c filler\`) | $rel_s | $(ratio "$rel_s" "$floor") | | $(( rel_rss / 1024 )) |
 
 reladiff's own summary: $rel_stats
+
+### The merge (part 2)
+
+On copies of the same table (same differences): $m_written.
+
+| what | seconds | vs the analysis | RSS MiB |
+|---|---|---|---|
+| steep merge analyze --client (the copies) | $m_analyze_s | 1.00 | |
+| **steep merge run --strategy prefer-local** | $m_run_s | **$(ratio "$m_run_s" "$m_analyze_s")** | $(( m_run_rss / 1024 )) |
+| by hand, keys known: \`COPY (SELECT * ... WHERE aid IN (...))\` each way, staged and upserted | $m_hand_s | $(ratio "$m_hand_s" "$m_analyze_s") | |
+
+Decisions file: $d_conflicts conflicts (every 100th account changed on the second node), written
+by \`merge analyze --decisions-out\` in $d_out_s s ($d_file_mib MiB), every decision set to keep_remote
+with jq, applied by \`merge run --decisions\` in **$d_run_s s** (goal: under 30 s; RSS $(( d_run_rss / 1024 )) MiB).
 MD
 for n in "$a_name" "$b_name"; do "$steep" local down "$n" --keep-data -q >/dev/null 2>&1 || true; done

@@ -165,7 +165,16 @@ pub fn ask(
             resolution: answer,
             decided_by: format!("operator {role}"),
         };
-        ledger::save_decision(c, merge_id, &schema, &table, &x.key, &d)?;
+        ledger::save_decisions(
+            c,
+            merge_id,
+            &[ledger::Decided {
+                schema: &schema,
+                table: &table,
+                key: &x.key,
+                decision: &d,
+            }],
+        )?;
     }
     Ok(true)
 }

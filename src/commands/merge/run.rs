@@ -183,14 +183,24 @@ impl RunArgs {
         if let Some(path) = &self.decisions {
             let file = DecisionsFile::read(path)?;
             let by = format!("decisions file {} ({})", path.display(), opts.role);
-            let mut n = 0;
+            let mut decided = Vec::new();
             for x in &file.conflicts {
                 if let Some(d) = x.decided(&by)? {
                     let (schema, table) = prompt::split(&x.table)?;
-                    ledger::save_decision(c, &opts.merge_id, &schema, &table, &x.key, &d)?;
-                    n += 1;
+                    decided.push((schema, table, &x.key, d));
                 }
             }
+            let n = decided.len();
+            let all: Vec<ledger::Decided> = decided
+                .iter()
+                .map(|(schema, table, key, d)| ledger::Decided {
+                    schema,
+                    table,
+                    key,
+                    decision: d,
+                })
+                .collect();
+            ledger::save_decisions(c, &opts.merge_id, &all)?;
             ctx.out.status(
                 "Read",
                 format!(

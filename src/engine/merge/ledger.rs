@@ -91,36 +91,49 @@ pub fn decisions(c: &mut postgres::Client, merge_id: &str) -> Result<Decisions> 
     Ok(out)
 }
 
-/// Save one decision at once (an interrupted run resumes with it).
-pub fn save_decision(
-    c: &mut postgres::Client,
-    merge_id: &str,
-    schema: &str,
-    table: &str,
-    key: &str,
-    d: &Decision,
-) -> Result<()> {
+/// A decision on the conflict of `key` in `schema`.`table`.
+pub struct Decided<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub key: &'a str,
+    pub decision: &'a Decision,
+}
+
+/// Save decisions in one statement (the prompt saves each answer the moment it is given: one
+/// at a time; a decisions file all at once).
+pub fn save_decisions(c: &mut postgres::Client, merge_id: &str, all: &[Decided]) -> Result<()> {
+    let schemas: Vec<&str> = all.iter().map(|d| d.schema).collect();
+    let tables: Vec<&str> = all.iter().map(|d| d.table).collect();
+    let keys: Vec<&str> = all.iter().map(|d| d.key).collect();
+    let local: Vec<Option<i64>> = all.iter().map(|d| d.decision.local_hash).collect();
+    let remote: Vec<Option<i64>> = all.iter().map(|d| d.decision.remote_hash).collect();
+    let resolutions: Vec<&str> = all.iter().map(|d| d.decision.resolution.name()).collect();
+    let by: Vec<&str> = all.iter().map(|d| d.decision.decided_by.as_str()).collect();
     c.execute(
         "INSERT INTO steep_repl.merge_decisions
                 (merge_id, schema_name, table_name, key, local_hash, remote_hash, resolution,
                  decided_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT $1, s, t, k, lh, rh, r, b
+           FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]),
+                           pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::int8[]),
+                           pg_catalog.unnest($6::int8[]), pg_catalog.unnest($7::text[]),
+                           pg_catalog.unnest($8::text[])) AS u(s, t, k, lh, rh, r, b)
          ON CONFLICT (merge_id, schema_name, table_name, key)
          DO UPDATE SET local_hash = EXCLUDED.local_hash, remote_hash = EXCLUDED.remote_hash,
                        resolution = EXCLUDED.resolution, decided_by = EXCLUDED.decided_by,
                        decided_at = pg_catalog.now()",
         &[
             &merge_id,
-            &schema,
-            &table,
-            &key,
-            &d.local_hash,
-            &d.remote_hash,
-            &d.resolution.name(),
-            &d.decided_by,
+            &schemas,
+            &tables,
+            &keys,
+            &local,
+            &remote,
+            &resolutions,
+            &by,
         ],
     )
-    .context("saving a decision")?;
+    .context("saving decisions")?;
     Ok(())
 }
 
