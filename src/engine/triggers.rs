@@ -44,7 +44,9 @@ pub fn hold(tx: &mut impl postgres::GenericClient, table: &str) -> Result<Held> 
             "SELECT t.tgname::text, t.tgenabled::text, pg_has_role(c.relowner, 'USAGE')
              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
              WHERE t.tgrelid = $1::text::regclass AND NOT t.tgisinternal
-               AND t.tgenabled IN ('O', 'A')
+               -- REPLICA ones too: they fire when a write runs as session_replication_role
+               -- replica (a merge's cycle of NOT DEFERRABLE keys).
+               AND t.tgenabled IN ('O', 'A', 'R')
              ORDER BY 1",
             &[&table],
         )
@@ -86,7 +88,11 @@ impl Held {
 /// Enable again, as they were, the triggers `hold` disabled (before the transaction commits).
 pub fn release(tx: &mut impl postgres::GenericClient, held: Held) -> Result<()> {
     for (name, how) in &held.triggers {
-        let always = if how == "A" { "ALWAYS " } else { "" };
+        let always = match how.as_str() {
+            "A" => "ALWAYS ",
+            "R" => "REPLICA ",
+            _ => "",
+        };
         tx.batch_execute(&format!(
             "ALTER TABLE {} ENABLE {always}TRIGGER {}",
             held.table,

@@ -494,6 +494,69 @@ fn a_decisions_file_applies_what_it_decides_and_never_a_row_changed_since() {
     };
     assert_eq!(status, "awaiting_decisions");
     assert!(by.starts_with("decisions file "), "{by}");
+
+    // The rest decided in a second file, on the rows as they are now: the resume completes
+    // the table (it was not marked merged while conflicts were undecided).
+    let id: String = connect(&ac)
+        .query_one(
+            "SELECT merge_id FROM steep_repl.merges WHERE kind = 'merge'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    ok(steep(home.path()).args([
+        "merge",
+        "analyze",
+        "-c",
+        &ac,
+        "--peer",
+        &bc,
+        "-t",
+        "t1",
+        "--decisions-out",
+        file.to_str().unwrap(),
+    ]));
+    let mut d: Value = json(&std::fs::read_to_string(&file).unwrap());
+    for c in d["conflicts"].as_array_mut().unwrap() {
+        c["decision"] = "keep_local".into();
+    }
+    std::fs::write(&file, d.to_string()).unwrap();
+    let r = merge(
+        home.path(),
+        &ac,
+        &bc,
+        &["--resume", &id, "--decisions", file.to_str().unwrap()],
+    );
+    assert_eq!(table(&r, "t1")["state"], "merged");
+    assert_eq!(n(table(&r, "t1"), "undecided"), 0);
+    for conn in [&ac, &bc] {
+        assert_eq!(rows(conn, "t1"), ["(1,b1)", "(2,a2)", "(3,a3)", "(10,a10)"]);
+    }
+}
+
+#[test]
+fn keys_equal_by_type_but_not_as_text_are_refused_not_overwritten() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(&ac, &bc, "CREATE TABLE m (k numeric PRIMARY KEY, v text)");
+    sql(&ac, "INSERT INTO m VALUES (1.0, 'a'), (2, 'same')");
+    sql(&bc, "INSERT INTO m VALUES (1.00, 'b'), (2, 'same')");
+    let err = fails(
+        steep(home.path()).args([
+            "merge",
+            "run",
+            "-c",
+            &ac,
+            "--peer",
+            &bc,
+            "--strategy",
+            "prefer-local",
+        ]),
+        1,
+    );
+    assert!(err.contains("equal by their type but not as text"), "{err}");
+    assert_eq!(rows(&ac, "m"), ["(1.0,a)", "(2,same)"]);
+    assert_eq!(rows(&bc, "m"), ["(1.00,b)", "(2,same)"]);
 }
 
 /// `steep merge run` at a real pseudo-terminal.

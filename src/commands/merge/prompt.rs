@@ -102,6 +102,20 @@ fn show(out: &Output, c: &Conflict, n: usize, total: usize) {
     out.show(table(&["column", "local", "remote"], &rows));
 }
 
+/// The conflicts without a decision made on these very rows (one made on rows that changed
+/// since does not count).
+pub fn undecided<'a>(conflicts: &'a [Conflict], decided: &Decisions) -> Vec<&'a Conflict> {
+    conflicts
+        .iter()
+        .filter(|x| {
+            let hashes = (x.local_hash.parse().ok(), x.remote_hash.parse().ok());
+            decided
+                .get(&(x.table.clone(), x.key.clone()))
+                .is_none_or(|d| (d.local_hash, d.remote_hash) != hashes)
+        })
+        .collect()
+}
+
 /// Ask about every conflict not decided yet (on these very rows); each answer saved at once.
 /// Returns false when the operator stopped (q).
 pub fn ask(
@@ -112,15 +126,7 @@ pub fn ask(
     conflicts: &[Conflict],
     decided: &Decisions,
 ) -> Result<bool> {
-    let open: Vec<&Conflict> = conflicts
-        .iter()
-        .filter(|x| {
-            let hashes = (x.local_hash.parse().ok(), x.remote_hash.parse().ok());
-            decided
-                .get(&(x.table.clone(), x.key.clone()))
-                .is_none_or(|d| (d.local_hash, d.remote_hash) != hashes)
-        })
-        .collect();
+    let open = undecided(conflicts, decided);
     if open.is_empty() {
         return Ok(true);
     }

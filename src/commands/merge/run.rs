@@ -66,6 +66,17 @@ impl RunArgs {
                  decisions and audit: run `steep init` to upgrade it"
             );
         }
+        let asks = self.strategy == Strategy::Ask
+            || self.tables.iter().any(|(_, s)| *s == Some(Strategy::Ask));
+        if asks
+            && self.resume.is_none()
+            && !self.dry_run
+            && self.decisions.is_none()
+            && !prompt::interactive()
+        {
+            // Refused before anything is recorded.
+            return Err(prompt::no_terminal());
+        }
         let peer = ctx.other_params(&self.peer, "--peer")?;
         let (_, peer) = steep::cli::client::open(&peer).context("connecting to the peer")?;
         let role: String = c.query_one("SELECT current_user::text", &[])?.get(0);
@@ -228,9 +239,7 @@ impl RunArgs {
                 .filter(|x| asks_for(opts, &x.table))
                 .collect();
             let decided = ledger::decisions(c, &opts.merge_id)?;
-            let pending = found
-                .iter()
-                .any(|x| !decided.contains_key(&(x.table.clone(), x.key.clone())));
+            let pending = !prompt::undecided(&found, &decided).is_empty();
             if pending
                 && (self.decisions.is_none() || prompt::interactive())
                 && !prompt::ask(ctx, c, &opts.merge_id, &opts.role, &found, &decided)?
@@ -278,7 +287,8 @@ fn asks_for(opts: &MergeOptions, qualified: &str) -> bool {
 fn resumed(c: &mut postgres::Client, id: &str, role: &str) -> Result<MergeOptions> {
     let row = c
         .query_opt(
-            "SELECT tables, options, kind, dry_run FROM steep_repl.merges WHERE merge_id = $1",
+            "SELECT tables, options, kind, dry_run, created_by::text FROM steep_repl.merges
+              WHERE merge_id = $1",
             &[&id],
         )?
         .ok_or_else(|| {
@@ -288,6 +298,15 @@ fn resumed(c: &mut postgres::Client, id: &str, role: &str) -> Result<MergeOption
         })?;
     let (tables, options, kind, dry_run): (Vec<String>, serde_json::Value, String, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
+    // Its plan and decisions are rows its creator can change: only its creator runs them.
+    let creator: String = row.get(4);
+    if creator != role {
+        return Err(Usage(format!(
+            "{id} was started by {creator}: only {creator} may resume it (as {role}, start a \
+             merge of your own)"
+        ))
+        .into());
+    }
     if kind != "merge" || dry_run {
         return Err(Usage(format!(
             "{id} is {}, not a merge to resume",

@@ -37,6 +37,10 @@ use crate::engine::Connect;
 /// Each row's "last modified" value on one node, by key.
 type Values = HashMap<String, Option<i64>>;
 
+/// One table of a unit written: its report, audit rows, and the staging tables holding what
+/// was written on the local node and on the peer.
+type TableDone = (TableMerge, Vec<AuditRow>, Vec<String>, Vec<String>);
+
 /// Keys of undecided conflicts kept per table for the report.
 const UNDECIDED_SHOWN: usize = 100;
 
@@ -455,6 +459,9 @@ impl UnitRun<'_> {
             // The lock comes before the transaction's snapshot (LOCK takes none): the rows
             // compared are the rows written over.
             self.both("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+            // Two merges started from opposite nodes at once would wait on each other across two
+            // servers, where no deadlock detector sees them: a wait has a bound.
+            self.both("SET LOCAL lock_timeout = '30s'")?;
             self.both(&format!(
                 "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
                 names.join(", ")
@@ -467,17 +474,13 @@ impl UnitRun<'_> {
         }
         let mut out = Vec::new();
         let mut audits = Vec::new();
-        let mut staged: Vec<(usize, bool)> = Vec::new();
+        let mut staged: Vec<(usize, bool, String)> = Vec::new();
         for (i, (t, s)) in members.iter().zip(strategies).enumerate() {
             self.progress.set_table(Some(t.qualified()));
             let (tm, audit, wrote_local, wrote_remote) = self.table(i, t, s)?;
             audits.push(audit);
-            if wrote_local {
-                staged.push((i, true));
-            }
-            if wrote_remote {
-                staged.push((i, false));
-            }
+            staged.extend(wrote_local.into_iter().map(|st| (i, true, st)));
+            staged.extend(wrote_remote.into_iter().map(|st| (i, false, st)));
             out.push(tm);
         }
         if self.opts.dry_run {
@@ -485,11 +488,9 @@ impl UnitRun<'_> {
             return Ok(out);
         }
         if unit.replica {
-            for &(i, local) in &staged {
-                let c = if local { &mut *self.l } else { &mut *self.p };
-                if let Some((fk, key)) =
-                    rows::missing_parent(c, members[i], &format!("steep_s{i}_{}", side(local)))?
-                {
+            for (i, local, stage) in &staged {
+                let (i, c) = (*i, if *local { &mut *self.l } else { &mut *self.p });
+                if let Some((fk, key)) = rows::missing_parent(c, members[i], stage)? {
                     bail!(
                         "row {key} of {} references a row that neither node has (foreign key \
                          {fk}); nothing of this cycle was written",
@@ -507,6 +508,15 @@ impl UnitRun<'_> {
             ledger::audit(self.l, &self.opts.merge_id, &t.schema, &t.name, audit)?;
         }
         for (t, tm) in members.iter().zip(&out) {
+            if tm.undecided > 0 {
+                // Not done: a resume must compare it again (its decided rows are written).
+                self.l.execute(
+                    "DELETE FROM steep_repl.merge_tables
+                      WHERE merge_id = $1 AND schema_name = $2 AND table_name = $3",
+                    &[&self.opts.merge_id, &t.schema, &t.name],
+                )?;
+                continue;
+            }
             let result = serde_json::to_string(tm)?;
             self.l.execute(
                 ledger::MARK_TABLE,
@@ -537,12 +547,7 @@ impl UnitRun<'_> {
 
     /// Compare, decide and (unless a dry run) write one table; whether rows were written on the
     /// local node and on the peer.
-    fn table(
-        &mut self,
-        i: usize,
-        t: &TableInfo,
-        strategy: &Strategy,
-    ) -> Result<(TableMerge, Vec<AuditRow>, bool, bool)> {
+    fn table(&mut self, i: usize, t: &TableInfo, strategy: &Strategy) -> Result<TableDone> {
         let (ov, diff) = overlap::compare_rows(self.l, self.p, t)?;
         if !ov.unique_collisions.is_empty() {
             let list: Vec<String> = ov
@@ -589,7 +594,7 @@ impl UnitRun<'_> {
             if !self.opts.dry_run {
                 self.sequences(t, &mut tm)?;
             }
-            return Ok((tm, Vec::new(), false, false));
+            return Ok((tm, Vec::new(), Vec::new(), Vec::new()));
         }
         let seen = format!("steep_d{i}");
         let here: Vec<&str> = diff
@@ -640,25 +645,34 @@ impl UnitRun<'_> {
             }
         }
         if self.opts.dry_run {
-            return Ok((tm, Vec::new(), false, false));
+            return Ok((tm, Vec::new(), Vec::new(), Vec::new()));
         }
         // Both images of every decided row, for the audit (read before anything is written).
         let (li, ri) = (
             rows::images(self.l, t, &seen)?,
             rows::images(self.p, t, &seen)?,
         );
-        let to_local: Vec<&str> = decided
-            .iter()
-            .filter(|x| x.how.as_ref().is_some_and(|(r, _)| r.writes_local()))
-            .map(|x| x.d.key.as_str())
-            .collect();
-        let to_remote: Vec<&str> = decided
-            .iter()
-            .filter(|x| x.how.as_ref().is_some_and(|(r, _)| r.writes_remote()))
-            .map(|x| x.d.key.as_str())
-            .collect();
-        let wrote_local = self.write(i, t, &to_local, true)?;
-        let wrote_remote = self.write(i, t, &to_remote, false)?;
+        let keys = |want: Resolution| -> Vec<&str> {
+            decided
+                .iter()
+                .filter(|x| x.how.as_ref().is_some_and(|(r, _)| *r == want))
+                .map(|x| x.d.key.as_str())
+                .collect()
+        };
+        let wrote_local = self.write(
+            i,
+            t,
+            &keys(Resolution::CopiedToLocal),
+            &keys(Resolution::KeepRemote),
+            true,
+        )?;
+        let wrote_remote = self.write(
+            i,
+            t,
+            &keys(Resolution::CopiedToRemote),
+            &keys(Resolution::KeepLocal),
+            false,
+        )?;
         self.sequences(t, &mut tm)?;
         let audit: Vec<AuditRow> = decided
             .iter()
@@ -741,32 +755,51 @@ impl UnitRun<'_> {
 
     /// Copy the rows of `keys` from the other node and write them on this one (`local`: the
     /// local node), its user triggers held. Whether anything was written.
-    fn write(&mut self, i: usize, t: &TableInfo, keys: &[&str], local: bool) -> Result<bool> {
-        if keys.is_empty() {
-            return Ok(false);
+    fn write(
+        &mut self,
+        i: usize,
+        t: &TableInfo,
+        new: &[&str],
+        updated: &[&str],
+        local: bool,
+    ) -> Result<Vec<String>> {
+        let mut stages = Vec::new();
+        if new.is_empty() && updated.is_empty() {
+            return Ok(stages);
         }
         let (dst, src) = if local {
             (&mut *self.l, &mut *self.p)
         } else {
             (&mut *self.p, &mut *self.l)
         };
-        let (want, stage) = (
-            format!("steep_w{i}_{}", side(local)),
-            format!("steep_s{i}_{}", side(local)),
-        );
-        rows::load_keys(src, t, &want, keys)?;
-        let moved = rows::stage(src, dst, t, &want, &stage)?;
         let held = triggers::hold(dst, &t.qualified())?;
-        let written = rows::upsert(dst, t, &stage)?;
-        triggers::release(dst, held)?;
-        if moved != keys.len() as u64 || written != moved {
-            bail!(
-                "{}: {} rows to write, {moved} read, {written} written; nothing was committed",
-                t.qualified(),
-                keys.len()
-            );
+        for (keys, update, what) in [(new, false, "n"), (updated, true, "u")] {
+            if keys.is_empty() {
+                continue;
+            }
+            let want = format!("steep_w{i}_{}{what}", side(local));
+            let stage = format!("steep_s{i}_{}{what}", side(local));
+            rows::load_keys(src, t, &want, keys)?;
+            let moved = rows::stage(src, dst, t, &want, &stage)?;
+            // New rows never overwrite: a key the other node holds under another text (citext,
+            // numeric 1.0 and 1.00) is a collision to resolve, not a row to replace.
+            let written = rows::upsert(dst, t, &stage, update)?;
+            if moved != keys.len() as u64 || written != moved {
+                bail!(
+                    "{}: {} {} rows to write on the {}, {moved} read, {written} written \
+                     (keys equal by their type but not as text — citext, numeric 1.0 and 1.00, \
+                     case-insensitive collations — collide this way); nothing of the table was \
+                     committed",
+                    t.qualified(),
+                    keys.len(),
+                    if update { "updated" } else { "new" },
+                    if local { "local node" } else { "peer" },
+                );
+            }
+            stages.push(stage);
         }
-        Ok(true)
+        triggers::release(dst, held)?;
+        Ok(stages)
     }
 }
 

@@ -237,12 +237,13 @@ pub fn stage(
         .with_context(|| format!("staging rows of {}", t.qualified()))
 }
 
-/// Write the staged rows into `t`: new keys inserted, existing ones updated to the staged row
-/// (nothing is deleted, so no foreign key cascades). Identity values are kept as they are.
-pub fn upsert(c: &mut postgres::Client, t: &TableInfo, stage: &str) -> Result<u64> {
+/// Write the staged rows into `t`: inserted, or (`update`) existing rows of the same key set to
+/// the staged row; never deleted (no foreign key cascades). Identity values are kept as they are.
+/// Returns the rows written: fewer than staged means keys collided.
+pub fn upsert(c: &mut postgres::Client, t: &TableInfo, stage: &str, update: bool) -> Result<u64> {
     let cols = columns(t);
     let rest: Vec<&String> = cols.iter().filter(|c| !t.primary_key.contains(c)).collect();
-    let action = if rest.is_empty() {
+    let action = if rest.is_empty() || !update {
         "NOTHING".to_string()
     } else {
         format!(
@@ -344,7 +345,8 @@ pub fn missing_parent(
             .query_opt(
                 &format!(
                     "SELECT ROW({})::text FROM {} AS r WHERE {not_null}
-                        AND NOT EXISTS (SELECT FROM {parent} AS p WHERE {same}) LIMIT 1",
+                        AND NOT EXISTS (SELECT FROM {parent} AS p WHERE {same} FOR KEY SHARE)
+                      LIMIT 1",
                     idents(&t.primary_key, "r."),
                     temp(stage)
                 ),
