@@ -60,7 +60,12 @@ pub fn connect(conninfo: &str) -> postgres::Client {
 /// `steep` with an isolated STEEP_HOME and the PostgreSQL under test, and no inherited
 /// connection settings.
 pub fn steep(home: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("steep").unwrap();
+    assert_cmd::Command::from_std(steep_process(home))
+}
+
+/// The same as a plain process (to run under a pseudo-terminal).
+pub fn steep_process(home: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("steep"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
         if k.starts_with("PG") || k == "STEEP_CONNECTION" {

@@ -27,7 +27,7 @@ const ROWS: &str = "
     VALUES ('NZ', 'AKL', 'Auckland'), ('DE', 'BER', 'Berlin'), ('AT', 'WIE', 'Wien');";
 
 /// Two started nodes and their connection strings.
-fn two_nodes() -> (
+pub(crate) fn two_nodes() -> (
     steep::cli::sandbox::TempCluster,
     steep::cli::sandbox::TempCluster,
     String,

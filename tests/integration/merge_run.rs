@@ -13,11 +13,7 @@ fn pair(
     String,
     String,
 ) {
-    let (a, b) = (node(), node());
-    let (ac, bc) = (
-        a.connection_string("postgres"),
-        b.connection_string("postgres"),
-    );
+    let (a, b, ac, bc) = crate::merge_analysis::two_nodes();
     init(home, &ac, &[]);
     (a, b, ac, bc)
 }
@@ -561,19 +557,8 @@ fn keys_equal_by_type_but_not_as_text_are_refused_not_overwritten() {
 
 /// `steep merge run` at a real pseudo-terminal.
 fn at_terminal(home: &std::path::Path, args: &[&str]) -> rexpect::session::PtySession {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("steep"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("PG") || k == "STEEP_CONNECTION" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("STEEP_HOME", home)
-        .env("STEEP_PG_CONFIG", pg_config())
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb")
-        .args(["merge", "run"])
-        .args(args);
+    let mut cmd = steep_process(home);
+    cmd.env("TERM", "dumb").args(["merge", "run"]).args(args);
     rexpect::session::spawn_command(cmd, Some(60_000)).unwrap()
 }
 
