@@ -1113,6 +1113,60 @@ $grant$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/snapshot_api.rs:141
+-- requires:
+--   snapshots
+--   security
+
+-- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
+-- pg_dump itself in the job. New arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
+CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
+                                          parallel integer DEFAULT 4,
+                                          with_schema boolean DEFAULT true,
+                                          tables text[] DEFAULT NULL,
+                                          exclude_tables text[] DEFAULT NULL,
+                                          schemas text[] DEFAULT NULL,
+                                          exclude_schemas text[] DEFAULT NULL)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    spec text;
+    id text := steep_repl._new_snapshot_id();
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := steep_repl._compression(coalesce($2, 'none'));
+    path := steep_repl._snapshot_path($1, true);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
+            $3, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_generate', id,
+            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
+                               'schema', coalesce($4, true),
+                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
+                               'schemas', coalesce($7, '{}'),
+                               'exclude_schemas', coalesce($8, '{}')));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
+                                              text[])
+    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/snapshot_api.rs:129
 -- requires:
 --   security
@@ -1194,6 +1248,83 @@ COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/apply_markers.rs:4
+-- requires:
+--   security
+
+-- Snapshot apply's resume markers (0.4.0). An apply commits one marker per table in the same
+-- transaction as that table's rows, so `--resume` knows exactly which tables hold the snapshot's
+-- data (a matching row count proved nothing: stale rows can have the same count). The rows are
+-- operational state of one apply: not a configuration table, so pg_dump does not carry them.
+-- The functions set row_security on: the engine's sessions turn it off (a table whose policies
+-- would hide rows from COPY must fail loudly), and these rows are under a policy.
+
+CREATE TABLE steep_repl.apply_markers (
+    snapshot_id  text NOT NULL CHECK (length(snapshot_id) BETWEEN 1 AND 200),
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    schema_mode  text NOT NULL CHECK (schema_mode IN ('verify', 'create', 'skip')),
+    loaded_by    name NOT NULL DEFAULT current_user,
+    loaded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (snapshot_id, loaded_by, table_schema, table_name)
+);
+COMMENT ON TABLE steep_repl.apply_markers
+    IS 'Tables a snapshot apply has loaded (committed with their rows); read by --resume';
+
+ALTER TABLE steep_repl.apply_markers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY apply_markers_owner ON steep_repl.apply_markers
+    USING (pg_catalog.pg_has_role(current_user,
+               (SELECT r.oid FROM pg_catalog.pg_roles r
+                WHERE r.rolname = apply_markers.loaded_by), 'USAGE'))
+    WITH CHECK (apply_markers.loaded_by = current_user);
+
+CREATE FUNCTION steep_repl.apply_markers_of(snapshot_id text)
+RETURNS TABLE (table_schema text, table_name text, schema_mode text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    SELECT m.table_schema, m.table_name, m.schema_mode FROM steep_repl.apply_markers m
+    WHERE m.snapshot_id = $1 AND m.loaded_by = current_user
+    ORDER BY 1, 2
+$fn$;
+COMMENT ON FUNCTION steep_repl.apply_markers_of(text)
+    IS 'The tables the current role''s apply of a snapshot has loaded';
+
+CREATE FUNCTION steep_repl.mark_applied(snapshot_id text, schema_mode text,
+                                        table_schema text, table_name text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    -- The table no longer holds what other snapshots' markers say it holds (those the caller
+    -- may see: its own and its members').
+    DELETE FROM steep_repl.apply_markers m
+    WHERE m.table_schema = $3 AND m.table_name = $4 AND m.snapshot_id <> $1;
+    INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
+    VALUES ($1, $3, $4, $2)
+    ON CONFLICT (snapshot_id, loaded_by, table_schema, table_name)
+    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at;
+$fn$;
+COMMENT ON FUNCTION steep_repl.mark_applied(text, text, text, text)
+    IS 'Record, inside the transaction that loaded it, that a table holds a snapshot''s data';
+
+CREATE FUNCTION steep_repl.forget_applied(snapshot_id text)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    WITH gone AS (DELETE FROM steep_repl.apply_markers m
+                  WHERE m.snapshot_id = $1 AND m.loaded_by = current_user RETURNING 1)
+    SELECT count(*) FROM gone
+$fn$;
+COMMENT ON FUNCTION steep_repl.forget_applied(text)
+    IS 'Drop the current role''s markers of a snapshot (a new, non-resuming apply starts over)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/dump.rs:4
 -- requires:
 --   security
@@ -1221,69 +1352,6 @@ AS $fn$
          gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
     SELECT EXISTS (SELECT FROM gone);
 $fn$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/snapshot_api.rs:136
--- requires:
---   snapshots
---   security
-
--- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
--- loaded (as in replication; the table's owner keeps them from firing inside the load's
--- transaction); fire_triggers lets them. Owners and privileges: restored by default with
--- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
--- arguments are a new signature.
-
-DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
-CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
-                                       verify boolean DEFAULT true,
-                                       schema_mode text DEFAULT 'verify',
-                                       resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false,
-                                       no_owner boolean DEFAULT false,
-                                       no_privileges boolean DEFAULT false)
-RETURNS steep_repl.snapshots
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    id text := steep_repl._new_snapshot_id();
-    source_id text;
-BEGIN
-    PERFORM steep_repl._require_workers();
-    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
-        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    path := steep_repl._snapshot_path($1, false);
-    -- Refuse a missing or malformed manifest now, not in the worker.
-    source_id := steep_repl._manifest_snapshot_id(path);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_apply', id,
-            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
-                               'schema', $4, 'resume', coalesce($5, false),
-                               'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false),
-                               'no_owner', coalesce($7, false),
-                               'no_privileges', coalesce($8, false)));
-    RETURN snap;
-END
-$fn$;
-
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
-                                          boolean)
-    IS 'Queue loading the snapshot at input_path (on the server) into this database';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1450,9 +1518,73 @@ COMMENT ON FUNCTION steep_repl.analyze_overlap(text, text[])
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/snapshot_api.rs:136
+-- requires:
+--   snapshots
+--   security
+
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
+CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
+                                       verify boolean DEFAULT true,
+                                       schema_mode text DEFAULT 'verify',
+                                       resume boolean DEFAULT false,
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    id text := steep_repl._new_snapshot_id();
+    source_id text;
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
+        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    path := steep_repl._snapshot_path($1, false);
+    -- Refuse a missing or malformed manifest now, not in the worker.
+    source_id := steep_repl._manifest_snapshot_id(path);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_apply', id,
+            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
+                               'schema', $4, 'resume', coalesce($5, false),
+                               'source_snapshot', source_id,
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
+    RETURN snap;
+END
+$fn$;
+
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
+    IS 'Queue loading the snapshot at input_path (on the server) into this database';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/merge_api.rs:373
 -- requires:
 --   merge_analysis_api
+--   snapshots
 
 -- Merge, part 2 (0.6.0): resolve and apply. A merge keeps, on the node it runs against, which
 -- tables it has merged (written in the same transaction as the table's rows), the operator's
@@ -1517,137 +1649,139 @@ COMMENT ON FUNCTION steep_repl.merge_audit(text) IS 'A merge''s audit rows (what
 
 SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_decisions', '');
-/* </end connected objects> */
 
-/* <begin connected objects> */
--- ext/src/apply_markers.rs:4
--- requires:
---   security
+-- The job form. A merge job whose strategy asks stores the conflicts (both row images) here and
+-- waits, as phase awaiting_decisions, until each has a decision on its rows (the CLI prompts and
+-- saves them in merge_decisions) or its timeout passes; it holds no lock while it waits.
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_operation_check;
+ALTER TABLE steep_repl.work_queue ADD CONSTRAINT work_queue_operation_check
+    CHECK (operation IN ('snapshot_generate', 'snapshot_apply', 'bidirectional_merge',
+                         'selftest', 'merge_analysis', 'merge'));
 
--- Snapshot apply's resume markers (0.4.0). An apply commits one marker per table in the same
--- transaction as that table's rows, so `--resume` knows exactly which tables hold the snapshot's
--- data (a matching row count proved nothing: stale rows can have the same count). The rows are
--- operational state of one apply: not a configuration table, so pg_dump does not carry them.
--- The functions set row_security on: the engine's sessions turn it off (a table whose policies
--- would hide rows from COPY must fail loudly), and these rows are under a policy.
-
-CREATE TABLE steep_repl.apply_markers (
-    snapshot_id  text NOT NULL CHECK (length(snapshot_id) BETWEEN 1 AND 200),
-    table_schema text NOT NULL,
-    table_name   text NOT NULL,
-    schema_mode  text NOT NULL CHECK (schema_mode IN ('verify', 'create', 'skip')),
-    loaded_by    name NOT NULL DEFAULT current_user,
-    loaded_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (snapshot_id, loaded_by, table_schema, table_name)
+CREATE TABLE steep_repl.merge_conflicts (
+    merge_id          text NOT NULL REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    schema_name       text NOT NULL,
+    table_name        text NOT NULL,
+    key               text NOT NULL,
+    local_hash        bigint,
+    remote_hash       bigint,
+    pk                jsonb NOT NULL,
+    local_row         jsonb NOT NULL,
+    remote_row        jsonb NOT NULL,
+    differing_columns text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (merge_id, schema_name, table_name, key)
 );
-COMMENT ON TABLE steep_repl.apply_markers
-    IS 'Tables a snapshot apply has loaded (committed with their rows); read by --resume';
+COMMENT ON TABLE steep_repl.merge_conflicts IS 'The conflicts a merge job asks about, with both row images';
+ALTER TABLE steep_repl.merge_conflicts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merge_conflicts_owner ON steep_repl.merge_conflicts
+    USING (EXISTS (SELECT FROM steep_repl.merges m WHERE m.merge_id = merge_conflicts.merge_id))
+    WITH CHECK (EXISTS (SELECT FROM steep_repl.merges m
+                        WHERE m.merge_id = merge_conflicts.merge_id));
 
-ALTER TABLE steep_repl.apply_markers ENABLE ROW LEVEL SECURITY;
-CREATE POLICY apply_markers_owner ON steep_repl.apply_markers
-    USING (pg_catalog.pg_has_role(current_user,
-               (SELECT r.oid FROM pg_catalog.pg_roles r
-                WHERE r.rolname = apply_markers.loaded_by), 'USAGE'))
-    WITH CHECK (apply_markers.loaded_by = current_user);
-
-CREATE FUNCTION steep_repl.apply_markers_of(snapshot_id text)
-RETURNS TABLE (table_schema text, table_name text, schema_mode text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    SELECT m.table_schema, m.table_name, m.schema_mode FROM steep_repl.apply_markers m
-    WHERE m.snapshot_id = $1 AND m.loaded_by = current_user
-    ORDER BY 1, 2
-$fn$;
-COMMENT ON FUNCTION steep_repl.apply_markers_of(text)
-    IS 'The tables the current role''s apply of a snapshot has loaded';
-
-CREATE FUNCTION steep_repl.mark_applied(snapshot_id text, schema_mode text,
-                                        table_schema text, table_name text)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    -- The table no longer holds what other snapshots' markers say it holds (those the caller
-    -- may see: its own and its members').
-    DELETE FROM steep_repl.apply_markers m
-    WHERE m.table_schema = $3 AND m.table_name = $4 AND m.snapshot_id <> $1;
-    INSERT INTO steep_repl.apply_markers (snapshot_id, table_schema, table_name, schema_mode)
-    VALUES ($1, $3, $4, $2)
-    ON CONFLICT (snapshot_id, loaded_by, table_schema, table_name)
-    DO UPDATE SET schema_mode = excluded.schema_mode, loaded_at = excluded.loaded_at;
-$fn$;
-COMMENT ON FUNCTION steep_repl.mark_applied(text, text, text, text)
-    IS 'Record, inside the transaction that loaded it, that a table holds a snapshot''s data';
-
-CREATE FUNCTION steep_repl.forget_applied(snapshot_id text)
-RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    WITH gone AS (DELETE FROM steep_repl.apply_markers m
-                  WHERE m.snapshot_id = $1 AND m.loaded_by = current_user RETURNING 1)
-    SELECT count(*) FROM gone
-$fn$;
-COMMENT ON FUNCTION steep_repl.forget_applied(text)
-    IS 'Drop the current role''s markers of a snapshot (a new, non-resuming apply starts over)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/snapshot_api.rs:141
--- requires:
---   snapshots
---   security
-
--- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
--- pg_dump itself in the job. New arguments are a new signature.
-
-DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
-CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
-                                          parallel integer DEFAULT 4,
-                                          with_schema boolean DEFAULT true,
-                                          tables text[] DEFAULT NULL,
-                                          exclude_tables text[] DEFAULT NULL,
-                                          schemas text[] DEFAULT NULL,
-                                          exclude_schemas text[] DEFAULT NULL)
-RETURNS steep_repl.snapshots
+CREATE FUNCTION steep_repl.start_merge(peer text, tables text[] DEFAULT NULL,
+                                       strategy text DEFAULT 'ask', options jsonb DEFAULT '{}')
+RETURNS steep_repl.merges
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    spec text;
-    id text := steep_repl._new_snapshot_id();
+    m steep_repl.merges;
+    o jsonb := coalesce($4, '{}');
 BEGIN
     PERFORM steep_repl._require_workers();
-    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+    IF $3 IS NULL OR $3 !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$' THEN
+        RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal($3), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use prefer-local, prefer-remote, last-modified, last-modified:COLUMN or ask';
     END IF;
-    spec := steep_repl._compression(coalesce($2, 'none'));
-    path := steep_repl._snapshot_path($1, true);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
-            $3, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_generate', id,
-            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
-                               'schema', coalesce($4, true),
-                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
-                               'schemas', coalesce($7, '{}'),
-                               'exclude_schemas', coalesce($8, '{}')));
-    RETURN snap;
+    IF jsonb_typeof(o) <> 'object' THEN
+        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status, kind,
+                                   options)
+    VALUES (steep_repl._new_merge_id(), steep_repl._authorize_peer($1), coalesce($2, '{}'),
+            split_part($3, ':', 1), coalesce((o ->> 'dry_run')::boolean, false), 'pending',
+            'merge', o || jsonb_build_object('strategy', $3, 'mode', 'direct'))
+    RETURNING * INTO m;
+    INSERT INTO steep_repl.work_queue (operation, merge_id, params)
+    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1));
+    RETURN m;
 END
 $fn$;
-COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
-                                              text[])
-    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
+COMMENT ON FUNCTION steep_repl.start_merge(text, text[], text, jsonb)
+    IS 'Queue a merge of this database and a peer (options: per_table [{table, strategy}], keep_one_sided, dry_run, wait_for_decisions, decision_timeout_seconds); returns at once';
+
+CREATE FUNCTION steep_repl.merge_progress(merge_id text DEFAULT NULL)
+RETURNS TABLE (merge_id text, status text, phase text, overall_percent double precision,
+               tables_completed integer, tables_total integer, current_table text,
+               rows_processed bigint, undecided bigint, error text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT m.merge_id, m.status,
+           coalesce(p.phase, CASE WHEN m.status = 'awaiting_decisions' THEN 'awaiting_decisions' END),
+           coalesce(p.percent, 0),
+           coalesce(p.tables_completed::integer, m.tables_completed),
+           coalesce(nullif(p.tables_total, 0)::integer, m.tables_total),
+           p.current_table,
+           coalesce(p.rows_processed, 0),
+           (SELECT count(*) FROM steep_repl.merge_conflicts c
+             WHERE c.merge_id = m.merge_id
+               AND NOT EXISTS (SELECT FROM steep_repl.merge_decisions d
+                                WHERE d.merge_id = c.merge_id AND d.schema_name = c.schema_name
+                                  AND d.table_name = c.table_name AND d.key = c.key
+                                  AND d.local_hash IS NOT DISTINCT FROM c.local_hash
+                                  AND d.remote_hash IS NOT DISTINCT FROM c.remote_hash)),
+           coalesce(p.error, m.error_message)
+    FROM steep_repl.merges m
+    LEFT JOIN steep_repl.work_queue w ON w.merge_id = m.merge_id AND w.status IN ('pending', 'running')
+    LEFT JOIN steep_repl.operation_progress() p ON p.id = w.id
+    WHERE m.kind = 'merge'
+      AND CASE WHEN $1 IS NULL THEN m.status IN ('pending', 'running', 'awaiting_decisions')
+               ELSE m.merge_id = $1 END
+    ORDER BY m.created_at;
+$fn$;
+COMMENT ON FUNCTION steep_repl.merge_progress(text)
+    IS 'Live progress of merges in flight (or of one), with the conflicts still undecided';
+
+CREATE FUNCTION steep_repl.wait_merge(merge_id text, timeout_seconds integer DEFAULT 86400)
+RETURNS steep_repl.merges
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    m steep_repl.merges;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => coalesce($2, 86400));
+BEGIN
+    LOOP
+        SELECT * INTO m FROM steep_repl.merges x WHERE x.merge_id = $1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown merge %', quote_literal($1) USING ERRCODE = 'no_data_found';
+        END IF;
+        IF m.status IN ('complete', 'failed', 'cancelled', 'awaiting_decisions') THEN
+            RETURN m;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'merge % is still %, after % s', quote_literal($1), m.status, $2
+                USING ERRCODE = 'query_canceled';
+        END IF;
+        PERFORM pg_sleep(0.1);  -- interruptible
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.wait_merge(text, integer)
+    IS 'Block until the merge ends or waits for decisions (or the timeout); cancel the statement to stop waiting';
+
+CREATE FUNCTION steep_repl.cancel_merge(merge_id text) RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(bool_or(steep_repl.cancel_operation(w.id)), false)
+    FROM steep_repl.work_queue w
+    WHERE w.merge_id = $1 AND w.status IN ('pending', 'running');
+$fn$;
+COMMENT ON FUNCTION steep_repl.cancel_merge(text)
+    IS 'Cancel a pending or running merge job; the table it was writing is rolled back on both nodes';
 /* </end connected objects> */
 
 /* <begin connected objects> */

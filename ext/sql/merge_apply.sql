@@ -61,3 +61,136 @@ COMMENT ON FUNCTION steep_repl.merge_audit(text) IS 'A merge''s audit rows (what
 
 SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_decisions', '');
+
+-- The job form. A merge job whose strategy asks stores the conflicts (both row images) here and
+-- waits, as phase awaiting_decisions, until each has a decision on its rows (the CLI prompts and
+-- saves them in merge_decisions) or its timeout passes; it holds no lock while it waits.
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_operation_check;
+ALTER TABLE steep_repl.work_queue ADD CONSTRAINT work_queue_operation_check
+    CHECK (operation IN ('snapshot_generate', 'snapshot_apply', 'bidirectional_merge',
+                         'selftest', 'merge_analysis', 'merge'));
+
+CREATE TABLE steep_repl.merge_conflicts (
+    merge_id          text NOT NULL REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    schema_name       text NOT NULL,
+    table_name        text NOT NULL,
+    key               text NOT NULL,
+    local_hash        bigint,
+    remote_hash       bigint,
+    pk                jsonb NOT NULL,
+    local_row         jsonb NOT NULL,
+    remote_row        jsonb NOT NULL,
+    differing_columns text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (merge_id, schema_name, table_name, key)
+);
+COMMENT ON TABLE steep_repl.merge_conflicts IS 'The conflicts a merge job asks about, with both row images';
+ALTER TABLE steep_repl.merge_conflicts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merge_conflicts_owner ON steep_repl.merge_conflicts
+    USING (EXISTS (SELECT FROM steep_repl.merges m WHERE m.merge_id = merge_conflicts.merge_id))
+    WITH CHECK (EXISTS (SELECT FROM steep_repl.merges m
+                        WHERE m.merge_id = merge_conflicts.merge_id));
+
+CREATE FUNCTION steep_repl.start_merge(peer text, tables text[] DEFAULT NULL,
+                                       strategy text DEFAULT 'ask', options jsonb DEFAULT '{}')
+RETURNS steep_repl.merges
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    m steep_repl.merges;
+    o jsonb := coalesce($4, '{}');
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$' THEN
+        RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal($3), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use prefer-local, prefer-remote, last-modified, last-modified:COLUMN or ask';
+    END IF;
+    IF jsonb_typeof(o) <> 'object' THEN
+        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status, kind,
+                                   options)
+    VALUES (steep_repl._new_merge_id(), steep_repl._authorize_peer($1), coalesce($2, '{}'),
+            split_part($3, ':', 1), coalesce((o ->> 'dry_run')::boolean, false), 'pending',
+            'merge', o || jsonb_build_object('strategy', $3, 'mode', 'direct'))
+    RETURNING * INTO m;
+    INSERT INTO steep_repl.work_queue (operation, merge_id, params)
+    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1));
+    RETURN m;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_merge(text, text[], text, jsonb)
+    IS 'Queue a merge of this database and a peer (options: per_table [{table, strategy}], keep_one_sided, dry_run, wait_for_decisions, decision_timeout_seconds); returns at once';
+
+CREATE FUNCTION steep_repl.merge_progress(merge_id text DEFAULT NULL)
+RETURNS TABLE (merge_id text, status text, phase text, overall_percent double precision,
+               tables_completed integer, tables_total integer, current_table text,
+               rows_processed bigint, undecided bigint, error text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT m.merge_id, m.status,
+           coalesce(p.phase, CASE WHEN m.status = 'awaiting_decisions' THEN 'awaiting_decisions' END),
+           coalesce(p.percent, 0),
+           coalesce(p.tables_completed::integer, m.tables_completed),
+           coalesce(nullif(p.tables_total, 0)::integer, m.tables_total),
+           p.current_table,
+           coalesce(p.rows_processed, 0),
+           (SELECT count(*) FROM steep_repl.merge_conflicts c
+             WHERE c.merge_id = m.merge_id
+               AND NOT EXISTS (SELECT FROM steep_repl.merge_decisions d
+                                WHERE d.merge_id = c.merge_id AND d.schema_name = c.schema_name
+                                  AND d.table_name = c.table_name AND d.key = c.key
+                                  AND d.local_hash IS NOT DISTINCT FROM c.local_hash
+                                  AND d.remote_hash IS NOT DISTINCT FROM c.remote_hash)),
+           coalesce(p.error, m.error_message)
+    FROM steep_repl.merges m
+    LEFT JOIN steep_repl.work_queue w ON w.merge_id = m.merge_id AND w.status IN ('pending', 'running')
+    LEFT JOIN steep_repl.operation_progress() p ON p.id = w.id
+    WHERE m.kind = 'merge'
+      AND CASE WHEN $1 IS NULL THEN m.status IN ('pending', 'running', 'awaiting_decisions')
+               ELSE m.merge_id = $1 END
+    ORDER BY m.created_at;
+$fn$;
+COMMENT ON FUNCTION steep_repl.merge_progress(text)
+    IS 'Live progress of merges in flight (or of one), with the conflicts still undecided';
+
+CREATE FUNCTION steep_repl.wait_merge(merge_id text, timeout_seconds integer DEFAULT 86400)
+RETURNS steep_repl.merges
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    m steep_repl.merges;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => coalesce($2, 86400));
+BEGIN
+    LOOP
+        SELECT * INTO m FROM steep_repl.merges x WHERE x.merge_id = $1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown merge %', quote_literal($1) USING ERRCODE = 'no_data_found';
+        END IF;
+        IF m.status IN ('complete', 'failed', 'cancelled', 'awaiting_decisions') THEN
+            RETURN m;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'merge % is still %, after % s', quote_literal($1), m.status, $2
+                USING ERRCODE = 'query_canceled';
+        END IF;
+        PERFORM pg_sleep(0.1);  -- interruptible
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.wait_merge(text, integer)
+    IS 'Block until the merge ends or waits for decisions (or the timeout); cancel the statement to stop waiting';
+
+CREATE FUNCTION steep_repl.cancel_merge(merge_id text) RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(bool_or(steep_repl.cancel_operation(w.id)), false)
+    FROM steep_repl.work_queue w
+    WHERE w.merge_id = $1 AND w.status IN ('pending', 'running');
+$fn$;
+COMMENT ON FUNCTION steep_repl.cancel_merge(text)
+    IS 'Cancel a pending or running merge job; the table it was writing is rolled back on both nodes';

@@ -373,5 +373,5 @@ fn run_analysis(peer: &str, tables: Option<Vec<String>>) -> String {
 pgrx::extension_sql_file!(
     "../sql/merge_apply.sql",
     name = "merge_apply",
-    requires = ["merge_analysis_api"]
+    requires = ["merge_analysis_api", "snapshots"]
 );

@@ -139,7 +139,8 @@ rm -f "/tmp/steep-bench-reladiff.$$"
 # by hand with COPY (SELECT ... WHERE aid IN ...) given the keys.
 copy_table() { # copy_table NAME: a fresh copy of pgbench_accounts on both nodes
   both "DROP TABLE IF EXISTS $1; CREATE TABLE $1 (LIKE pgbench_accounts INCLUDING ALL);
-        INSERT INTO $1 SELECT * FROM pgbench_accounts; VACUUM ANALYZE $1" >/dev/null
+        INSERT INTO $1 SELECT * FROM pgbench_accounts" >/dev/null
+  both "VACUUM ANALYZE $1" >/dev/null
 }
 log "merge: copies of the table on both nodes"
 copy_table bench_merge_run

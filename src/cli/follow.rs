@@ -143,6 +143,17 @@ impl<'a> Follower<'a> {
     /// Follow operation `id` until it ends or the operator detaches. `client` is used for LISTEN
     /// and polling and must not be inside a transaction.
     pub fn follow(&mut self, client: &mut postgres::Client, id: i64) -> Result<Followed> {
+        self.follow_until(client, id, &|_| false)
+    }
+
+    /// Follow until the operation ends or `until` holds for its progress (a job waiting for the
+    /// operator: a merge's `awaiting_decisions`).
+    pub fn follow_until(
+        &mut self,
+        client: &mut postgres::Client,
+        id: i64,
+        until: &dyn Fn(&ProgressEvent) -> bool,
+    ) -> Result<Followed> {
         interrupted(); // installs the handler and forgets an old Ctrl-C
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
@@ -176,7 +187,7 @@ impl<'a> Follower<'a> {
                 last_poll = Instant::now();
                 if let Some(e) = poll(client, id)? {
                     self.observe(&mut f, e, started);
-                    if f.last.is_terminal() {
+                    if f.last.is_terminal() || until(&f.last) {
                         break;
                     }
                 }
@@ -199,7 +210,7 @@ impl<'a> Follower<'a> {
                     f.notifications += 1;
                     last_event_at = Instant::now();
                     self.observe(&mut f, e, started);
-                    if f.last.is_terminal() {
+                    if f.last.is_terminal() || until(&f.last) {
                         break;
                     }
                 }

@@ -1,5 +1,7 @@
 //! `steep demo`: steep's main job end to end on two throwaway sandboxes: initialize both nodes,
-//! compare their schemas, snapshot node A with live progress, apply it to node B, compare again.
+//! compare their schemas, snapshot node A with live progress, apply it to node B, compare again;
+//! then let both nodes change the same accounts and merge them back together, one conflict
+//! settled by a decisions file as an operator would.
 //! Each step is the `steep` command a user would type (shown, then run by this same binary).
 
 use std::process::Command;
@@ -130,8 +132,95 @@ impl DemoArgs {
         if na != nb {
             bail!("node B has {nb} accounts, node A {na}");
         }
-        out.note("merging two nodes that both hold data is not implemented yet in this steep");
+        // Both nodes change: the same accounts differently (conflicts), new accounts on each.
+        let (sa, sb) = (
+            a.connection_string("postgres"),
+            b.connection_string("postgres"),
+        );
+        let run_sql = |conn: &str, q: &str| -> Result<()> {
+            postgres::Client::connect(conn, postgres::NoTls)?.batch_execute(q)?;
+            Ok(())
+        };
+        run_sql(
+            &sa,
+            "UPDATE pgbench_accounts SET abalance = abalance + 100 WHERE aid IN (1, 2, 3);
+             INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+             SELECT 10000000 + g, 1, 0, 'opened on A' FROM generate_series(1, 3) g",
+        )?;
+        run_sql(
+            &sb,
+            "UPDATE pgbench_accounts SET abalance = abalance - 50 WHERE aid IN (1, 2, 3);
+             INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+             SELECT 20000000 + g, 1, 0, 'opened on B' FROM generate_series(1, 5) g",
+        )?;
+        out.line("\nboth nodes changed accounts 1, 2 and 3; A opened 3 accounts, B opened 5");
+        let decisions = base.join(format!("demo-decisions-{}.json", std::process::id()));
+        let decisions_s = decisions.to_string_lossy().to_string();
+        step(
+            "analyze the overlap, and write the conflicts for review",
+            &[
+                "merge",
+                "analyze",
+                "-c",
+                &ca,
+                "--peer",
+                &cb,
+                "-t",
+                "pgbench_accounts",
+                "--decisions-out",
+                &decisions_s,
+            ],
+            &[0],
+        )?;
+        // The operator's review: account 1 keeps B's balance.
+        let mut file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&decisions)?)?;
+        for c in file["conflicts"].as_array_mut().into_iter().flatten() {
+            if c["key"] == "(1)" {
+                c["decision"] = "keep_remote".into();
+            }
+        }
+        std::fs::write(&decisions, file.to_string())?;
+        out.line("decided in the file: account 1 keeps node B's balance");
+        let merged = step(
+            "merge: new accounts copied both ways, account 1 as decided, the rest prefer A",
+            &[
+                "merge",
+                "run",
+                "-c",
+                &ca,
+                "--peer",
+                &cb,
+                "-t",
+                "pgbench_accounts",
+                "--strategy",
+                "prefer-local",
+                "--decisions",
+                &decisions_s,
+            ],
+            &[0],
+        )?;
+        let _ = std::fs::remove_file(&decisions);
+        let balance = |conn: &str| -> Result<(i64, i64)> {
+            let mut c = postgres::Client::connect(conn, postgres::NoTls)?;
+            let r = c.query_one(
+                "SELECT count(*), sum(abalance)::int8 FROM pgbench_accounts",
+                &[],
+            )?;
+            Ok((r.get(0), r.get(1)))
+        };
+        let (ma, mb) = (balance(&sa)?, balance(&sb)?);
+        out.line(format!(
+            "\nafter the merge: {} accounts and a total balance of {} on node A; {} and {} on node B",
+            ma.0, ma.1, mb.0, mb.1
+        ));
+        if ma != mb {
+            bail!("the nodes differ after the merge: A {ma:?}, B {mb:?}");
+        }
         out.json(&json!({
+            "merge": merged,
+            "merged_accounts": ma.0,
+            "merged_balance": ma.1,
             "node_a": ca,
             "node_b": cb,
             "compare_before": before,

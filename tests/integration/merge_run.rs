@@ -643,3 +643,166 @@ fn ask_prompts_at_a_terminal_saves_each_answer_and_resumes_after_a_kill() {
         ]
     );
 }
+
+/// A report without what differs between two runs of the same merge.
+fn comparable(r: &Value) -> Value {
+    let mut r = r.clone();
+    r["merge_id"] = Value::Null;
+    r
+}
+
+#[test]
+fn direct_mode_merges_as_client_mode_does_and_is_followed_from_sql() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    simple_overlap(&ac, &bc);
+    let args = ["--strategy", "prefer-local", "--dry-run"];
+    let client = merge(home.path(), &ac, &bc, &args);
+    let direct = merge(home.path(), &ac, &bc, &[&args[..], &["--direct"]].concat());
+    assert_eq!(comparable(&client), comparable(&direct));
+    assert_eq!(rows(&bc, "t").len(), 3, "a dry run writes nothing");
+
+    let done = merge(
+        home.path(),
+        &ac,
+        &bc,
+        &["--strategy", "prefer-local", "--direct"],
+    );
+    assert_eq!(table(&done, "t")["state"], "merged");
+    let want = [
+        "(1,same,1)",
+        "(2,\"from A\",2)",
+        "(3,\"A only\",3)",
+        "(4,\"B only\",4)",
+    ];
+    assert_eq!(rows(&ac, "t"), want);
+    assert_eq!(rows(&bc, "t"), want);
+    let id = done["merge_id"].as_str().unwrap();
+    let mut c = connect(&ac);
+    let (status, audit): (String, i64) = {
+        let r = c
+            .query_one(
+                "SELECT status, (SELECT count(*) FROM steep_repl.merge_audit($1))
+                   FROM steep_repl.wait_merge($1, 10)",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), audit), ("complete", 3));
+}
+
+#[test]
+fn a_merge_job_waits_for_decisions_holding_nothing_and_gives_up_or_stops_on_request() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    conflicts(&ac, &bc);
+    let mut c = connect(&ac);
+    let start = |c: &mut postgres::Client, options: &str| -> String {
+        c.query_one(
+            "SELECT merge_id FROM steep_repl.start_merge($1, NULL, 'ask', $2::text::jsonb)",
+            &[&bc, &options],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // It waits: the conflicts are stored with both images, progress counts the undecided.
+    let id = start(&mut c, "{\"decision_timeout_seconds\": 2}");
+    let status: String = c
+        .query_one("SELECT status FROM steep_repl.wait_merge($1, 30)", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "awaiting_decisions");
+    let (phase, undecided): (String, i64) = {
+        let r = c
+            .query_one(
+                "SELECT phase, undecided FROM steep_repl.merge_progress($1)",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((phase.as_str(), undecided), ("awaiting_decisions", 5));
+    let images: String = c
+        .query_one(
+            "SELECT local_row->>'v' || ' ' || (remote_row->>'v') FROM steep_repl.merge_conflicts
+              WHERE merge_id = $1 AND table_name = 't1' AND key = '(1)'",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(images, "a1 b1");
+    // Nothing is locked while it waits: the tables take writes on both nodes.
+    sql(&ac, "INSERT INTO t2 VALUES (50, 'written while waiting')");
+    sql(&bc, "UPDATE t2 SET v = 'b2' WHERE id = 2");
+    // No answer within its timeout: it ends, failed, with the reason; nothing was merged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let r = loop {
+        let r = c
+            .query_one(
+                "SELECT status, error_message FROM steep_repl.merges WHERE merge_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        if r.get::<_, String>(0) != "awaiting_decisions" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (status, error): (String, Option<String>) = (r.get(0), r.get(1));
+    assert_eq!(status, "failed", "{error:?}");
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or("")
+            .contains("5 conflicts still undecided"),
+        "{error:?}"
+    );
+    assert_eq!(rows(&bc, "t1").len(), 3);
+
+    // A cancel stops a waiting job within a second.
+    let id = start(&mut c, "{}");
+    c.query_one("SELECT status FROM steep_repl.wait_merge($1, 30)", &[&id])
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let ok: bool = c
+        .query_one("SELECT steep_repl.cancel_merge($1)", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(ok);
+    loop {
+        let s: String = c
+            .query_one(
+                "SELECT w.status FROM steep_repl.work_queue w WHERE w.merge_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if s == "cancelled" {
+            break;
+        }
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(1),
+            "still {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Answered at a terminal while the job waits: it goes on and merges.
+    let mut p = at_terminal(
+        home.path(),
+        &["-c", &ac, "--peer", &bc, "--strategy", "ask", "--direct"],
+    );
+    p.exp_string("conflict 1 of 5").unwrap();
+    p.exp_string("q stop").unwrap();
+    p.send_line("r!").unwrap();
+    p.exp_string("Merged").unwrap();
+    p.exp_eof().unwrap();
+    for conn in [&ac, &bc] {
+        assert_eq!(rows(conn, "t1"), ["(1,b1)", "(2,b2)", "(3,b3)", "(10,a10)"]);
+        assert_eq!(
+            rows(conn, "t2"),
+            ["(1,b1)", "(2,b2)", "(50,\"written while waiting\")"]
+        );
+    }
+}

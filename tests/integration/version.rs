@@ -55,6 +55,11 @@ fn demo_runs_the_main_job_end_to_end_and_cleans_up() {
     assert_eq!(out["compare_after"], 0, "{out}");
     assert_eq!(out["accounts_a"], 100000);
     assert_eq!(out["accounts_b"], 100000);
+    // Then both changed accounts 1-3 and opened accounts; merged: account 1 as the decisions file
+    // says (B's -50), 2 and 3 by prefer-local (A's +100), every new account on both.
+    assert_eq!(out["merge"], 0, "{out}");
+    assert_eq!(out["merged_accounts"], 100008, "{out}");
+    assert_eq!(out["merged_balance"], 150, "{out}");
     let left = std::fs::read_dir(home.path().join("demo"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -129,6 +129,7 @@ fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
         "snapshot_generate" => super::snapshot_jobs::generate(ctx),
         "snapshot_apply" => super::snapshot_jobs::apply(ctx),
         "merge_analysis" => super::merge_jobs::analyze(ctx),
+        "merge" => super::merge_jobs::merge(ctx),
         other => Err(JobError::Failed(format!(
             "{other} is not implemented yet in steep_repl {}",
             env!("CARGO_PKG_VERSION")

@@ -89,7 +89,7 @@ impl AnalyzeArgs {
         let progress = Arc::new(Counters::default());
         let (l, p) = (CliConnect(local.clone()), CliConnect(peer.clone()));
         let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
-            conflicts::collect(&l, &p, &self.tables, &progress)
+            conflicts::collect(&l, &p, &self.tables, &|_| true, &progress)
         });
         let file = DecisionsFile {
             format: conflicts::FORMAT.into(),

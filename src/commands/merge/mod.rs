@@ -1,7 +1,8 @@
 //! `steep merge`: compare two nodes that both hold data (`analyze`), make them hold the same rows
-//! (`run`), and list merges (`list`).
+//! (`run`), list merges (`list`), and follow a merge job (`progress`, `wait`, `cancel`).
 
 mod analyze;
+mod job;
 mod list;
 mod prompt;
 mod run;
@@ -11,6 +12,7 @@ use clap::{Args, Subcommand};
 
 use crate::context::Ctx;
 use analyze::AnalyzeArgs;
+use job::{CancelArgs, ProgressArgs, WaitArgs};
 use list::ListArgs;
 use run::RunArgs;
 
@@ -30,6 +32,12 @@ enum MergeCommand {
     Run(RunArgs),
     /// The merges and analyses recorded on this node.
     List(ListArgs),
+    /// Live progress of merge jobs (or of one), with the conflicts still undecided.
+    Progress(ProgressArgs),
+    /// Wait until a merge job ends (or waits for decisions).
+    Wait(WaitArgs),
+    /// Cancel a merge job: the table it is writing is rolled back on both nodes.
+    Cancel(CancelArgs),
 }
 
 impl MergeArgs {
@@ -38,6 +46,9 @@ impl MergeArgs {
             MergeCommand::Analyze(a) => a.execute(ctx),
             MergeCommand::Run(a) => a.execute(ctx),
             MergeCommand::List(a) => a.execute(ctx),
+            MergeCommand::Progress(a) => a.execute(ctx),
+            MergeCommand::Wait(a) => a.execute(ctx),
+            MergeCommand::Cancel(a) => a.execute(ctx),
         }
     }
 }

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 
 use super::prompt;
 use crate::commands::snapshot::client_run::{run_local, CliConnect};
 use crate::commands::{require_extension, Blocking, Usage};
 use crate::context::Ctx;
+use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
+use steep::conn::ConnParams;
+use steep::db_error::db_error;
 use steep::engine::counters::Counters;
 use steep::engine::error::ErrorKind;
 use steep::engine::merge::apply::{self, MergeOptions, MergeReport};
@@ -46,8 +48,16 @@ pub struct RunArgs {
     #[arg(long)]
     keep_one_sided: bool,
     /// Go on with an earlier merge (its strategy and tables): tables it merged are not redone.
-    #[arg(long, value_name = "MERGE_ID", conflicts_with_all = ["strategy", "tables", "keep_one_sided", "dry_run"])]
+    #[arg(long, value_name = "MERGE_ID", conflicts_with_all = ["strategy", "tables", "keep_one_sided", "dry_run", "direct"])]
     resume: Option<String>,
+    /// Run as a job on this node's server (start_merge), which connects to the peer itself: a
+    /// peer a superuser defined for you, or for a superuser a connection string without a
+    /// password. ask prompts here while the job waits.
+    #[arg(long, conflicts_with = "client")]
+    direct: bool,
+    /// Run here over your own connections to both nodes (the default).
+    #[arg(long)]
+    client: bool,
 }
 
 impl RunArgs {
@@ -77,9 +87,13 @@ impl RunArgs {
             // Refused before anything is recorded.
             return Err(prompt::no_terminal());
         }
+        let role: String = c.query_one("SELECT current_user::text", &[])?.get(0);
+        if self.direct {
+            let r = self.direct(ctx, &mut c, &role)?;
+            return report_of(ctx, &r);
+        }
         let peer = ctx.other_params(&self.peer, "--peer")?;
         let (_, peer) = steep::cli::client::open(&peer).context("connecting to the peer")?;
-        let role: String = c.query_one("SELECT current_user::text", &[])?.get(0);
         let opts = match &self.resume {
             Some(id) => resumed(&mut c, id, &role)?,
             None => self.start(&mut c, &peer.redacted(), &role)?,
@@ -140,21 +154,29 @@ impl RunArgs {
         report_of(ctx, &r)
     }
 
-    /// A new merge: its row, then the decisions of the file given.
+    /// The options of a new merge, as given.
+    fn options(&self, merge_id: String, role: &str) -> MergeOptions {
+        MergeOptions {
+            merge_id,
+            tables: self.tables.iter().map(|(t, _)| t.clone()).collect(),
+            strategy: self.strategy.clone(),
+            per_table: self
+                .tables
+                .iter()
+                .filter_map(|(t, s)| Some((t.clone(), s.clone()?)))
+                .collect(),
+            keep_one_sided: self.keep_one_sided,
+            dry_run: self.dry_run,
+            role: role.to_string(),
+        }
+    }
+
+    /// A new client-mode merge: its row on this node.
     fn start(&self, c: &mut postgres::Client, peer: &str, role: &str) -> Result<MergeOptions> {
-        let names: Vec<String> = self.tables.iter().map(|(t, _)| t.clone()).collect();
-        let per_table: Vec<(String, Strategy)> = self
-            .tables
-            .iter()
-            .filter_map(|(t, s)| Some((t.clone(), s.clone()?)))
-            .collect();
-        let options = json!({
-            "strategy": self.strategy.to_string(),
-            "per_table": per_table.iter().map(|(t, s)| json!({"table": t, "strategy": s.to_string()})).collect::<Vec<_>>(),
-            "keep_one_sided": self.keep_one_sided,
-            "mode": "client",
-        });
-        let merge_id: String = c
+        let mut opts = self.options(String::new(), role);
+        let mut options = opts.to_stored();
+        options["mode"] = "client".into();
+        opts.merge_id = c
             .query_one(
                 "INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status,
                                                 kind, options, started_at)
@@ -163,7 +185,7 @@ impl RunArgs {
                  RETURNING merge_id",
                 &[
                     &peer,
-                    &names,
+                    &opts.tables,
                     &self.strategy.family(),
                     &self.dry_run,
                     &options,
@@ -172,15 +194,129 @@ impl RunArgs {
             .map_err(steep::db_error::db_error)
             .context("recording the merge in steep_repl.merges")?
             .get(0);
-        Ok(MergeOptions {
-            merge_id,
-            tables: names,
-            strategy: self.strategy.clone(),
-            per_table,
-            keep_one_sided: self.keep_one_sided,
-            dry_run: self.dry_run,
-            role: role.to_string(),
-        })
+        Ok(opts)
+    }
+
+    /// The decisions of the file given, saved for the merge.
+    fn save_file_decisions(
+        &self,
+        ctx: &Ctx,
+        c: &mut postgres::Client,
+        merge_id: &str,
+        role: &str,
+    ) -> Result<()> {
+        let Some(path) = &self.decisions else {
+            return Ok(());
+        };
+        let file = DecisionsFile::read(path)?;
+        let by = format!("decisions file {} ({role})", path.display());
+        let mut decided = Vec::new();
+        for x in &file.conflicts {
+            if let Some(d) = x.decided(&by)? {
+                let (schema, table) = prompt::split(&x.table)?;
+                decided.push((schema, table, &x.key, d));
+            }
+        }
+        let all: Vec<ledger::Decided> = decided
+            .iter()
+            .map(|(schema, table, key, d)| ledger::Decided {
+                schema,
+                table,
+                key,
+                decision: d,
+            })
+            .collect();
+        ledger::save_decisions(c, merge_id, &all)?;
+        ctx.out.status(
+            "Read",
+            format!(
+                "{} decisions of {} conflicts from {}",
+                all.len(),
+                file.conflicts.len(),
+                path.display()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Direct mode: queue the merge, follow it, answer its questions when it waits for them.
+    fn direct(&self, ctx: &Ctx, c: &mut postgres::Client, role: &str) -> Result<MergeReport> {
+        // Never sent: the server would refuse it, but the statement would carry it first.
+        if ConnParams::parse(&self.peer).is_ok_and(|p| p.get("password").is_some()) {
+            return Err(Usage(
+                "--peer holds a password, which --direct would send to the server: give the \
+                 server's OS user a passfile or service file (or use a peer a superuser defined), \
+                 or run in client mode"
+                    .into(),
+            )
+            .into());
+        }
+        let opts = self.options(String::new(), role);
+        let mut options = opts.to_stored();
+        // The job waits for answers only when someone is here to give them.
+        options["wait_for_decisions"] = prompt::interactive().into();
+        let tables: Option<Vec<String>> = (!opts.tables.is_empty()).then(|| opts.tables.clone());
+        let merge_id: String = c
+            .query_one(
+                "SELECT merge_id FROM steep_repl.start_merge($1, $2, $3, $4)",
+                &[&self.peer, &tables, &self.strategy.to_string(), &options],
+            )
+            .map_err(db_error)?
+            .get(0);
+        self.save_file_decisions(ctx, c, &merge_id, role)?;
+        let op: i64 = c
+            .query_one(
+                "SELECT id FROM steep_repl.work_queue WHERE merge_id = $1 ORDER BY id DESC LIMIT 1",
+                &[&merge_id],
+            )?
+            .get(0);
+        ctx.out
+            .status("Queued", format!("merge {merge_id} (job {op})"));
+        loop {
+            let f =
+                Follower::new(&ctx.out, format!("merge {merge_id}"))
+                    .follow_until(c, op, &|e| e.phase.as_deref() == Some("awaiting_decisions"))?;
+            if f.ending == Ending::Detached {
+                bail!(
+                    "stopped following; merge {merge_id} goes on (steep merge progress {merge_id})"
+                );
+            }
+            if f.last.is_terminal() {
+                break;
+            }
+            let found = conflicts::stored(c, &merge_id)?;
+            let decided = ledger::decisions(c, &merge_id)?;
+            if prompt::undecided(&found, &decided).is_empty() {
+                // Answered: the job goes on within a moment.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                continue;
+            }
+            if !prompt::ask(ctx, c, &merge_id, role, &found, &decided)? {
+                c.execute("SELECT steep_repl.cancel_merge($1)", &[&merge_id])?;
+                bail!(
+                    "stopped at the operator's request; merge {merge_id} is cancelled and the \
+                     answers given are kept: steep merge run --peer ... --resume {merge_id}"
+                );
+            }
+        }
+        let row = c.query_one(
+            "SELECT status, error_message, result FROM steep_repl.work_queue WHERE id = $1",
+            &[&op],
+        )?;
+        let (status, error, result): (String, Option<String>, Option<serde_json::Value>) =
+            (row.get(0), row.get(1), row.get(2));
+        if status != "complete" {
+            let msg = format!("merge {merge_id} {status}: {}", error.unwrap_or_default());
+            let kind = result
+                .as_ref()
+                .and_then(|r| r.get("error_kind"))
+                .and_then(|k| k.as_str());
+            if kind == Some(ErrorKind::MergeRefused.name()) {
+                return Err(Blocking(msg).into());
+            }
+            return Err(anyhow::anyhow!(msg));
+        }
+        serde_json::from_value(result.unwrap_or_default()).context("reading the merge's result")
     }
 
     fn run(
@@ -191,53 +327,23 @@ impl RunArgs {
         peer: &steep::conn::ConnParams,
         opts: &MergeOptions,
     ) -> Result<MergeReport> {
-        if let Some(path) = &self.decisions {
-            let file = DecisionsFile::read(path)?;
-            let by = format!("decisions file {} ({})", path.display(), opts.role);
-            let mut decided = Vec::new();
-            for x in &file.conflicts {
-                if let Some(d) = x.decided(&by)? {
-                    let (schema, table) = prompt::split(&x.table)?;
-                    decided.push((schema, table, &x.key, d));
-                }
-            }
-            let n = decided.len();
-            let all: Vec<ledger::Decided> = decided
-                .iter()
-                .map(|(schema, table, key, d)| ledger::Decided {
-                    schema,
-                    table,
-                    key,
-                    decision: d,
-                })
-                .collect();
-            ledger::save_decisions(c, &opts.merge_id, &all)?;
-            ctx.out.status(
-                "Read",
-                format!(
-                    "{n} decisions of {} conflicts from {}",
-                    file.conflicts.len(),
-                    path.display()
-                ),
-            );
-        }
+        self.save_file_decisions(ctx, c, &opts.merge_id, &opts.role)?;
         let (local, peer) = (CliConnect(local.clone()), CliConnect(peer.clone()));
-        let asks = opts.strategy == Strategy::Ask
-            || opts.per_table.iter().any(|(_, s)| *s == Strategy::Ask);
-        if asks && !opts.dry_run {
+        if let (Some(names), false) = (opts.ask_tables(), opts.dry_run) {
             if self.decisions.is_none() && !prompt::interactive() {
                 return Err(prompt::no_terminal());
             }
-            // Only the tables whose strategy asks.
-            let names: Vec<String> = ask_tables(opts);
             let progress = Arc::new(Counters::default());
             let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
-                conflicts::collect(&local, &peer, &names, &progress)
+                conflicts::collect(
+                    &local,
+                    &peer,
+                    &names,
+                    &|t| opts.asks_for(&t.schema, &t.name),
+                    &progress,
+                )
             });
-            let found: Vec<_> = found?
-                .into_iter()
-                .filter(|x| asks_for(opts, &x.table))
-                .collect();
+            let found = found?;
             let decided = ledger::decisions(c, &opts.merge_id)?;
             let pending = !prompt::undecided(&found, &decided).is_empty();
             if pending
@@ -257,30 +363,6 @@ impl RunArgs {
         });
         result
     }
-}
-
-/// The tables (names as given) whose strategy is ask: none named means every table.
-fn ask_tables(opts: &MergeOptions) -> Vec<String> {
-    if opts.strategy == Strategy::Ask {
-        opts.tables.clone()
-    } else {
-        opts.per_table
-            .iter()
-            .filter(|(_, s)| *s == Strategy::Ask)
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
-}
-
-/// Whether the strategy of table `qualified` is ask.
-fn asks_for(opts: &MergeOptions, qualified: &str) -> bool {
-    let Ok((schema, table)) = prompt::split(qualified) else {
-        return false;
-    };
-    let own = opts.per_table.iter().rev().find(|(n, _)| {
-        steep::engine::merge::preflight::chosen(&schema, &table, std::slice::from_ref(n))
-    });
-    own.map_or(&opts.strategy, |(_, s)| s) == &Strategy::Ask
 }
 
 /// An earlier merge's options, read back from its row.
@@ -314,36 +396,13 @@ fn resumed(c: &mut postgres::Client, id: &str, role: &str) -> Result<MergeOption
         ))
         .into());
     }
-    let strategy: Strategy = options["strategy"]
-        .as_str()
-        .unwrap_or("ask")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let per_table = options["per_table"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| {
-                    Some((
-                        e["table"].as_str()?.to_string(),
-                        e["strategy"].as_str()?.parse().ok()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     c.execute(
         "UPDATE steep_repl.merges SET status = 'running', error_message = NULL WHERE merge_id = $1",
         &[&id],
     )?;
-    Ok(MergeOptions {
-        merge_id: id.to_string(),
-        tables,
-        strategy,
-        per_table,
-        keep_one_sided: options["keep_one_sided"].as_bool().unwrap_or(false),
-        dry_run: false,
-        role: role.to_string(),
+    MergeOptions::from_stored(id, tables, &options, role).map(|mut o| {
+        o.dry_run = false;
+        o
     })
 }
 

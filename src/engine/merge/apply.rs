@@ -28,7 +28,7 @@ use crate::engine::error::cancelled;
 use crate::engine::fkorder::load_units;
 use crate::engine::merge::ledger::{self, AuditRow, Decisions};
 use crate::engine::merge::overlap::{self, Differing};
-use crate::engine::merge::rows::{self, Modified};
+use crate::engine::merge::rows::{self, KeySet, Modified, Staged};
 use crate::engine::merge::strategy::{remote_is_newer, Resolution, Strategy};
 use crate::engine::merge::{open, preflight, Refused};
 use crate::engine::triggers;
@@ -39,7 +39,7 @@ type Values = HashMap<String, Option<i64>>;
 
 /// One table of a unit written: its report, audit rows, and the staging tables holding what
 /// was written on the local node and on the peer.
-type TableDone = (TableMerge, Vec<AuditRow>, Vec<String>, Vec<String>);
+type TableDone = (TableMerge, Vec<AuditRow>, Vec<Staged>, Vec<Staged>);
 
 /// Keys of undecided conflicts kept per table for the report.
 const UNDECIDED_SHOWN: usize = 100;
@@ -59,6 +59,76 @@ pub struct MergeOptions {
     pub dry_run: bool,
     /// Who decides in `decided_by` for a strategy (the role running the merge).
     pub role: String,
+}
+
+impl MergeOptions {
+    /// The options as the merge's row keeps them (`merges.options`), which the job and a
+    /// resume read back with `from_stored`.
+    pub fn to_stored(&self) -> serde_json::Value {
+        serde_json::json!({
+            "strategy": self.strategy.to_string(),
+            "per_table": self.per_table.iter()
+                .map(|(t, s)| serde_json::json!({"table": t, "strategy": s.to_string()}))
+                .collect::<Vec<_>>(),
+            "keep_one_sided": self.keep_one_sided,
+            "dry_run": self.dry_run,
+        })
+    }
+
+    /// The options of merge `merge_id` from its row: its tables and `options`; `role` runs it.
+    pub fn from_stored(
+        merge_id: &str,
+        tables: Vec<String>,
+        options: &serde_json::Value,
+        role: &str,
+    ) -> Result<Self> {
+        let strategy: Strategy = options["strategy"]
+            .as_str()
+            .unwrap_or("ask")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let mut per_table = Vec::new();
+        for e in options["per_table"].as_array().into_iter().flatten() {
+            let (Some(t), Some(s)) = (e["table"].as_str(), e["strategy"].as_str()) else {
+                bail!("options.per_table entries are {{\"table\": T, \"strategy\": S}}: {e}");
+            };
+            per_table.push((t.to_string(), s.parse().map_err(anyhow::Error::msg)?));
+        }
+        Ok(Self {
+            merge_id: merge_id.to_string(),
+            tables,
+            strategy,
+            per_table,
+            keep_one_sided: options["keep_one_sided"].as_bool().unwrap_or(false),
+            dry_run: options["dry_run"].as_bool().unwrap_or(false),
+            role: role.to_string(),
+        })
+    }
+
+    /// The tables (names as given) whose strategy is ask: an empty list is every table.
+    pub fn ask_tables(&self) -> Option<Vec<String>> {
+        if self.strategy == Strategy::Ask {
+            Some(self.tables.clone())
+        } else {
+            let v: Vec<String> = self
+                .per_table
+                .iter()
+                .filter(|(_, s)| *s == Strategy::Ask)
+                .map(|(t, _)| t.clone())
+                .collect();
+            (!v.is_empty()).then_some(v)
+        }
+    }
+
+    /// Whether the strategy of table `schema`.`table` is ask.
+    pub fn asks_for(&self, schema: &str, table: &str) -> bool {
+        let own = self
+            .per_table
+            .iter()
+            .rev()
+            .find(|(n, _)| preflight::chosen(schema, table, std::slice::from_ref(n)));
+        own.map_or(&self.strategy, |(_, s)| s) == &Strategy::Ask
+    }
 }
 
 /// What a merge did (or, in a dry run, would do) to one table.
@@ -311,6 +381,7 @@ pub fn merge(
     // Marks a unit's tables `committing` outside its transactions.
     let mut ctl = open(local, progress, "local node")?;
     ctl.batch_execute("SET row_security = on")?;
+    let temp = (rows::temp_allowed(&mut l), rows::temp_allowed(&mut p));
     progress.set_phase("merging");
     progress
         .tables_total
@@ -362,6 +433,7 @@ pub fn merge(
             decisions: &decisions,
             progress,
             peer_committed: false,
+            temp,
         };
         let done = run.run(unit, &members, &strats);
         let peer_committed = run.peer_committed;
@@ -413,6 +485,8 @@ struct UnitRun<'a> {
     progress: &'a Counters,
     /// The unit's peer transaction committed (a failure after it leaves it merged there only).
     peer_committed: bool,
+    /// Whether the local node's and the peer's sessions may create temporary tables.
+    temp: (bool, bool),
 }
 
 /// One table's differing rows and what happens to each.
@@ -474,7 +548,7 @@ impl UnitRun<'_> {
         }
         let mut out = Vec::new();
         let mut audits = Vec::new();
-        let mut staged: Vec<(usize, bool, String)> = Vec::new();
+        let mut staged: Vec<(usize, bool, Staged)> = Vec::new();
         for (i, (t, s)) in members.iter().zip(strategies).enumerate() {
             self.progress.set_table(Some(t.qualified()));
             let (tm, audit, wrote_local, wrote_remote) = self.table(i, t, s)?;
@@ -607,8 +681,8 @@ impl UnitRun<'_> {
             .filter(|d| d.remote.is_some())
             .map(|d| d.key.as_str())
             .collect();
-        rows::load_keys(self.l, t, &seen, &here)?;
-        rows::load_keys(self.p, t, &seen, &there)?;
+        let seen_l = KeySet::new(self.l, t, &seen, &here, self.temp.0)?;
+        let seen_p = KeySet::new(self.p, t, &seen, &there, self.temp.1)?;
         let modified = match strategy {
             Strategy::LastModifiedColumn(c) => Some(Modified::Column(c)),
             Strategy::LastModified => Some(Modified::CommitTimestamp),
@@ -616,8 +690,8 @@ impl UnitRun<'_> {
         };
         let values = match &modified {
             Some(how) => Some((
-                rows::modified(self.l, t, &seen, how)?,
-                rows::modified(self.p, t, &seen, how)?,
+                rows::modified(self.l, t, &seen_l, how)?,
+                rows::modified(self.p, t, &seen_p, how)?,
             )),
             None => None,
         };
@@ -649,8 +723,8 @@ impl UnitRun<'_> {
         }
         // Both images of every decided row, for the audit (read before anything is written).
         let (li, ri) = (
-            rows::images(self.l, t, &seen)?,
-            rows::images(self.p, t, &seen)?,
+            rows::images(self.l, t, &seen_l)?,
+            rows::images(self.p, t, &seen_p)?,
         );
         let keys = |want: Resolution| -> Vec<&str> {
             decided
@@ -762,15 +836,15 @@ impl UnitRun<'_> {
         new: &[&str],
         updated: &[&str],
         local: bool,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Staged>> {
         let mut stages = Vec::new();
         if new.is_empty() && updated.is_empty() {
             return Ok(stages);
         }
-        let (dst, src) = if local {
-            (&mut *self.l, &mut *self.p)
+        let (dst, src, dst_temp, src_temp) = if local {
+            (&mut *self.l, &mut *self.p, self.temp.0, self.temp.1)
         } else {
-            (&mut *self.p, &mut *self.l)
+            (&mut *self.p, &mut *self.l, self.temp.1, self.temp.0)
         };
         let held = triggers::hold(dst, &t.qualified())?;
         for (keys, update, what) in [(new, false, "n"), (updated, true, "u")] {
@@ -779,11 +853,11 @@ impl UnitRun<'_> {
             }
             let want = format!("steep_w{i}_{}{what}", side(local));
             let stage = format!("steep_s{i}_{}{what}", side(local));
-            rows::load_keys(src, t, &want, keys)?;
-            let moved = rows::stage(src, dst, t, &want, &stage)?;
+            let want = KeySet::new(src, t, &want, keys, src_temp)?;
+            let (staged, moved) = rows::stage(src, &want, dst, dst_temp, t, &stage)?;
             // New rows never overwrite: a key the other node holds under another text (citext,
             // numeric 1.0 and 1.00) is a collision to resolve, not a row to replace.
-            let written = rows::upsert(dst, t, &stage, update)?;
+            let written = rows::upsert(dst, t, &staged, update)?;
             if moved != keys.len() as u64 || written != moved {
                 bail!(
                     "{}: {} {} rows to write on the {}, {moved} read, {written} written \
@@ -796,7 +870,7 @@ impl UnitRun<'_> {
                     if local { "local node" } else { "peer" },
                 );
             }
-            stages.push(stage);
+            stages.push(staged);
         }
         triggers::release(dst, held)?;
         Ok(stages)

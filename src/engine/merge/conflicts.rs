@@ -136,6 +136,7 @@ pub fn differing_columns(local: &serde_json::Value, remote: &serde_json::Value) 
 pub fn of_table(
     l: &mut postgres::Client,
     p: &mut postgres::Client,
+    temp: (bool, bool),
     t: &TableInfo,
 ) -> Result<Vec<Conflict>> {
     let (_, diff) = overlap::compare_rows(l, p, t)?;
@@ -147,12 +148,11 @@ pub fn of_table(
         return Ok(Vec::new());
     }
     let keys: Vec<&str> = conflicts.iter().map(|d| d.key.as_str()).collect();
-    rows::load_keys(l, t, "steep_c", &keys)?;
-    rows::load_keys(p, t, "steep_c", &keys)?;
-    let (li, ri) = (
-        rows::images(l, t, "steep_c")?,
-        rows::images(p, t, "steep_c")?,
+    let (kl, kp) = (
+        rows::KeySet::new(l, t, "steep_c", &keys, temp.0)?,
+        rows::KeySet::new(p, t, "steep_c", &keys, temp.1)?,
     );
+    let (li, ri) = (rows::images(l, t, &kl)?, rows::images(p, t, &kp)?);
     let mut out = Vec::new();
     for d in conflicts {
         let (Some(a), Some(b)) = (li.get(&d.key), ri.get(&d.key)) else {
@@ -176,17 +176,21 @@ pub fn of_table(
     Ok(out)
 }
 
-/// Every conflict of the tables named (none: every table), both nodes compared table by table.
+/// Every conflict of the tables named (none: every table) that `keep` accepts, both nodes
+/// compared table by table.
 pub fn collect(
     local: &dyn Connect,
     peer: &dyn Connect,
     names: &[String],
+    keep: &dyn Fn(&TableInfo) -> bool,
     progress: &Counters,
 ) -> Result<Vec<Conflict>> {
     progress.set_phase("preflight");
     let mut l = open(local, progress, "local node")?;
     let mut p = open(peer, progress, "peer")?;
-    let tables = preflight::check(&mut l, &mut p, names)?.tables;
+    let mut tables = preflight::check(&mut l, &mut p, names)?.tables;
+    tables.retain(|t| keep(t));
+    let temp = (rows::temp_allowed(&mut l), rows::temp_allowed(&mut p));
     progress.set_phase("reading conflicts");
     let mut out = Vec::new();
     for t in &tables {
@@ -198,7 +202,7 @@ pub fn collect(
             // Not READ ONLY: the keys go into temporary tables. Rolled back at the end.
             c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
         }
-        let r = of_table(&mut l, &mut p, t);
+        let r = of_table(&mut l, &mut p, temp, t);
         for c in [&mut l, &mut p] {
             let _ = c.batch_execute("ROLLBACK");
         }
@@ -206,6 +210,61 @@ pub fn collect(
     }
     progress.set_table(None);
     Ok(out)
+}
+
+/// The conflicts of a merge as the server keeps them for the operator while its job waits
+/// (`merge_conflicts`): $1 merge_id, then per conflict schema, table, key, local_hash,
+/// remote_hash, pk, local_row, remote_row (JSON text), differing_columns (JSON text).
+pub const STORE: &str = "INSERT INTO steep_repl.merge_conflicts
+        (merge_id, schema_name, table_name, key, local_hash, remote_hash, pk, local_row,
+         remote_row, differing_columns)
+    SELECT $1, s, t, k, lh, rh, pk::jsonb, l::jsonb, r::jsonb,
+           ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d::jsonb))
+      FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]),
+                      pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::int8[]),
+                      pg_catalog.unnest($6::int8[]), pg_catalog.unnest($7::text[]),
+                      pg_catalog.unnest($8::text[]), pg_catalog.unnest($9::text[]),
+                      pg_catalog.unnest($10::text[])) AS u(s, t, k, lh, rh, pk, l, r, d)
+    ON CONFLICT (merge_id, schema_name, table_name, key) DO UPDATE
+       SET local_hash = EXCLUDED.local_hash, remote_hash = EXCLUDED.remote_hash, pk = EXCLUDED.pk,
+           local_row = EXCLUDED.local_row, remote_row = EXCLUDED.remote_row,
+           differing_columns = EXCLUDED.differing_columns";
+
+/// How many of a merge's stored conflicts have no decision made on their rows as stored.
+pub const UNDECIDED_COUNT: &str = "SELECT pg_catalog.count(*) FROM steep_repl.merge_conflicts c
+     WHERE c.merge_id = $1
+       AND NOT EXISTS (SELECT FROM steep_repl.merge_decisions d
+                        WHERE d.merge_id = c.merge_id AND d.schema_name = c.schema_name
+                          AND d.table_name = c.table_name AND d.key = c.key
+                          AND d.local_hash IS NOT DISTINCT FROM c.local_hash
+                          AND d.remote_hash IS NOT DISTINCT FROM c.remote_hash)";
+
+/// A merge's stored conflicts, read back by the CLI to ask about them.
+pub fn stored(c: &mut postgres::Client, merge_id: &str) -> Result<Vec<Conflict>> {
+    let rows = c
+        .query(
+            "SELECT schema_name, table_name, key, local_hash, remote_hash, pk::text,
+                    local_row::text, remote_row::text, differing_columns
+               FROM steep_repl.merge_conflicts WHERE merge_id = $1
+              ORDER BY schema_name, table_name, key",
+            &[&merge_id],
+        )
+        .context("reading the merge's conflicts")?;
+    rows.iter()
+        .map(|r| {
+            Ok(Conflict {
+                table: crate::sql::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)),
+                key: r.get(2),
+                local_hash: r.get::<_, Option<i64>>(3).unwrap_or_default().to_string(),
+                remote_hash: r.get::<_, Option<i64>>(4).unwrap_or_default().to_string(),
+                pk: serde_json::from_str(&r.get::<_, String>(5))?,
+                local_row: serde_json::from_str(&r.get::<_, String>(6))?,
+                remote_row: serde_json::from_str(&r.get::<_, String>(7))?,
+                differing_columns: r.get(8),
+                decision: None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

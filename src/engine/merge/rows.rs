@@ -3,10 +3,14 @@
 //! sequences ahead). Every statement names the table and its columns quoted, and values travel
 //! as parameters or COPY data, never as SQL text.
 //!
-//! Keys arrive as the text of `ROW(primary key)` (what the digests compare). They are turned back
-//! into typed values by casting that text to the row type of a temporary table shaped like the
-//! primary key (PostgreSQL's own record input reverses its output under the same settings), so
-//! every lookup uses the primary key's index.
+//! Keys arrive as the text of `ROW(primary key)` (what the digests compare). Where the session
+//! may create temporary tables, they are turned back into typed values by casting that text to the
+//! row type of a temporary table shaped like the primary key (PostgreSQL's own record input
+//! reverses its output under the same settings), so every lookup uses the primary key's index,
+//! and rows move by COPY into a temporary staging table. A direct-mode job's sessions on its own
+//! server run as a security-restricted operation, where PostgreSQL allows no temporary table:
+//! there keys are matched as text (`= ANY`, one hashed scan of the table) and rows travel as the
+//! text of the target table's own row type, cast back by record input — exact for every type.
 
 use std::collections::HashMap;
 
@@ -34,8 +38,62 @@ pub fn temp(name: &str) -> String {
     format!("pg_temp.{}", quote_ident(name))
 }
 
+/// Whether this session may create temporary tables (not a security-restricted operation, and
+/// TEMP on the database).
+pub fn temp_allowed(c: &mut postgres::Client) -> bool {
+    c.batch_execute("CREATE TEMP TABLE steep_probe (); DROP TABLE pg_temp.steep_probe")
+        .is_ok()
+}
+
+/// A set of keys of a table on one node: a temporary key table, or the key texts themselves.
+pub enum KeySet {
+    Table(String),
+    Texts(Vec<String>),
+}
+
+impl KeySet {
+    /// `keys` on the node of `c`, as a key table `name` where `temp` allows.
+    pub fn new(
+        c: &mut postgres::Client,
+        t: &TableInfo,
+        name: &str,
+        keys: &[&str],
+        temp: bool,
+    ) -> Result<Self> {
+        if temp {
+            load_keys(c, t, name, keys)?;
+            Ok(KeySet::Table(name.to_string()))
+        } else {
+            Ok(KeySet::Texts(keys.iter().map(|k| k.to_string()).collect()))
+        }
+    }
+
+    /// `ONLY t AS r` restricted to the keys (a `Texts` set takes its keys as `$1`).
+    fn from(&self, t: &TableInfo) -> String {
+        match self {
+            KeySet::Table(name) => joined(t, name),
+            KeySet::Texts(_) => format!(
+                "ONLY {} AS r WHERE ROW({})::text = ANY($1::text[])",
+                t.qualified(),
+                idents(&t.primary_key, "r.")
+            ),
+        }
+    }
+
+    fn query(
+        &self,
+        c: &mut postgres::Client,
+        sql: &str,
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        match self {
+            KeySet::Table(_) => c.query(sql, &[]),
+            KeySet::Texts(k) => c.query(sql, &[k]),
+        }
+    }
+}
+
 /// Create `pg_temp.name` shaped like `t`'s primary key and fill it with `keys`.
-pub fn load_keys(c: &mut postgres::Client, t: &TableInfo, name: &str, keys: &[&str]) -> Result<()> {
+fn load_keys(c: &mut postgres::Client, t: &TableInfo, name: &str, keys: &[&str]) -> Result<()> {
     let tmp = temp(name);
     c.batch_execute(&format!(
         "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM ONLY {} WITH NO DATA",
@@ -104,16 +162,17 @@ pub struct Image {
 pub fn images(
     c: &mut postgres::Client,
     t: &TableInfo,
-    keys: &str,
+    keys: &KeySet,
 ) -> Result<HashMap<String, Image>> {
     let sql = format!(
         "SELECT ROW({})::text, ({})::text, ({})::text FROM {}",
         idents(&t.primary_key, "r."),
         json_object(&t.primary_key),
         json_object(&columns(t)),
-        joined(t, keys)
+        keys.from(t)
     );
-    Ok(c.query(&sql, &[])
+    Ok(keys
+        .query(c, &sql)
         .with_context(|| format!("reading rows of {}", t.qualified()))?
         .iter()
         .map(|r| {
@@ -182,65 +241,165 @@ pub fn check_modified(t: &TableInfo, how: &Modified) -> Result<()> {
 pub fn modified(
     c: &mut postgres::Client,
     t: &TableInfo,
-    keys: &str,
+    keys: &KeySet,
     how: &Modified,
 ) -> Result<HashMap<String, Option<i64>>> {
-    // pg_xact_commit_timestamp's date_part is numeric from PostgreSQL 14: exact microseconds.
     let sql = format!(
         "SELECT ROW({})::text, {} FROM {}",
         idents(&t.primary_key, "r."),
         modified_expr(t, how)?,
-        joined(t, keys)
+        keys.from(t)
     );
-    Ok(c.query(&sql, &[])
+    Ok(keys
+        .query(c, &sql)
         .with_context(|| format!("reading last-modified values of {}", t.qualified()))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())
 }
 
-/// Copy the rows of `t` whose keys are in `src`'s `pg_temp.keys` into a new `pg_temp.stage` on
-/// `dst` (COPY text out of one, into the other, streamed). Returns the rows copied.
+/// Rows of a table moved to the node that writes them: a temporary staging table there, or the
+/// rows as the text of that node's row type of the table.
+pub enum Staged {
+    Table(String),
+    Rows(Vec<String>),
+}
+
+/// Rows cast back from the text of the table's row type, per statement.
+const ROWS_PER_STATEMENT: usize = 10_000;
+
+impl Staged {
+    /// `FROM` the staged rows as `r`, and their parameter batches (one statement each).
+    fn sources(&self, t: &TableInfo) -> Vec<(String, Option<&[String]>)> {
+        match self {
+            Staged::Table(name) => vec![(format!("{} AS r", temp(name)), None)],
+            Staged::Rows(rows) => rows
+                .chunks(ROWS_PER_STATEMENT)
+                .map(|chunk| {
+                    (
+                        format!(
+                            "(SELECT (x::{}).* FROM pg_catalog.unnest($1::text[]) AS x) AS r",
+                            t.qualified()
+                        ),
+                        Some(chunk),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The columns of `t` on this node in their order, and whether each is generated.
+fn row_type(c: &mut postgres::Client, t: &TableInfo) -> Result<Vec<(String, bool)>> {
+    Ok(c.query(
+        "SELECT a.attname::text, a.attgenerated <> ''
+           FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum",
+        &[&t.qualified()],
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+/// Move the rows of `t` with the keys `keys` (on `src`) to `dst`: COPY into a temporary staging
+/// table where both sessions allow them (streamed), else as the text of `dst`'s row type of the
+/// table (generated columns empty: `dst` computes its own). Returns them and how many.
 pub fn stage(
     src: &mut postgres::Client,
+    keys: &KeySet,
     dst: &mut postgres::Client,
+    dst_temp: bool,
     t: &TableInfo,
-    keys: &str,
     stage: &str,
-) -> Result<u64> {
+) -> Result<(Staged, u64)> {
     let cols = columns(t);
-    dst.batch_execute(&format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM ONLY {} WITH NO DATA",
-        quote_ident(stage),
-        idents(&cols, ""),
-        t.qualified()
-    ))
-    .with_context(|| format!("creating a staging table for {}", t.qualified()))?;
-    let mut out = src
-        .copy_out(&format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT",
-            idents(&cols, "r."),
-            joined(t, keys)
+    if dst_temp {
+        dst.batch_execute(&format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM ONLY {} WITH NO DATA",
+            quote_ident(stage),
+            idents(&cols, ""),
+            t.qualified()
         ))
-        .with_context(|| format!("reading rows of {}", t.qualified()))?;
-    let mut into = dst
-        .copy_in(&format!(
-            "COPY {} ({}) FROM STDIN",
-            temp(stage),
-            idents(&cols, "")
-        ))
+        .with_context(|| format!("creating a staging table for {}", t.qualified()))?;
+    }
+    if let (true, KeySet::Table(_)) = (dst_temp, keys) {
+        let mut out = src
+            .copy_out(&format!(
+                "COPY (SELECT {} FROM {}) TO STDOUT",
+                idents(&cols, "r."),
+                keys.from(t)
+            ))
+            .with_context(|| format!("reading rows of {}", t.qualified()))?;
+        let mut into = dst
+            .copy_in(&format!(
+                "COPY {} ({}) FROM STDIN",
+                temp(stage),
+                idents(&cols, "")
+            ))
+            .with_context(|| format!("staging rows of {}", t.qualified()))?;
+        std::io::copy(&mut out, &mut into)
+            .with_context(|| format!("moving rows of {}", t.qualified()))?;
+        drop(out);
+        let n = into
+            .finish()
+            .with_context(|| format!("staging rows of {}", t.qualified()))?;
+        return Ok((Staged::Table(stage.to_string()), n));
+    }
+    // The text of dst's row type: its columns in its order (the nodes' orders may differ).
+    let fields: Vec<String> = row_type(dst, t)?
+        .into_iter()
+        .map(|(name, generated)| {
+            if generated || !cols.contains(&name) {
+                "NULL".to_string()
+            } else {
+                format!("r.{}", quote_ident(&name))
+            }
+        })
+        .collect();
+    let rows: Vec<String> = keys
+        .query(
+            src,
+            &format!(
+                "SELECT ROW({})::text FROM {}",
+                fields.join(", "),
+                keys.from(t)
+            ),
+        )
+        .with_context(|| format!("reading rows of {}", t.qualified()))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let n = rows.len() as u64;
+    if !dst_temp {
+        return Ok((Staged::Rows(rows), n));
+    }
+    let staged = Staged::Rows(rows);
+    for (from, batch) in staged.sources(t) {
+        dst.execute(
+            &format!(
+                "INSERT INTO {} ({}) SELECT {} FROM {from}",
+                temp(stage),
+                idents(&cols, ""),
+                idents(&cols, "r.")
+            ),
+            &[&batch.unwrap_or_default()],
+        )
         .with_context(|| format!("staging rows of {}", t.qualified()))?;
-    std::io::copy(&mut out, &mut into)
-        .with_context(|| format!("moving rows of {}", t.qualified()))?;
-    drop(out);
-    into.finish()
-        .with_context(|| format!("staging rows of {}", t.qualified()))
+    }
+    Ok((Staged::Table(stage.to_string()), n))
 }
 
 /// Write the staged rows into `t`: inserted, or (`update`) existing rows of the same key set to
 /// the staged row; never deleted (no foreign key cascades). Identity values are kept as they are.
 /// Returns the rows written: fewer than staged means keys collided.
-pub fn upsert(c: &mut postgres::Client, t: &TableInfo, stage: &str, update: bool) -> Result<u64> {
+pub fn upsert(
+    c: &mut postgres::Client,
+    t: &TableInfo,
+    staged: &Staged,
+    update: bool,
+) -> Result<u64> {
     let cols = columns(t);
     let rest: Vec<&String> = cols.iter().filter(|c| !t.primary_key.contains(c)).collect();
     let action = if rest.is_empty() || !update {
@@ -254,19 +413,23 @@ pub fn upsert(c: &mut postgres::Client, t: &TableInfo, stage: &str, update: bool
                 .join(", ")
         )
     };
-    c.execute(
-        &format!(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} \
+    let mut written = 0;
+    for (from, batch) in staged.sources(t) {
+        let sql = format!(
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {from} \
              ON CONFLICT ({}) DO {action}",
             t.qualified(),
             idents(&cols, ""),
-            idents(&cols, ""),
-            temp(stage),
+            idents(&cols, "r."),
             idents(&t.primary_key, "")
-        ),
-        &[],
-    )
-    .with_context(|| format!("writing rows of {}", t.qualified()))
+        );
+        written += match batch {
+            Some(b) => c.execute(&sql, &[&b]),
+            None => c.execute(&sql, &[]),
+        }
+        .with_context(|| format!("writing rows of {}", t.qualified()))?;
+    }
+    Ok(written)
 }
 
 /// Move every sequence that numbers a column of `t` (serial or identity, of the table or of the
@@ -313,7 +476,7 @@ pub fn sequences_past_keys(c: &mut postgres::Client, t: &TableInfo) -> Result<Ve
 pub fn missing_parent(
     c: &mut postgres::Client,
     t: &TableInfo,
-    stage: &str,
+    staged: &Staged,
 ) -> Result<Option<(String, String)>> {
     let fks = c.query(
         "SELECT k.conname::text, k.confrelid::regclass::text,
@@ -341,20 +504,21 @@ pub fn missing_parent(
             .map(|(m, p)| format!("p.{} = r.{}", quote_ident(p), quote_ident(m)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let row = c
-            .query_opt(
-                &format!(
-                    "SELECT ROW({})::text FROM {} AS r WHERE {not_null}
-                        AND NOT EXISTS (SELECT FROM {parent} AS p WHERE {same} FOR KEY SHARE)
-                      LIMIT 1",
-                    idents(&t.primary_key, "r."),
-                    temp(stage)
-                ),
-                &[],
-            )
+        for (from, batch) in staged.sources(t) {
+            let sql = format!(
+                "SELECT ROW({})::text FROM {from} WHERE {not_null}
+                    AND NOT EXISTS (SELECT FROM {parent} AS p WHERE {same} FOR KEY SHARE)
+                  LIMIT 1",
+                idents(&t.primary_key, "r.")
+            );
+            let row = match batch {
+                Some(b) => c.query_opt(&sql, &[&b]),
+                None => c.query_opt(&sql, &[]),
+            }
             .with_context(|| format!("checking foreign key {name} of {}", t.qualified()))?;
-        if let Some(r) = row {
-            return Ok(Some((name, r.get(0))));
+            if let Some(r) = row {
+                return Ok(Some((name, r.get(0))));
+            }
         }
     }
     Ok(None)
