@@ -16,17 +16,23 @@ use crate::worker::job::{JobCtx, JobError};
 use crate::worker::snapshot_jobs::{drive, param_str, strings, worker_connect};
 use crate::worker::tx;
 
-pub fn analyze(ctx: &mut JobCtx) -> Result<Value, JobError> {
-    let p = ctx.job.params.clone();
-    let peer = param_str(&p, "peer")?;
+/// The job's merge and its peer's connection parameters — the peer checked again as the owner
+/// now: a membership revoked since queueing counts.
+fn merge_and_peer(ctx: &JobCtx) -> Result<(String, steep::conn::ConnParams), JobError> {
+    let peer = param_str(&ctx.job.params, "peer")?;
     let merge_id = ctx
         .job
         .merge_id
         .clone()
         .ok_or_else(|| JobError::Failed("the job names no merge".into()))?;
-    // Checked again as the owner now: a membership revoked since queueing counts.
     let owner = ctx.job.created_by.clone();
     let (params, _) = tx(move || resolve_peer(&owner, &peer))?.map_err(JobError::Failed)?;
+    Ok((merge_id, params))
+}
+
+pub fn analyze(ctx: &mut JobCtx) -> Result<Value, JobError> {
+    let p = ctx.job.params.clone();
+    let (merge_id, params) = merge_and_peer(ctx)?;
     {
         let id = merge_id.clone();
         tx(move || {
@@ -145,18 +151,8 @@ fn undecided(merge_id: &str) -> Result<i64, JobError> {
 /// The merge job: conflicts of tables whose strategy asks stored for the operator (and, unless
 /// told not to, waited on: no lock is held meanwhile), then the engine's merge.
 pub fn merge(ctx: &mut JobCtx) -> Result<Value, JobError> {
-    let p = ctx.job.params.clone();
-    let peer = param_str(&p, "peer")?;
-    let merge_id = ctx
-        .job
-        .merge_id
-        .clone()
-        .ok_or_else(|| JobError::Failed("the job names no merge".into()))?;
+    let (merge_id, params) = merge_and_peer(ctx)?;
     let owner = ctx.job.created_by.clone();
-    let (params, _) = {
-        let owner = owner.clone();
-        tx(move || resolve_peer(&owner, &peer))?.map_err(JobError::Failed)?
-    };
     let (tables, options) = {
         let id = merge_id.clone();
         tx(move || {
@@ -173,16 +169,10 @@ pub fn merge(ctx: &mut JobCtx) -> Result<Value, JobError> {
     set_status(&merge_id, "running")?;
     let local = worker_connect(ctx)?;
     let peer = PeerConnect(params);
-    if let (Some(names), false) = (opts.ask_tables(), opts.dry_run) {
+    if opts.ask_tables().is_some() && !opts.dry_run {
         let progress = Counters::default();
         let found = drive(ctx, &progress, || {
-            conflicts::collect(
-                &local,
-                &peer,
-                &names,
-                &|t| opts.asks_for(&t.schema, &t.name),
-                &progress,
-            )
+            conflicts::asked(&local, &peer, &opts, &progress)
         })?;
         store_conflicts(&merge_id, &found)?;
         let wait = options["wait_for_decisions"].as_bool().unwrap_or(true);

@@ -11,11 +11,10 @@ use clap::Args;
 use serde_json::json;
 
 use crate::commands::snapshot::client_run::{run_local, CliConnect};
-use crate::commands::{require_extension, Blocking, Usage};
+use crate::commands::{require_extension, Blocking};
 use crate::context::Ctx;
 use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
-use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::counters::Counters;
 use steep::engine::error::ErrorKind;
@@ -134,16 +133,7 @@ impl AnalyzeArgs {
     }
 
     fn direct(&self, ctx: &Ctx) -> Result<(Analysis, String)> {
-        // Never sent: the server would refuse it, but the statement would carry it first.
-        if ConnParams::parse(&self.peer).is_ok_and(|p| p.get("password").is_some()) {
-            return Err(Usage(
-                "--peer holds a password, which --direct would send to the server: give the \
-                 server's OS user a passfile or service file (or use a peer a superuser defined), \
-                 or run in client mode"
-                    .into(),
-            )
-            .into());
-        }
+        super::refuse_password_for_direct(&self.peer)?;
         let mut c = ctx.connect()?;
         require_extension(&mut c)?;
         let has: bool = c

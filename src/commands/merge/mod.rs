@@ -10,6 +10,9 @@ mod run;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::commands::Usage;
+use steep::conn::ConnParams;
+
 use crate::context::Ctx;
 use analyze::AnalyzeArgs;
 use job::{CancelArgs, ProgressArgs, WaitArgs};
@@ -51,4 +54,19 @@ impl MergeArgs {
             MergeCommand::Cancel(a) => a.execute(ctx),
         }
     }
+}
+
+/// `--direct` never sends a peer connection string that holds a password: the server would
+/// refuse it, but the statement would carry it first.
+fn refuse_password_for_direct(peer: &str) -> Result<()> {
+    if ConnParams::parse(peer).is_ok_and(|p| p.get("password").is_some()) {
+        return Err(Usage(
+            "--peer holds a password, which --direct would send to the server: give the \
+             server's OS user a passfile or service file (or use a peer a superuser defined), \
+             or run in client mode"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -14,7 +14,6 @@ use crate::commands::{require_extension, Blocking, Usage};
 use crate::context::Ctx;
 use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
-use steep::conn::ConnParams;
 use steep::db_error::db_error;
 use steep::engine::counters::Counters;
 use steep::engine::error::ErrorKind;
@@ -241,16 +240,7 @@ impl RunArgs {
 
     /// Direct mode: queue the merge, follow it, answer its questions when it waits for them.
     fn direct(&self, ctx: &Ctx, c: &mut postgres::Client, role: &str) -> Result<MergeReport> {
-        // Never sent: the server would refuse it, but the statement would carry it first.
-        if ConnParams::parse(&self.peer).is_ok_and(|p| p.get("password").is_some()) {
-            return Err(Usage(
-                "--peer holds a password, which --direct would send to the server: give the \
-                 server's OS user a passfile or service file (or use a peer a superuser defined), \
-                 or run in client mode"
-                    .into(),
-            )
-            .into());
-        }
+        super::refuse_password_for_direct(&self.peer)?;
         let opts = self.options(String::new(), role);
         let mut options = opts.to_stored();
         // The job waits for answers only when someone is here to give them.
@@ -329,19 +319,13 @@ impl RunArgs {
     ) -> Result<MergeReport> {
         self.save_file_decisions(ctx, c, &opts.merge_id, &opts.role)?;
         let (local, peer) = (CliConnect(local.clone()), CliConnect(peer.clone()));
-        if let (Some(names), false) = (opts.ask_tables(), opts.dry_run) {
+        if opts.ask_tables().is_some() && !opts.dry_run {
             if self.decisions.is_none() && !prompt::interactive() {
                 return Err(prompt::no_terminal());
             }
             let progress = Arc::new(Counters::default());
             let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
-                conflicts::collect(
-                    &local,
-                    &peer,
-                    &names,
-                    &|t| opts.asks_for(&t.schema, &t.name),
-                    &progress,
-                )
+                conflicts::asked(&local, &peer, opts, &progress)
             });
             let found = found?;
             let decided = ledger::decisions(c, &opts.merge_id)?;

@@ -212,6 +212,26 @@ pub fn collect(
     Ok(out)
 }
 
+/// The conflicts a merge asks the operator about: those of the tables whose strategy is ask
+/// (none in a dry run, which decides nothing).
+pub fn asked(
+    local: &dyn Connect,
+    peer: &dyn Connect,
+    opts: &crate::engine::merge::apply::MergeOptions,
+    progress: &Counters,
+) -> Result<Vec<Conflict>> {
+    match (opts.ask_tables(), opts.dry_run) {
+        (Some(names), false) => collect(
+            local,
+            peer,
+            &names,
+            &|t| opts.asks_for(&t.schema, &t.name),
+            progress,
+        ),
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// The conflicts of a merge as the server keeps them for the operator while its job waits
 /// (`merge_conflicts`): $1 merge_id, then per conflict schema, table, key, local_hash,
 /// remote_hash, pk, local_row, remote_row (JSON text), differing_columns (JSON text).
