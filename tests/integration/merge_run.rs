@@ -806,3 +806,88 @@ fn a_merge_job_waits_for_decisions_holding_nothing_and_gives_up_or_stops_on_requ
         );
     }
 }
+
+#[test]
+fn a_killed_merge_job_leaves_every_table_whole_and_resume_finishes() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE p1 (id int PRIMARY KEY, v text); CREATE TABLE p2 (id int PRIMARY KEY, v text)",
+    );
+    sql(
+        &ac,
+        "INSERT INTO p1 VALUES (1, 'a'); INSERT INTO p2 VALUES (0, 'a')",
+    );
+    sql(
+        &bc,
+        "INSERT INTO p1 VALUES (2, 'b');
+         INSERT INTO p2 SELECT g, repeat('b', 200) FROM generate_series(1, 400000) g",
+    );
+    let mut c = connect(&ac);
+    let id: String = c
+        .query_one(
+            "SELECT merge_id FROM steep_repl.start_merge($1, NULL, 'prefer-local')",
+            &[&bc],
+        )
+        .unwrap()
+        .get(0);
+    // Killed while it works on p2 (p1, first, is merged by then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid: i32 = loop {
+        let r = c
+            .query_opt(
+                "SELECT w.worker_pid, p.current_table FROM steep_repl.work_queue w
+                   LEFT JOIN steep_repl.merge_progress($1) p ON true
+                  WHERE w.merge_id = $1 AND w.status = 'running'",
+                &[&id],
+            )
+            .unwrap();
+        if let Some(r) = r {
+            if r.get::<_, Option<String>>(1).as_deref() == Some("\"public\".\"p2\"") {
+                break r.get(0);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never reached p2");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(mut c) = postgres::Client::connect(&ac, postgres::NoTls) {
+            if let Ok(r) = c.query_one(
+                "SELECT status FROM steep_repl.merges WHERE merge_id = $1",
+                &[&id],
+            ) {
+                if r.get::<_, String>(0) == "failed" {
+                    break;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Every table whole on each node: merged, or as it was.
+    assert_eq!(rows(&ac, "p1"), rows(&bc, "p1"));
+    let count = |conn: &str| -> i64 {
+        connect(conn)
+            .query_one("SELECT count(*) FROM p2", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!([1, 400001].contains(&count(&ac)), "{}", count(&ac));
+    assert!([400000, 400001].contains(&count(&bc)), "{}", count(&bc));
+    // Resumed (in client mode, by the role that started it): p1 is not redone, p2 is merged.
+    let r = merge(home.path(), &ac, &bc, &["--resume", &id]);
+    assert_eq!(table(&r, "p1")["state"], "already merged");
+    assert_eq!(count(&ac), 400001);
+    assert_eq!(count(&bc), 400001);
+}

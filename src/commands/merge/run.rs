@@ -210,7 +210,7 @@ impl RunArgs {
         let file = DecisionsFile::read(path)?;
         let by = format!("decisions file {} ({role})", path.display());
         let mut decided = Vec::new();
-        for x in &file.conflicts {
+        for x in &file {
             if let Some(d) = x.decided(&by)? {
                 let (schema, table) = prompt::split(&x.table)?;
                 decided.push((schema, table, &x.key, d));
@@ -231,7 +231,7 @@ impl RunArgs {
             format!(
                 "{} decisions of {} conflicts from {}",
                 all.len(),
-                file.conflicts.len(),
+                file.len(),
                 path.display()
             ),
         );
@@ -319,10 +319,16 @@ impl RunArgs {
     ) -> Result<MergeReport> {
         self.save_file_decisions(ctx, c, &opts.merge_id, &opts.role)?;
         let (local, peer) = (CliConnect(local.clone()), CliConnect(peer.clone()));
-        if opts.ask_tables().is_some() && !opts.dry_run {
-            if self.decisions.is_none() && !prompt::interactive() {
-                return Err(prompt::no_terminal());
-            }
+        if opts.ask_tables().is_some()
+            && !opts.dry_run
+            && self.decisions.is_none()
+            && !prompt::interactive()
+        {
+            return Err(prompt::no_terminal());
+        }
+        // Conflicts are read here only to ask about them: with a decisions file and no terminal
+        // the merge applies what the file decides and leaves the rest.
+        if opts.ask_tables().is_some() && !opts.dry_run && prompt::interactive() {
             let progress = Arc::new(Counters::default());
             let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
                 conflicts::asked(&local, &peer, opts, &progress)
@@ -330,10 +336,7 @@ impl RunArgs {
             let found = found?;
             let decided = ledger::decisions(c, &opts.merge_id)?;
             let pending = !prompt::undecided(&found, &decided).is_empty();
-            if pending
-                && (self.decisions.is_none() || prompt::interactive())
-                && !prompt::ask(ctx, c, &opts.merge_id, &opts.role, &found, &decided)?
-            {
+            if pending && !prompt::ask(ctx, c, &opts.merge_id, &opts.role, &found, &decided)? {
                 bail!(
                     "stopped at the operator's request; the answers given are kept: steep \
                      merge run --peer ... --resume {}",

@@ -49,7 +49,18 @@ pub struct Conflict {
     pub decision: Option<String>,
 }
 
-impl Conflict {
+/// What applying a decisions file reads of each conflict (its row images are for the reader).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Entry {
+    pub table: String,
+    pub key: String,
+    pub local_hash: String,
+    pub remote_hash: String,
+    #[serde(default)]
+    pub decision: Option<String>,
+}
+
+impl Entry {
     /// Its decision, bound to its row hashes; None when undecided.
     pub fn decided(&self, by: &str) -> Result<Option<Decision>> {
         let Some(d) = &self.decision else {
@@ -91,19 +102,30 @@ pub struct DecisionsFile {
 }
 
 impl DecisionsFile {
-    pub fn read(path: &std::path::Path) -> Result<Self> {
+    /// The decisions of a file (without building its row images: a file of 100 000 conflicts
+    /// is tens of MiB).
+    pub fn read(path: &std::path::Path) -> Result<Vec<Entry>> {
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            conflicts: Vec<Entry>,
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading decisions file {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
-        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        let v: Header = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object", path.display()))?;
+        if v.format.as_deref() != Some(FORMAT) {
             bail!(
                 "{} is not a steep decisions file (no \"format\": \"{FORMAT}\"): write one with \
                  steep merge analyze --decisions-out FILE",
                 path.display()
             );
         }
-        match v.get("version").and_then(|f| f.as_u64()) {
+        match v.version {
             Some(n) if n == VERSION as u64 => {}
             other => bail!(
                 "{} is a version {} decisions file; this steep reads version {VERSION}",
@@ -113,7 +135,9 @@ impl DecisionsFile {
                     .unwrap_or_else(|| "(none)".into())
             ),
         }
-        serde_json::from_value(v).with_context(|| format!("reading {}", path.display()))
+        Ok(serde_json::from_str::<Body>(&text)
+            .with_context(|| format!("reading {}", path.display()))?
+            .conflicts)
     }
 }
 
@@ -301,15 +325,11 @@ mod tests {
 
     #[test]
     fn decisions_bind_to_hashes_and_refuse_unknown_words() {
-        let mut c = Conflict {
+        let mut c = Entry {
             table: "public.t".into(),
             key: "(1)".into(),
-            pk: json!({"id": "1"}),
             local_hash: "-5".into(),
             remote_hash: "7".into(),
-            differing_columns: vec![],
-            local_row: json!({}),
-            remote_row: json!({}),
             decision: None,
         };
         assert_eq!(c.decided("me").unwrap(), None);
