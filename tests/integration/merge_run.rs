@@ -891,3 +891,56 @@ fn a_killed_merge_job_leaves_every_table_whole_and_resume_finishes() {
     assert_eq!(count(&ac), 400001);
     assert_eq!(count(&bc), 400001);
 }
+
+#[test]
+fn deferred_constraints_are_checked_on_both_nodes_before_either_commits() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY,
+                             p int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
+    );
+    sql(&ac, "INSERT INTO child VALUES (1, NULL)");
+    sql(
+        &bc,
+        "INSERT INTO parent VALUES (10); INSERT INTO child VALUES (2, 10)",
+    );
+    // Only child: B's row 2 needs a parent A lacks. Refused before either node commits.
+    let err = fails(
+        steep(home.path()).args([
+            "merge",
+            "run",
+            "-c",
+            &ac,
+            "--peer",
+            &bc,
+            "--strategy",
+            "prefer-local",
+            "-t",
+            "child",
+        ]),
+        1,
+    );
+    assert!(err.contains("child_p_fkey"), "{err}");
+    assert_eq!(rows(&ac, "child"), ["(1,)"]);
+    assert_eq!(rows(&bc, "child"), ["(2,10)"]);
+}
+
+#[test]
+fn last_modified_by_commit_timestamps_picks_the_later_commit() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(&ac, &bc, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    // Each statement its own transaction: B's row 1 commits after A's, A's row 2 after B's.
+    sql(&ac, "INSERT INTO t VALUES (1, 'a1')");
+    sql(&bc, "INSERT INTO t VALUES (1, 'b1'), (2, 'b2')");
+    sql(&ac, "INSERT INTO t VALUES (2, 'a2')");
+    let r = merge(home.path(), &ac, &bc, &["--strategy", "last-modified"]);
+    assert_eq!(table(&r, "t")["strategy"], "last-modified");
+    for conn in [&ac, &bc] {
+        assert_eq!(rows(conn, "t"), ["(1,b1)", "(2,a2)"]);
+    }
+}

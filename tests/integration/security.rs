@@ -1243,6 +1243,30 @@ fn a_plain_role_merges_its_own_tables_and_gains_nothing() {
     assert!(lines.iter().all(|p| p.session_user == "bob"));
     assert_contained(&lines, &admin_a, "bob");
     assert_contained(&lines, &admin_b, "bob");
+    // Another granted role sees nothing of bob's merges: rows, decisions, audit.
+    sql(&admin_a, "CREATE ROLE eve LOGIN");
+    init(
+        home.path(),
+        &a.connection_string("mdb"),
+        &["--grant", "eve"],
+    );
+    let eve = as_role(&a, "eve", "mdb");
+    let seen: i64 = connect(&eve)
+        .query_one(
+            "SELECT (SELECT count(*) FROM steep_repl.merges)
+                  + (SELECT count(*) FROM steep_repl.merge_audit_log)
+                  + (SELECT count(*) FROM steep_repl.merge_tables)
+                  + (SELECT count(*) FROM steep_repl.merge_decisions)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+    let bobs: i64 = connect(&bob_a)
+        .query_one("SELECT count(*) FROM steep_repl.merge_audit_log", &[])
+        .unwrap()
+        .get(0);
+    assert!(bobs > 0);
 
     // A superuser merges the rigid cycle: written with foreign keys off, checked before commit.
     sql(

@@ -572,8 +572,10 @@ impl UnitRun<'_> {
                     );
                 }
             }
-        } else if unit.cycle {
-            // Deferred checks now, on both nodes, before either commits.
+        } else {
+            // Deferred checks (a cycle's, and any INITIALLY DEFERRED key or constraint) now, on
+            // both nodes, before either commits: a violation then leaves both untouched instead
+            // of failing the local commit after the peer's.
             self.both("SET CONSTRAINTS ALL IMMEDIATE")?;
         }
         // The unit's user tables are done with: steep_repl's tables under their row security.
