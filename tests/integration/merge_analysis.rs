@@ -50,7 +50,7 @@ fn analyze(home: &std::path::Path, conn: &str, peer: &str, extra: &[&str]) -> Va
     json(&ok(&mut cmd))
 }
 
-fn table<'a>(r: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn table<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["tables"]
         .as_array()
         .unwrap()

@@ -2,6 +2,7 @@
 //! keys, sequences, decisions files, the audit, dry runs, reruns and resumes.
 
 use crate::common::*;
+use crate::merge_analysis::table;
 use serde_json::Value;
 
 /// Two started nodes (steep initialised on the first) and their connection strings.
@@ -41,15 +42,6 @@ fn rows(conn: &str, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-fn table<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["table"] == name)
-        .unwrap_or_else(|| panic!("no table {name}: {r}"))
 }
 
 fn n(t: &Value, k: &str) -> u64 {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
@@ -17,7 +17,6 @@ use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
 use steep::db_error::db_error;
 use steep::engine::counters::Counters;
-use steep::engine::error::ErrorKind;
 use steep::engine::merge::conflicts::{self, DecisionsFile};
 use steep::engine::merge::{self, stored, Analysis, AnalyzeOptions, Refused, TableOverlap};
 
@@ -167,26 +166,7 @@ impl AnalyzeArgs {
         if f.ending == Ending::Detached {
             bail!("stopped following; analysis {merge_id} goes on (steep ops list)");
         }
-        let row = c.query_one(
-            "SELECT status, error_message, result FROM steep_repl.work_queue WHERE id = $1",
-            &[&op],
-        )?;
-        let (status, error, result): (String, Option<String>, Option<serde_json::Value>) =
-            (row.get(0), row.get(1), row.get(2));
-        if status != "complete" {
-            let msg = format!(
-                "merge analysis {merge_id} {status}: {}",
-                error.unwrap_or_default()
-            );
-            let kind = result
-                .as_ref()
-                .and_then(|r| r.get("error_kind"))
-                .and_then(|k| k.as_str());
-            if kind == Some(ErrorKind::MergeRefused.name()) {
-                return Err(Blocking(msg).into());
-            }
-            return Err(anyhow!(msg));
-        }
+        super::job_result(&mut c, op, &format!("merge analysis {merge_id}"))?;
         Ok((stored::load(&mut c, &merge_id)?, merge_id))
     }
 }

@@ -289,24 +289,8 @@ impl RunArgs {
                 );
             }
         }
-        let row = c.query_one(
-            "SELECT status, error_message, result FROM steep_repl.work_queue WHERE id = $1",
-            &[&op],
-        )?;
-        let (status, error, result): (String, Option<String>, Option<serde_json::Value>) =
-            (row.get(0), row.get(1), row.get(2));
-        if status != "complete" {
-            let msg = format!("merge {merge_id} {status}: {}", error.unwrap_or_default());
-            let kind = result
-                .as_ref()
-                .and_then(|r| r.get("error_kind"))
-                .and_then(|k| k.as_str());
-            if kind == Some(ErrorKind::MergeRefused.name()) {
-                return Err(Blocking(msg).into());
-            }
-            return Err(anyhow::anyhow!(msg));
-        }
-        serde_json::from_value(result.unwrap_or_default()).context("reading the merge's result")
+        let result = super::job_result(c, op, &format!("merge {merge_id}"))?;
+        serde_json::from_value(result).context("reading the merge's result")
     }
 
     fn run(
