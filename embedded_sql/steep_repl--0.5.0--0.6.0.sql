@@ -107,6 +107,7 @@ AS $fn$
 DECLARE
     m steep_repl.merges;
     o jsonb := coalesce($4, '{}');
+    bad text;
 BEGIN
     PERFORM steep_repl._require_workers();
     IF $3 IS NULL OR $3 !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$' THEN
@@ -117,6 +118,31 @@ BEGIN
     IF jsonb_typeof(o) <> 'object' THEN
         RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Every option of its JSON type: a string "true" must not read as true here and false in
+    -- the job.
+    SELECT string_agg(format('%s (%s)', k, t), ', ') INTO bad
+      FROM (SELECT e.key AS k,
+                   CASE e.key WHEN 'per_table' THEN 'array'
+                              WHEN 'decision_timeout_seconds' THEN 'number'
+                              WHEN 'keep_one_sided' THEN 'boolean'
+                              WHEN 'dry_run' THEN 'boolean'
+                              WHEN 'wait_for_decisions' THEN 'boolean' END AS t,
+                   jsonb_typeof(e.value) AS have
+              FROM jsonb_each(o) e) x
+     WHERE t IS DISTINCT FROM have;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid options: %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'known options and their JSON types: per_table (array of {"table": T, "strategy": S}), keep_one_sided, dry_run, wait_for_decisions (booleans), decision_timeout_seconds (number)';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_array_elements(coalesce(o -> 'per_table', '[]')) e
+                WHERE jsonb_typeof(e) <> 'object'
+                   OR jsonb_typeof(e -> 'table') IS DISTINCT FROM 'string'
+                   OR coalesce(e ->> 'strategy', '')
+                      !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$') THEN
+        RAISE EXCEPTION 'invalid per_table entry: each is {"table": T, "strategy": S} with a known strategy'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status, kind,
                                    options)
     VALUES (steep_repl._new_merge_id(), steep_repl._authorize_peer($1), coalesce($2, '{}'),
@@ -124,7 +150,8 @@ BEGIN
             'merge', o || jsonb_build_object('strategy', $3, 'mode', 'direct'))
     RETURNING * INTO m;
     INSERT INTO steep_repl.work_queue (operation, merge_id, params)
-    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1));
+    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1, 'tables', m.tables,
+                                                     'options', m.options));
     RETURN m;
 END
 $fn$;
@@ -202,3 +229,31 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION steep_repl.cancel_merge(text)
     IS 'Cancel a pending or running merge job; the table it was writing is rolled back on both nodes';
+
+-- What steers a merge — its decisions, the conflicts it asks about, which tables are done, its
+-- audit — is written only by roles that may act as the merge's creator (SET on 16+, where a
+-- member may inherit privileges without being allowed to become the role; membership on 15),
+-- as for work_queue; seeing it needs the creator's privileges.
+CREATE FUNCTION steep_repl._may_act_for_merge(merge_id text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (
+        SELECT FROM steep_repl.merges m
+         WHERE m.merge_id = $1
+           AND (m.created_by = current_user
+                OR CASE WHEN current_setting('server_version_num')::int >= 160000
+                        THEN pg_has_role(current_user,
+                                 (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.created_by), 'SET')
+                        ELSE pg_has_role(current_user,
+                                 (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.created_by), 'MEMBER')
+                   END))
+$fn$;
+ALTER POLICY merge_tables_owner ON steep_repl.merge_tables
+    WITH CHECK (steep_repl._may_act_for_merge(merge_tables.merge_id));
+ALTER POLICY merge_decisions_owner ON steep_repl.merge_decisions
+    WITH CHECK (steep_repl._may_act_for_merge(merge_decisions.merge_id));
+ALTER POLICY merge_conflicts_owner ON steep_repl.merge_conflicts
+    WITH CHECK (steep_repl._may_act_for_merge(merge_conflicts.merge_id));
+ALTER POLICY merge_audit_log_owner ON steep_repl.merge_audit_log
+    WITH CHECK (steep_repl._may_act_for_merge(merge_audit_log.merge_id));

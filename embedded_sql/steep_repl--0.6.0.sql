@@ -1113,141 +1113,6 @@ $grant$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshot_api.rs:141
--- requires:
---   snapshots
---   security
-
--- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
--- pg_dump itself in the job. New arguments are a new signature.
-
-DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
-CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
-                                          parallel integer DEFAULT 4,
-                                          with_schema boolean DEFAULT true,
-                                          tables text[] DEFAULT NULL,
-                                          exclude_tables text[] DEFAULT NULL,
-                                          schemas text[] DEFAULT NULL,
-                                          exclude_schemas text[] DEFAULT NULL)
-RETURNS steep_repl.snapshots
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    spec text;
-    id text := steep_repl._new_snapshot_id();
-BEGIN
-    PERFORM steep_repl._require_workers();
-    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    spec := steep_repl._compression(coalesce($2, 'none'));
-    path := steep_repl._snapshot_path($1, true);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
-            $3, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_generate', id,
-            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
-                               'schema', coalesce($4, true),
-                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
-                               'schemas', coalesce($7, '{}'),
-                               'exclude_schemas', coalesce($8, '{}')));
-    RETURN snap;
-END
-$fn$;
-COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
-                                              text[])
-    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/snapshot_api.rs:129
--- requires:
---   security
-
--- How a snapshot run records itself in its steep_repl.snapshots row (0.4.0): the same functions
--- for a background job (direct mode, which calls them as the job's owner) and for the CLI's
--- client mode (as the connected role), with the caller's rights and row security. `progress` is
--- the one progress record (the JSON of work_queue.progress); `totals` what the run produced.
-
-CREATE FUNCTION steep_repl.snapshot_begin(snapshot_id text, kind text, storage_path text,
-                                          compression text, parallel integer)
-RETURNS steep_repl.snapshots
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode,
-         started_at, phase)
-    VALUES ($1, $2, steep_repl.local_node_id(), 'running', $3, $4, $5, 'client',
-            pg_catalog.clock_timestamp(), 'starting')
-    RETURNING *
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_begin(text, text, text, text, integer)
-    IS 'Register a snapshot run of the CLI''s client mode (direct mode: start_snapshot/start_apply)';
-
-CREATE FUNCTION steep_repl.snapshot_record(snapshot_id text, progress jsonb)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    UPDATE steep_repl.snapshots s
-    SET status = 'running',
-        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
-        phase = $2 ->> 'phase',
-        overall_percent = least(100, greatest(0, coalesce(($2 ->> 'percent')::float8, 0))),
-        tables_completed = coalesce(($2 ->> 'tables_completed')::int, 0),
-        table_count = coalesce(nullif(($2 ->> 'tables_total')::int, 0), s.table_count),
-        current_table = $2 ->> 'table',
-        bytes_processed = coalesce(($2 ->> 'bytes')::bigint, 0),
-        rows_processed = coalesce(($2 ->> 'rows')::bigint, 0),
-        eta_seconds = ($2 ->> 'eta_seconds')::int
-    WHERE s.snapshot_id = $1 AND s.status IN ('pending', 'running')
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_record(text, jsonb)
-    IS 'Record a running snapshot''s progress (the progress record''s JSON)';
-
-CREATE FUNCTION steep_repl.snapshot_end(snapshot_id text, status text, error text,
-                                        totals jsonb DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-BEGIN
-    IF $2 IS NULL OR $2 NOT IN ('complete', 'failed', 'cancelled') THEN
-        RAISE EXCEPTION 'invalid end status %: use complete, failed or cancelled',
-            coalesce(quote_literal($2), 'NULL') USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE steep_repl.snapshots s
-    SET status = $2, error_message = $3, completed_at = pg_catalog.clock_timestamp(),
-        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
-        phase = $2,
-        overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE s.overall_percent END,
-        table_count = coalesce(($4 ->> 'tables')::int, s.table_count),
-        tables_completed = coalesce(($4 ->> 'tables')::int, s.tables_completed),
-        rows_processed = coalesce(($4 ->> 'rows')::bigint, s.rows_processed),
-        bytes_processed = coalesce(($4 ->> 'bytes')::bigint, s.bytes_processed),
-        bytes_total = coalesce(($4 ->> 'bytes')::bigint, s.bytes_total),
-        lsn = coalesce(($4 ->> 'lsn')::pg_lsn, s.lsn),
-        compression = coalesce($4 ->> 'compression', s.compression),
-        eta_seconds = NULL, current_table = NULL
-    WHERE s.snapshot_id = $1;
-END
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
-    IS 'Record how a snapshot run ended and what it produced (tables, rows, bytes, lsn, compression)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/apply_markers.rs:4
 -- requires:
 --   security
@@ -1352,6 +1217,69 @@ AS $fn$
          gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
     SELECT EXISTS (SELECT FROM gone);
 $fn$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshot_api.rs:136
+-- requires:
+--   snapshots
+--   security
+
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
+CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
+                                       verify boolean DEFAULT true,
+                                       schema_mode text DEFAULT 'verify',
+                                       resume boolean DEFAULT false,
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    id text := steep_repl._new_snapshot_id();
+    source_id text;
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
+        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    path := steep_repl._snapshot_path($1, false);
+    -- Refuse a missing or malformed manifest now, not in the worker.
+    source_id := steep_repl._manifest_snapshot_id(path);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_apply', id,
+            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
+                               'schema', $4, 'resume', coalesce($5, false),
+                               'source_snapshot', source_id,
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
+    RETURN snap;
+END
+$fn$;
+
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
+    IS 'Queue loading the snapshot at input_path (on the server) into this database';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1518,69 +1446,6 @@ COMMENT ON FUNCTION steep_repl.analyze_overlap(text, text[])
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshot_api.rs:136
--- requires:
---   snapshots
---   security
-
--- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
--- loaded (as in replication; the table's owner keeps them from firing inside the load's
--- transaction); fire_triggers lets them. Owners and privileges: restored by default with
--- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
--- arguments are a new signature.
-
-DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
-CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
-                                       verify boolean DEFAULT true,
-                                       schema_mode text DEFAULT 'verify',
-                                       resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false,
-                                       no_owner boolean DEFAULT false,
-                                       no_privileges boolean DEFAULT false)
-RETURNS steep_repl.snapshots
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    id text := steep_repl._new_snapshot_id();
-    source_id text;
-BEGIN
-    PERFORM steep_repl._require_workers();
-    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
-        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    path := steep_repl._snapshot_path($1, false);
-    -- Refuse a missing or malformed manifest now, not in the worker.
-    source_id := steep_repl._manifest_snapshot_id(path);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_apply', id,
-            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
-                               'schema', $4, 'resume', coalesce($5, false),
-                               'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false),
-                               'no_owner', coalesce($7, false),
-                               'no_privileges', coalesce($8, false)));
-    RETURN snap;
-END
-$fn$;
-
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
-                                          boolean)
-    IS 'Queue loading the snapshot at input_path (on the server) into this database';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/merge_api.rs:373
 -- requires:
 --   merge_analysis_api
@@ -1687,6 +1552,7 @@ AS $fn$
 DECLARE
     m steep_repl.merges;
     o jsonb := coalesce($4, '{}');
+    bad text;
 BEGIN
     PERFORM steep_repl._require_workers();
     IF $3 IS NULL OR $3 !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$' THEN
@@ -1697,6 +1563,31 @@ BEGIN
     IF jsonb_typeof(o) <> 'object' THEN
         RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Every option of its JSON type: a string "true" must not read as true here and false in
+    -- the job.
+    SELECT string_agg(format('%s (%s)', k, t), ', ') INTO bad
+      FROM (SELECT e.key AS k,
+                   CASE e.key WHEN 'per_table' THEN 'array'
+                              WHEN 'decision_timeout_seconds' THEN 'number'
+                              WHEN 'keep_one_sided' THEN 'boolean'
+                              WHEN 'dry_run' THEN 'boolean'
+                              WHEN 'wait_for_decisions' THEN 'boolean' END AS t,
+                   jsonb_typeof(e.value) AS have
+              FROM jsonb_each(o) e) x
+     WHERE t IS DISTINCT FROM have;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid options: %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'known options and their JSON types: per_table (array of {"table": T, "strategy": S}), keep_one_sided, dry_run, wait_for_decisions (booleans), decision_timeout_seconds (number)';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_array_elements(coalesce(o -> 'per_table', '[]')) e
+                WHERE jsonb_typeof(e) <> 'object'
+                   OR jsonb_typeof(e -> 'table') IS DISTINCT FROM 'string'
+                   OR coalesce(e ->> 'strategy', '')
+                      !~ '^(prefer-local|prefer-remote|ask|last-modified(:.+)?)$') THEN
+        RAISE EXCEPTION 'invalid per_table entry: each is {"table": T, "strategy": S} with a known strategy'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status, kind,
                                    options)
     VALUES (steep_repl._new_merge_id(), steep_repl._authorize_peer($1), coalesce($2, '{}'),
@@ -1704,7 +1595,8 @@ BEGIN
             'merge', o || jsonb_build_object('strategy', $3, 'mode', 'direct'))
     RETURNING * INTO m;
     INSERT INTO steep_repl.work_queue (operation, merge_id, params)
-    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1));
+    VALUES ('merge', m.merge_id, jsonb_build_object('peer', $1, 'tables', m.tables,
+                                                     'options', m.options));
     RETURN m;
 END
 $fn$;
@@ -1782,6 +1674,169 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION steep_repl.cancel_merge(text)
     IS 'Cancel a pending or running merge job; the table it was writing is rolled back on both nodes';
+
+-- What steers a merge — its decisions, the conflicts it asks about, which tables are done, its
+-- audit — is written only by roles that may act as the merge's creator (SET on 16+, where a
+-- member may inherit privileges without being allowed to become the role; membership on 15),
+-- as for work_queue; seeing it needs the creator's privileges.
+CREATE FUNCTION steep_repl._may_act_for_merge(merge_id text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (
+        SELECT FROM steep_repl.merges m
+         WHERE m.merge_id = $1
+           AND (m.created_by = current_user
+                OR CASE WHEN current_setting('server_version_num')::int >= 160000
+                        THEN pg_has_role(current_user,
+                                 (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.created_by), 'SET')
+                        ELSE pg_has_role(current_user,
+                                 (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.created_by), 'MEMBER')
+                   END))
+$fn$;
+ALTER POLICY merge_tables_owner ON steep_repl.merge_tables
+    WITH CHECK (steep_repl._may_act_for_merge(merge_tables.merge_id));
+ALTER POLICY merge_decisions_owner ON steep_repl.merge_decisions
+    WITH CHECK (steep_repl._may_act_for_merge(merge_decisions.merge_id));
+ALTER POLICY merge_conflicts_owner ON steep_repl.merge_conflicts
+    WITH CHECK (steep_repl._may_act_for_merge(merge_conflicts.merge_id));
+ALTER POLICY merge_audit_log_owner ON steep_repl.merge_audit_log
+    WITH CHECK (steep_repl._may_act_for_merge(merge_audit_log.merge_id));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshot_api.rs:129
+-- requires:
+--   security
+
+-- How a snapshot run records itself in its steep_repl.snapshots row (0.4.0): the same functions
+-- for a background job (direct mode, which calls them as the job's owner) and for the CLI's
+-- client mode (as the connected role), with the caller's rights and row security. `progress` is
+-- the one progress record (the JSON of work_queue.progress); `totals` what the run produced.
+
+CREATE FUNCTION steep_repl.snapshot_begin(snapshot_id text, kind text, storage_path text,
+                                          compression text, parallel integer)
+RETURNS steep_repl.snapshots
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode,
+         started_at, phase)
+    VALUES ($1, $2, steep_repl.local_node_id(), 'running', $3, $4, $5, 'client',
+            pg_catalog.clock_timestamp(), 'starting')
+    RETURNING *
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_begin(text, text, text, text, integer)
+    IS 'Register a snapshot run of the CLI''s client mode (direct mode: start_snapshot/start_apply)';
+
+CREATE FUNCTION steep_repl.snapshot_record(snapshot_id text, progress jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    UPDATE steep_repl.snapshots s
+    SET status = 'running',
+        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
+        phase = $2 ->> 'phase',
+        overall_percent = least(100, greatest(0, coalesce(($2 ->> 'percent')::float8, 0))),
+        tables_completed = coalesce(($2 ->> 'tables_completed')::int, 0),
+        table_count = coalesce(nullif(($2 ->> 'tables_total')::int, 0), s.table_count),
+        current_table = $2 ->> 'table',
+        bytes_processed = coalesce(($2 ->> 'bytes')::bigint, 0),
+        rows_processed = coalesce(($2 ->> 'rows')::bigint, 0),
+        eta_seconds = ($2 ->> 'eta_seconds')::int
+    WHERE s.snapshot_id = $1 AND s.status IN ('pending', 'running')
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_record(text, jsonb)
+    IS 'Record a running snapshot''s progress (the progress record''s JSON)';
+
+CREATE FUNCTION steep_repl.snapshot_end(snapshot_id text, status text, error text,
+                                        totals jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+BEGIN
+    IF $2 IS NULL OR $2 NOT IN ('complete', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'invalid end status %: use complete, failed or cancelled',
+            coalesce(quote_literal($2), 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE steep_repl.snapshots s
+    SET status = $2, error_message = $3, completed_at = pg_catalog.clock_timestamp(),
+        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
+        phase = $2,
+        overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE s.overall_percent END,
+        table_count = coalesce(($4 ->> 'tables')::int, s.table_count),
+        tables_completed = coalesce(($4 ->> 'tables')::int, s.tables_completed),
+        rows_processed = coalesce(($4 ->> 'rows')::bigint, s.rows_processed),
+        bytes_processed = coalesce(($4 ->> 'bytes')::bigint, s.bytes_processed),
+        bytes_total = coalesce(($4 ->> 'bytes')::bigint, s.bytes_total),
+        lsn = coalesce(($4 ->> 'lsn')::pg_lsn, s.lsn),
+        compression = coalesce($4 ->> 'compression', s.compression),
+        eta_seconds = NULL, current_table = NULL
+    WHERE s.snapshot_id = $1;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
+    IS 'Record how a snapshot run ended and what it produced (tables, rows, bytes, lsn, compression)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshot_api.rs:141
+-- requires:
+--   snapshots
+--   security
+
+-- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
+-- pg_dump itself in the job. New arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
+CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
+                                          parallel integer DEFAULT 4,
+                                          with_schema boolean DEFAULT true,
+                                          tables text[] DEFAULT NULL,
+                                          exclude_tables text[] DEFAULT NULL,
+                                          schemas text[] DEFAULT NULL,
+                                          exclude_schemas text[] DEFAULT NULL)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    spec text;
+    id text := steep_repl._new_snapshot_id();
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := steep_repl._compression(coalesce($2, 'none'));
+    path := steep_repl._snapshot_path($1, true);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
+            $3, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_generate', id,
+            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
+                               'schema', coalesce($4, true),
+                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
+                               'schemas', coalesce($7, '{}'),
+                               'exclude_schemas', coalesce($8, '{}')));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
+                                              text[])
+    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -698,6 +698,14 @@ fn a_merge_job_waits_for_decisions_holding_nothing_and_gives_up_or_stops_on_requ
         .unwrap()
         .get(0)
     };
+    // Options are checked as start_merge receives them: a string is not a boolean.
+    let e = c
+        .query_one(
+            "SELECT steep_repl.start_merge($1, NULL, 'prefer-local', '{\"dry_run\": \"true\"}')",
+            &[&bc],
+        )
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("22023"), "{e}");
     // It waits: the conflicts are stored with both images, progress counts the undecided.
     let id = start(&mut c, "{\"decision_timeout_seconds\": 2}");
     let status: String = c
@@ -818,32 +826,71 @@ fn a_killed_merge_job_leaves_every_table_whole_and_resume_finishes() {
          INSERT INTO p2 SELECT g, repeat('b', 200) FROM generate_series(1, 400000) g",
     );
     let mut c = connect(&ac);
-    let id: String = c
-        .query_one(
+    let start = |c: &mut postgres::Client| -> String {
+        c.query_one(
             "SELECT merge_id FROM steep_repl.start_merge($1, NULL, 'prefer-local')",
             &[&bc],
         )
         .unwrap()
-        .get(0);
-    // Killed while it works on p2 (p1, first, is merged by then).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let pid: i32 = loop {
-        let r = c
-            .query_opt(
-                "SELECT w.worker_pid, p.current_table FROM steep_repl.work_queue w
-                   LEFT JOIN steep_repl.merge_progress($1) p ON true
-                  WHERE w.merge_id = $1 AND w.status = 'running'",
+        .get(0)
+    };
+    // The pid of the job's worker once it works on p2 (p1, first, is merged by then).
+    let on_p2 = |c: &mut postgres::Client, id: &str| -> i32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r = c
+                .query_opt(
+                    "SELECT w.worker_pid, p.current_table FROM steep_repl.work_queue w
+                       LEFT JOIN steep_repl.merge_progress($1) p ON true
+                      WHERE w.merge_id = $1 AND w.status = 'running'",
+                    &[&id],
+                )
+                .unwrap();
+            if let Some(r) = r {
+                if r.get::<_, Option<String>>(1).as_deref() == Some("\"public\".\"p2\"") {
+                    return r.get(0);
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "never reached p2");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // Cancelled while it works on p2: stopped within a second, p2 untouched on both nodes.
+    let id = start(&mut c);
+    on_p2(&mut c, &id);
+    let asked = std::time::Instant::now();
+    assert!(c
+        .query_one("SELECT steep_repl.cancel_merge($1)", &[&id])
+        .unwrap()
+        .get::<_, bool>(0));
+    loop {
+        let s: String = c
+            .query_one(
+                "SELECT status FROM steep_repl.work_queue WHERE merge_id = $1",
                 &[&id],
             )
-            .unwrap();
-        if let Some(r) = r {
-            if r.get::<_, Option<String>>(1).as_deref() == Some("\"public\".\"p2\"") {
-                break r.get(0);
-            }
+            .unwrap()
+            .get(0);
+        if s == "cancelled" {
+            break;
         }
-        assert!(std::time::Instant::now() < deadline, "never reached p2");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(1),
+            "still {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(rows(&ac, "p1"), rows(&bc, "p1"));
+    for (conn, n) in [(&ac, 1i64), (&bc, 400000)] {
+        let got: i64 = connect(conn)
+            .query_one("SELECT count(*) FROM p2", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(got, n);
+    }
+    // Killed while it works on p2.
+    let id = start(&mut c);
+    let pid = on_p2(&mut c, &id);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,

@@ -1262,6 +1262,47 @@ fn a_plain_role_merges_its_own_tables_and_gains_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(seen, 0);
+    // A role that inherits bob's privileges but may not become bob (16+) sees his merge and
+    // cannot steer it: no decision, no mark, no audit row of its own making.
+    let pg16: bool = connect(&admin_a)
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 160000",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if pg16 {
+        sql(
+            &admin_a,
+            "CREATE ROLE mallory LOGIN; GRANT bob TO mallory WITH INHERIT TRUE, SET FALSE",
+        );
+        init(
+            home.path(),
+            &a.connection_string("mdb"),
+            &["--grant", "mallory"],
+        );
+        let mallory = as_role(&a, "mallory", "mdb");
+        let id: String = connect(&mallory)
+            .query_one("SELECT merge_id FROM steep_repl.merges LIMIT 1", &[])
+            .unwrap()
+            .get(0);
+        for statement in [
+            format!(
+                "INSERT INTO steep_repl.merge_decisions (merge_id, schema_name, table_name, key,
+                     resolution, decided_by) VALUES ('{id}', 'public', 't_trig', '(9)', 'skip', 'bob')"
+            ),
+            format!(
+                "INSERT INTO steep_repl.merge_tables (merge_id, schema_name, table_name, state)
+                 VALUES ('{id}', 'public', 'x', 'merged')"
+            ),
+            format!(
+                "INSERT INTO steep_repl.merge_audit_log (merge_id, schema_name, table_name, pk,
+                     category) VALUES ('{id}', 'public', 't_trig', '{{}}', 'conflict')"
+            ),
+        ] {
+            refused(&mallory, &statement, "row-level security");
+        }
+    }
     let bobs: i64 = connect(&bob_a)
         .query_one("SELECT count(*) FROM steep_repl.merge_audit_log", &[])
         .unwrap()

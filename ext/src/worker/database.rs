@@ -296,7 +296,8 @@ fn fail_orphans(db: pg_sys::Oid) -> i64 {
                     SET status = 'failed', completed_at = clock_timestamp(),
                         error_message = f.error_message
                     FROM failed f
-                    WHERE m.merge_id = f.merge_id AND m.status IN ('pending', 'running')
+                    WHERE m.merge_id = f.merge_id
+                      AND m.status IN ('pending', 'running', 'awaiting_decisions')
                  )
                  SELECT pg_catalog.count(pg_catalog.pg_notify($2, {SIGNAL_SQL}))
                  FROM failed f"

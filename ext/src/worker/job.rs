@@ -471,7 +471,10 @@ fn record_progress(
                         completed_at = pg_catalog.clock_timestamp()
                    FROM steep_repl.work_queue w
                   WHERE w.id = $1 AND m.merge_id = w.merge_id AND m.created_by = w.created_by
-                    AND m.status IN ('pending', 'running')",
+                    -- A merge that completed with conflicts undecided stays awaiting them; one
+                    -- whose job failed or was cancelled while it waited ends with its job.
+                    AND (m.status IN ('pending', 'running')
+                         OR (m.status = 'awaiting_decisions' AND $2 <> 'complete'))",
                 &[id.into(), e.status.into(), e.error.into()],
             )?;
         }

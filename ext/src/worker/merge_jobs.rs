@@ -119,6 +119,11 @@ fn store_conflicts(merge_id: &str, found: &[Conflict]) -> Result<(), JobError> {
     }
     let id = merge_id.to_string();
     tx(move || {
+        // This run's conflicts only: one stored by an earlier attempt may since match.
+        Spi::run_with_args(
+            "DELETE FROM steep_repl.merge_conflicts WHERE merge_id = $1",
+            &[id.clone().into()],
+        )?;
         let [s, t, k] = cols;
         let [lh, rh] = hashes;
         let [pk, l, r, d] = json;
@@ -153,19 +158,16 @@ fn undecided(merge_id: &str) -> Result<i64, JobError> {
 pub fn merge(ctx: &mut JobCtx) -> Result<Value, JobError> {
     let (merge_id, params) = merge_and_peer(ctx)?;
     let owner = ctx.job.created_by.clone();
-    let (tables, options) = {
-        let id = merge_id.clone();
-        tx(move || {
-            Spi::get_two_with_args::<Vec<String>, pgrx::JsonB>(
-                "SELECT tables, options FROM steep_repl.merges WHERE merge_id = $1",
-                &[id.into()],
-            )
-        })?
-        .map_err(|e| JobError::Failed(e.to_string()))?
-    };
-    let options = options.map(|j| j.0).unwrap_or_default();
-    let opts = MergeOptions::from_stored(&merge_id, tables.unwrap_or_default(), &options, &owner)
-        .map_err(JobError::engine)?;
+    // From the job's own row, which only roles that may act as its owner can write (the merges
+    // row is writable by any role with the owner's privileges).
+    let options = ctx.job.params["options"].clone();
+    let opts = MergeOptions::from_stored(
+        &merge_id,
+        strings(&ctx.job.params["tables"]),
+        &options,
+        &owner,
+    )
+    .map_err(JobError::engine)?;
     set_status(&merge_id, "running")?;
     let local = worker_connect(ctx)?;
     let peer = PeerConnect(params);

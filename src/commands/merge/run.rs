@@ -200,7 +200,7 @@ impl RunArgs {
     fn save_file_decisions(
         &self,
         ctx: &Ctx,
-        c: &mut postgres::Client,
+        c: &mut impl postgres::GenericClient,
         merge_id: &str,
         role: &str,
     ) -> Result<()> {
@@ -245,15 +245,23 @@ impl RunArgs {
         let mut options = opts.to_stored();
         // The job waits for answers only when someone is here to give them.
         options["wait_for_decisions"] = prompt::interactive().into();
+        // start_merge takes the strategy as an argument of its own.
+        if let Some(o) = options.as_object_mut() {
+            o.remove("strategy");
+        }
         let tables: Option<Vec<String>> = (!opts.tables.is_empty()).then(|| opts.tables.clone());
-        let merge_id: String = c
+        // Queued and given the file's decisions in one transaction: the job starts at its
+        // commit, and finds them.
+        let mut tx = c.transaction()?;
+        let merge_id: String = tx
             .query_one(
                 "SELECT merge_id FROM steep_repl.start_merge($1, $2, $3, $4)",
                 &[&self.peer, &tables, &self.strategy.to_string(), &options],
             )
             .map_err(db_error)?
             .get(0);
-        self.save_file_decisions(ctx, c, &merge_id, role)?;
+        self.save_file_decisions(ctx, &mut tx, &merge_id, role)?;
+        tx.commit()?;
         let op: i64 = c
             .query_one(
                 "SELECT id FROM steep_repl.work_queue WHERE merge_id = $1 ORDER BY id DESC LIMIT 1",

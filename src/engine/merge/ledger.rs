@@ -101,7 +101,11 @@ pub struct Decided<'a> {
 
 /// Save decisions in one statement (the prompt saves each answer the moment it is given: one
 /// at a time; a decisions file all at once).
-pub fn save_decisions(c: &mut postgres::Client, merge_id: &str, all: &[Decided]) -> Result<()> {
+pub fn save_decisions(
+    c: &mut impl postgres::GenericClient,
+    merge_id: &str,
+    all: &[Decided],
+) -> Result<()> {
     let schemas: Vec<&str> = all.iter().map(|d| d.schema).collect();
     let tables: Vec<&str> = all.iter().map(|d| d.table).collect();
     let keys: Vec<&str> = all.iter().map(|d| d.key).collect();

@@ -277,10 +277,8 @@ impl Staged {
                 .chunks(ROWS_PER_STATEMENT)
                 .map(|chunk| {
                     (
-                        format!(
-                            "(SELECT (x::{}).* FROM pg_catalog.unnest($1::text[]) AS x) AS r",
-                            t.qualified()
-                        ),
+                        // One record input per row (`(x::t).*` would run it once per column).
+                        format!("pg_catalog.unnest($1::text[]::{}[]) AS r", t.qualified()),
                         Some(chunk),
                     )
                 })
