@@ -104,9 +104,8 @@ fn store_conflicts(merge_id: &str, found: &[Conflict]) -> Result<(), JobError> {
     let mut hashes: [Vec<Option<i64>>; 2] = Default::default();
     let mut json: [Vec<String>; 4] = Default::default();
     for c in found {
-        let (schema, table) = steep::sql::parse_qualified_name(&c.table)
-            .map(|(s, t)| (s.unwrap_or_else(|| "public".into()), t))
-            .map_err(|e| JobError::Failed(format!("{e:#}")))?;
+        let (schema, table) =
+            conflicts::split_table(&c.table).map_err(|e| JobError::Failed(format!("{e:#}")))?;
         cols[0].push(schema);
         cols[1].push(table);
         cols[2].push(c.key.clone());

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::commands::Usage;
 use crate::context::Ctx;
 use steep::cli::output::{table, Output};
-use steep::engine::merge::conflicts::Conflict;
+use steep::engine::merge::conflicts::{self, Conflict};
 use steep::engine::merge::ledger::{self, Decisions};
 use steep::engine::merge::strategy::Resolution;
 
@@ -164,7 +164,7 @@ pub fn ask(
                 r
             }
         };
-        let (schema, table) = split(&x.table)?;
+        let (schema, table) = conflicts::split_table(&x.table)?;
         let d = ledger::Decision {
             local_hash: x.local_hash.parse().ok(),
             remote_hash: x.remote_hash.parse().ok(),
@@ -183,12 +183,6 @@ pub fn ask(
         )?;
     }
     Ok(true)
-}
-
-/// `schema.table` (as `sql::qualified` writes it) back into its parts.
-pub fn split(qualified: &str) -> Result<(String, String)> {
-    let (s, t) = steep::sql::parse_qualified_name(qualified)?;
-    Ok((s.unwrap_or_else(|| "public".into()), t))
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ use steep::engine::merge::Refused;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The peer's connection string (URI or key=value; PG* variables fill the gaps).
+    /// The peer. Client mode: its connection string (URI or key=value; PG* variables fill the
+    /// gaps). --direct: the name of a peer a superuser defined (steep_repl.define_peer), or for a
+    /// superuser a connection string without a password.
     #[arg(long, value_name = "PEER")]
     peer: String,
     /// How conflicts are decided: prefer-local, prefer-remote, last-modified (commit
@@ -212,7 +214,7 @@ impl RunArgs {
         let mut decided = Vec::new();
         for x in &file {
             if let Some(d) = x.decided(&by)? {
-                let (schema, table) = prompt::split(&x.table)?;
+                let (schema, table) = conflicts::split_table(&x.table)?;
                 decided.push((schema, table, &x.key, d));
             }
         }

@@ -274,14 +274,15 @@ pub const STORE: &str = "INSERT INTO steep_repl.merge_conflicts
            local_row = EXCLUDED.local_row, remote_row = EXCLUDED.remote_row,
            differing_columns = EXCLUDED.differing_columns";
 
-/// How many of a merge's stored conflicts have no decision made on their rows as stored.
-pub const UNDECIDED_COUNT: &str = "SELECT pg_catalog.count(*) FROM steep_repl.merge_conflicts c
-     WHERE c.merge_id = $1
-       AND NOT EXISTS (SELECT FROM steep_repl.merge_decisions d
-                        WHERE d.merge_id = c.merge_id AND d.schema_name = c.schema_name
-                          AND d.table_name = c.table_name AND d.key = c.key
-                          AND d.local_hash IS NOT DISTINCT FROM c.local_hash
-                          AND d.remote_hash IS NOT DISTINCT FROM c.remote_hash)";
+/// How many of a merge's stored conflicts have no decision made on their rows as stored (the
+/// count `merge_progress` shows).
+pub const UNDECIDED_COUNT: &str = "SELECT p.undecided FROM steep_repl.merge_progress($1) AS p";
+
+/// A conflict's `schema.table` (as `sql::qualified` writes it) back into its parts.
+pub fn split_table(qualified: &str) -> Result<(String, String)> {
+    let (s, t) = crate::sql::parse_qualified_name(qualified)?;
+    Ok((s.unwrap_or_else(|| "public".into()), t))
+}
 
 /// A merge's stored conflicts, read back by the CLI to ask about them.
 pub fn stored(c: &mut postgres::Client, merge_id: &str) -> Result<Vec<Conflict>> {
