@@ -51,6 +51,11 @@ impl Ctx {
         Ok((given.resolve(&env)?, source))
     }
 
+    /// The connection string given with -c/--connection or STEEP_CONNECTION, as written.
+    pub fn given_connection(&self) -> Option<&str> {
+        self.connection.as_deref()
+    }
+
     /// Connect to the resolved server.
     pub fn connect(&self) -> Result<postgres::Client> {
         Ok(self.open()?.0)

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod commands;
 mod context;
 
-use commands::{demo, doctor, health, init, local, merge, node, ops, schema, snapshot, version};
+use commands::{
+    demo, doctor, health, init, local, merge, node, ops, replication, schema, snapshot, version,
+};
 use context::Ctx;
 use steep::cli::output::Output;
 
@@ -77,6 +79,9 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Two nodes that both hold rows: overlap analysis.
     Merge(merge::MergeArgs),
+    /// Logical replication between two nodes: init (from a snapshot, a merge or empty
+    /// tables), status, drop.
+    Replication(replication::ReplicationArgs),
     /// Background operations: list, cancel, watch, selftest.
     Ops(ops::OpsArgs),
     /// Throwaway local PostgreSQL 18 sandboxes with steep_repl installed and preloaded.
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => a.execute(&ctx),
         Command::Snapshot(a) => a.execute(&ctx),
         Command::Merge(a) => a.execute(&ctx),
+        Command::Replication(a) => a.execute(&ctx),
         Command::Ops(a) => a.execute(&ctx),
         Command::Local(a) => a.execute(&ctx),
         Command::Version(a) => a.execute(&ctx),

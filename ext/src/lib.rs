@@ -13,6 +13,7 @@ mod health;
 mod merge_api;
 mod nodes;
 mod operations;
+mod replication;
 mod schema_shapes;
 mod security;
 mod shmem;

@@ -8,6 +8,7 @@ pub mod local;
 pub mod merge;
 pub mod node;
 pub mod ops;
+pub mod replication;
 pub mod schema;
 pub mod snapshot;
 pub mod version;

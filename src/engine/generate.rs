@@ -41,6 +41,18 @@ pub struct GenerateOptions {
     pub chunk_bytes: u64,
     /// Which tables, with pg_dump's patterns and semantics (empty: every table).
     pub selection: Selection,
+    /// Take the snapshot at this logical replication slot's consistent point (its exported
+    /// snapshot, which the replication connection that created the slot keeps valid while
+    /// `generate` runs); None: at the moment the snapshot starts.
+    pub slot: Option<SlotSnapshot>,
+}
+
+/// A slot created with `SNAPSHOT 'export'`: its name, consistent point and exported snapshot.
+#[derive(Debug, Clone)]
+pub struct SlotSnapshot {
+    pub slot: String,
+    pub consistent_point: String,
+    pub snapshot: String,
 }
 
 /// pg_dump's `-t`, `-T`, `-n`, `-N`: pg_dump itself resolves them (the schema archive is dumped
@@ -159,6 +171,18 @@ pub fn generate(
     progress.watch_client(&coord);
     prepare_session(&mut coord)?;
     coord.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    if let Some(slot) = &opts.slot {
+        // The coordinator imports the slot's snapshot and exports it again for pg_dump and the
+        // parallel sessions: the copy then does not depend on the replication connection beyond
+        // this statement.
+        coord
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&slot.snapshot)
+            ))
+            .map_err(crate::db_error::db_error)
+            .with_context(|| format!("importing the snapshot of slot {}", slot.slot))?;
+    }
     let exported: String = coord
         .query_one("SELECT pg_export_snapshot()", &[])
         .context("exporting a snapshot (is the source a standby? use its primary)")?
@@ -415,8 +439,13 @@ pub fn generate(
             server_version: info.server_version,
             system_identifier: info.system_identifier,
         },
-        lsn: info.lsn,
-        slot: None,
+        // At a slot's consistent point the data is exactly there (what the slot streams begins
+        // after it); otherwise where the source's WAL was while the snapshot began.
+        lsn: opts
+            .slot
+            .as_ref()
+            .map_or(info.lsn, |s| s.consistent_point.clone()),
+        slot: opts.slot.as_ref().map(|s| s.slot.clone()),
         compression: opts.compression,
         parallel,
         tables: out_tables,

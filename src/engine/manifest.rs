@@ -36,8 +36,8 @@ pub struct Manifest {
     /// WAL position when the snapshot was taken (pg_current_wal_lsn in the exporting
     /// transaction).
     pub lsn: String,
-    /// The logical replication slot whose consistent point the snapshot is at (`--slot`, for
-    /// replication init; not built yet, so always null).
+    /// The logical replication slot whose consistent point the snapshot is at (`snapshot
+    /// generate --slot`, replication init); `lsn` is then that consistent point.
     pub slot: Option<String>,
     pub compression: Compression,
     pub parallel: usize,

@@ -17,6 +17,7 @@ pub mod needs;
 pub mod partial_output;
 pub mod paths;
 pub mod private_dir;
+pub mod replication;
 pub mod scheduler;
 pub mod schema_archive;
 pub mod session_proxy;

@@ -156,6 +156,17 @@ impl Wire {
     /// Connect with `p` (already resolved: host, port, user, dbname, password...). None when this
     /// connection needs what only the `postgres` crate path provides (TLS, GSSAPI).
     pub fn connect(p: &ConnParams) -> Result<Option<Wire>> {
+        Self::connect_as(p, false)
+    }
+
+    /// A logical replication connection (`replication=database`) to `p`'s database: the walsender
+    /// protocol's commands (CREATE_REPLICATION_SLOT ...) and plain SQL. Replication connections
+    /// are admitted by pg_hba.conf lines naming the database (not the `replication` keyword).
+    pub fn connect_replication(p: &ConnParams) -> Result<Option<Wire>> {
+        Self::connect_as(p, true)
+    }
+
+    fn connect_as(p: &ConnParams, replication: bool) -> Result<Option<Wire>> {
         let host = p
             .get("host")
             .unwrap_or("localhost")
@@ -240,6 +251,9 @@ impl Wire {
         ];
         if let Some(o) = p.get("options") {
             startup.push(("options", o));
+        }
+        if replication {
+            startup.push(("replication", "database"));
         }
         frontend::startup_message(startup.iter().copied(), &mut w.wbuf)?;
         w.flush()?;
@@ -387,6 +401,30 @@ impl Wire {
                 Message::ReadyForQuery(_) => {
                     return err.map_or(Ok(value), |e| Err(e.into()));
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// Run one statement (SQL or, on a replication connection, a replication command) and return
+    /// its rows as text (None for NULL).
+    pub fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush()?;
+        let (mut err, mut rows) = (None, Vec::new());
+        loop {
+            match self.next()? {
+                Message::DataRow(r) => {
+                    let buf = r.buffer();
+                    let mut row = Vec::new();
+                    let mut ranges = r.ranges();
+                    while let Some(range) = ranges.next()? {
+                        row.push(range.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    rows.push(row);
+                }
+                Message::ErrorResponse(e) => err = Some(error_text(&e)),
+                Message::ReadyForQuery(_) => return err.map_or(Ok(rows), |e| Err(e.into())),
                 _ => {}
             }
         }

@@ -15,6 +15,7 @@ mod node;
 mod operations;
 mod parity;
 mod privileges;
+mod replication;
 mod schema;
 mod security;
 mod shape_verdicts;

@@ -287,6 +287,7 @@ pub fn generate(ctx: &mut JobCtx) -> Result<Value, JobError> {
             schemas: strings(&p["schemas"]),
             exclude_schemas: strings(&p["exclude_schemas"]),
         },
+        slot: None,
     };
     let progress = Counters::default();
     let m = drive(ctx, &progress, || {

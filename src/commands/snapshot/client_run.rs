@@ -168,7 +168,7 @@ pub(super) fn outcome_of<T>(r: &Result<T>) -> (&'static str, Option<String>) {
 
 /// A pg_dump or pg_restore (`name`) of major version `need` or newer: `env` (STEEP_PG_DUMP,
 /// STEEP_PG_RESTORE), then PATH, then the PostgreSQL steep installed.
-pub(super) fn find_pg_tool(name: &str, env: &str, need: u32) -> Option<PathBuf> {
+pub(crate) fn find_pg_tool(name: &str, env: &str, need: u32) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os(env) {
         candidates.push(PathBuf::from(p));

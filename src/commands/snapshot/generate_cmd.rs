@@ -175,6 +175,7 @@ impl GenerateArgs {
                     pg_dump,
                     chunk_bytes: self.chunk_size_mb.max(1) << 20,
                     selection: self.selection(),
+                    slot: None,
                 };
                 let abs = std::fs::canonicalize(
                     output

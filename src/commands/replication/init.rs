@@ -1,0 +1,285 @@
+//! `steep replication init`: client mode runs the engine here over the operator's own
+//! connections to both nodes (and a replication connection to each publisher).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::SetupName;
+use crate::commands::snapshot::client_run::{find_pg_tool, run_local, CliConnect};
+use crate::commands::{parallel_arg, Blocking};
+use crate::context::Ctx;
+use steep::cli::output::table;
+use steep::conn::ConnParams;
+use steep::engine::apply::SchemaMode;
+use steep::engine::counters::Counters;
+use steep::engine::replication::init::{self, InitOptions, InitReport, Node, Refused, Source};
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The other node (B): its connection string (URI or key=value; PG* variables fill the gaps).
+    #[arg(long, value_name = "CONNINFO")]
+    peer: String,
+    /// Where B's data comes from: snapshot (A's rows replace B's, taken at A's slot), merge
+    /// (both nodes' rows kept, conflicts decided by --strategy), or empty (no rows on either).
+    #[arg(long, value_parser = |s: &str| s.parse::<Source>())]
+    from: Source,
+    /// With --from merge: how conflicts are decided (prefer-local, prefer-remote,
+    /// last-modified, last-modified:COLUMN).
+    #[arg(long)]
+    strategy: Option<String>,
+    /// Replicate from A to B only (the only choice on PostgreSQL 15).
+    #[arg(long)]
+    one_way: bool,
+    #[command(flatten)]
+    setup: SetupName,
+    /// Bidirectional: sequences of replicated tables count in steps of N, A from values
+    /// congruent to 1, B to 2, so inserts on both nodes never collide.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    key_step: i64,
+    /// How B's server reaches A, kept in B's subscription (default: this command's connection
+    /// to A without a password it did not give; prefer a passfile on B's server).
+    #[arg(long, value_name = "CONNINFO")]
+    a_as_seen_by_b: Option<String>,
+    /// How A's server reaches B, kept in A's subscription (default: --peer without a password
+    /// it did not give).
+    #[arg(long, value_name = "CONNINFO")]
+    b_as_seen_by_a: Option<String>,
+    /// --from snapshot: check B's tables against A's (verify), or create them (create: B's
+    /// database must not hold them yet).
+    #[arg(long, default_value = "verify", value_parser = |s: &str| s.parse::<SchemaMode>())]
+    schema: SchemaMode,
+    /// Connections per node for the copy.
+    #[arg(long, default_value_t = 4, value_parser = parallel_arg)]
+    parallel: i32,
+    /// Where the copy is written on its way from A to B (removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Seconds a marker row may take to arrive on the other node.
+    #[arg(long, default_value_t = 60)]
+    marker_timeout: u64,
+}
+
+/// How a subscriber's server reaches a publisher: the parameters this command resolved, but a
+/// password only when the operator wrote it in the connection string (one from PGPASSWORD or
+/// a passfile here is not copied into the other server's catalog). application_name is left
+/// to PostgreSQL (the subscription's name). Returns the string and whether it holds a password.
+fn conninfo_for_subscriber(given: Option<&str>, resolved: &ConnParams) -> Result<(String, bool)> {
+    let mut p = resolved.clone();
+    let given_password = match given {
+        Some(s) => ConnParams::parse(s)?.get("password").is_some(),
+        None => false,
+    };
+    if !given_password {
+        p.remove("password");
+    }
+    p.remove("application_name");
+    Ok((p.to_conninfo(), given_password))
+}
+
+impl InitArgs {
+    pub fn execute(&self, ctx: &Ctx) -> Result<()> {
+        let (a_params, _) = ctx.conn_params()?;
+        let b_params = ctx.other_params(&self.peer, "--peer")?;
+        let mut notes = Vec::new();
+        let a_for_b = match &self.a_as_seen_by_b {
+            Some(s) => (s.clone(), ConnParams::parse(s)?.get("password").is_some()),
+            None => conninfo_for_subscriber(ctx.given_connection(), &a_params)?,
+        };
+        let b_for_a = match &self.b_as_seen_by_a {
+            Some(s) => (s.clone(), ConnParams::parse(s)?.get("password").is_some()),
+            None => conninfo_for_subscriber(Some(&self.peer), &b_params)?,
+        };
+        if a_for_b.1 {
+            notes.push(
+                "the password in A's connection string is stored by PostgreSQL in B's \
+                 pg_subscription (subconninfo, readable by superusers and in B's backups): \
+                 prefer a passfile, a service file or a client certificate on B's server"
+                    .to_string(),
+            );
+        }
+        if b_for_a.1 && !self.one_way {
+            notes.push(
+                "the password in B's connection string is stored by PostgreSQL in A's \
+                 pg_subscription (subconninfo, readable by superusers and in A's backups): \
+                 prefer a passfile, a service file or a client certificate on A's server"
+                    .to_string(),
+            );
+        }
+        for n in &notes {
+            ctx.out.warn(n);
+        }
+        let pg_tools = self.schema == SchemaMode::Create;
+        let work_dir = match &self.work_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir(),
+        };
+        let opts = InitOptions {
+            setup: self.setup.name.clone(),
+            from: self.from,
+            one_way: self.one_way,
+            key_step: self.key_step,
+            a_for_b: a_for_b.0,
+            b_for_a: b_for_a.0,
+            work_dir,
+            parallel: self.parallel as usize,
+            pg_dump: if pg_tools {
+                find_pg_tool("pg_dump", "STEEP_PG_DUMP", 15)
+            } else {
+                None
+            },
+            pg_restore: if pg_tools {
+                find_pg_tool("pg_restore", "STEEP_PG_RESTORE", 15)
+            } else {
+                None
+            },
+            schema: self.schema,
+            marker_timeout: Duration::from_secs(self.marker_timeout.max(1)),
+        };
+        if self.strategy.is_some() && self.from != Source::Merge {
+            return Err(crate::commands::Usage(
+                "--strategy is for --from merge (how the merge decides conflicts)".into(),
+            )
+            .into());
+        }
+        let (ca, cb) = (CliConnect(a_params.clone()), CliConnect(b_params.clone()));
+        let (a, b) = (
+            Node {
+                connect: &ca,
+                params: &a_params,
+            },
+            Node {
+                connect: &cb,
+                params: &b_params,
+            },
+        );
+        ctx.out.status(
+            "Replicating",
+            format!(
+                "{} {} {} (setup {}, from {})",
+                a_params.endpoint(),
+                if self.one_way { "->" } else { "<->" },
+                b_params.endpoint(),
+                self.setup.name,
+                format!("{:?}", self.from).to_lowercase()
+            ),
+        );
+        let progress = Arc::new(Counters::default());
+        let say = |m: String| ctx.out.verbose(m);
+        let (result, _) = run_local(ctx, "replication init", &progress, &mut None, || {
+            init::init(&a, &b, &opts, &progress, &say)
+        });
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(r) = e.downcast_ref::<Refused>() {
+                    return Err(Blocking(r.to_string()).into());
+                }
+                return Err(e);
+            }
+        };
+        report.notes.extend(notes);
+        show(ctx, &report)
+    }
+}
+
+fn show(ctx: &Ctx, r: &InitReport) -> Result<()> {
+    if ctx.out.json {
+        return ctx.out.json(r);
+    }
+    if !r.removed_first.is_empty() {
+        ctx.out.note(format!(
+            "removed first (left by an earlier init): {}",
+            r.removed_first.join(", ")
+        ));
+    }
+    if r.already_replicating {
+        ctx.out.status(
+            "Unchanged",
+            format!("setup {} already replicates; nothing changed", r.setup),
+        );
+    }
+    let rows: Vec<Vec<String>> = r
+        .directions
+        .iter()
+        .map(|d| {
+            vec![
+                format!("{} -> {}", d.from, d.to),
+                d.slot.clone(),
+                d.consistent_point.clone(),
+                format!("{} ms", d.marker_ms),
+            ]
+        })
+        .collect();
+    ctx.out.line(table(
+        &[
+            "direction",
+            "slot / subscription",
+            "from LSN",
+            "marker arrived",
+        ],
+        &rows,
+    ));
+    if let Some(n) = r.rows_copied {
+        ctx.out.line(format!(
+            "{} tables, {n} rows copied at A's slot's consistent point",
+            r.tables.len()
+        ));
+    }
+    if !r.key_scheme.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .key_scheme
+            .iter()
+            .map(|k| {
+                vec![
+                    k.node.clone(),
+                    k.assigned.sequence.clone(),
+                    format!("{}.{}", k.assigned.table, k.assigned.column),
+                    format!("{} mod {}", k.assigned.node_offset, k.assigned.step),
+                    k.assigned.next_value.to_string(),
+                ]
+            })
+            .collect();
+        ctx.out.line(table(
+            &["node", "sequence", "column", "values", "next"],
+            &rows,
+        ));
+    }
+    for n in &r.notes {
+        ctx.out.note(n);
+    }
+    if !r.already_replicating {
+        ctx.out.status(
+            "Replicating",
+            format!(
+                "setup {} ({}): steep replication status shows lag and errors",
+                r.setup,
+                if r.bidirectional {
+                    "both ways"
+                } else {
+                    "one way"
+                }
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_reaches_the_subscription_only_when_written_in_the_string() {
+        let resolved =
+            ConnParams::parse("host=/tmp port=5432 user=u dbname=d password=fromenv").unwrap();
+        let (s, given) = conninfo_for_subscriber(Some("host=/tmp"), &resolved).unwrap();
+        assert!(!given && !s.contains("password"), "{s}");
+        let (s, given) =
+            conninfo_for_subscriber(Some("host=/tmp password=typed"), &resolved).unwrap();
+        assert!(given && s.contains("password"), "{s}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The key scheme of a bidirectional setup: inserts on both nodes must not collide, and
+//! PostgreSQL does not replicate sequences. Every sequence that numbers a replicated table's
+//! column (serial or identity: the sequence depends on the column) counts in steps of `step` on
+//! both nodes, from values congruent to the node's offset (A: 1, B: 2), above every value either
+//! node has used. `undo` restores each sequence's increment (values go on from where they are).
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::db_error::db_error;
+
+/// One sequence given the scheme on one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Assigned {
+    pub sequence: String,
+    pub table: String,
+    pub column: String,
+    pub node_offset: i32,
+    pub step: i32,
+    /// The first value the node's inserts take.
+    pub next_value: i64,
+}
+
+/// A sequence numbering a column of one of `tables` (oids): (sequence, table, column, its
+/// increment). Quoted, qualified names.
+pub fn owned_sequences(
+    c: &mut postgres::Client,
+    tables: &[i64],
+) -> Result<Vec<(String, String, String, i64)>> {
+    Ok(c.query(
+        "SELECT s.oid::regclass::text, d.refobjid::regclass::text,
+                pg_catalog.quote_ident(a.attname), q.seqincrement
+           FROM pg_catalog.pg_depend d
+           JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+           JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+          WHERE d.classid = 'pg_catalog.pg_class'::regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::regclass
+            AND d.deptype IN ('a', 'i')
+            AND d.refobjid::int8 = ANY($1)
+          ORDER BY 1",
+        &[&tables],
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect())
+}
+
+/// The smallest value above `high` congruent to `offset` modulo `step`.
+pub fn next_in_scheme(high: i64, offset: i64, step: i64) -> i64 {
+    let r = (offset - high).rem_euclid(step);
+    if r == 0 {
+        high + step
+    } else {
+        high + r
+    }
+}
+
+/// Give `sequences` (from `owned_sequences` on node A) the scheme on both nodes: A gets offset 1,
+/// B offset 2. Each node's sequences are altered in one transaction that holds them (inserts
+/// wait) while the highest used value is read on both, so no value already taken is handed out.
+pub fn apply(
+    a: &mut postgres::Client,
+    b: &mut postgres::Client,
+    setup: &str,
+    sequences: &[(String, String, String, i64)],
+    step: i64,
+) -> Result<Vec<(String, Assigned)>> {
+    if !(2..=1000).contains(&step) {
+        bail!("the key step must be between 2 and 1000 (got {step})");
+    }
+    if let Some((s, ..)) = sequences.iter().find(|(.., inc)| *inc < 0) {
+        bail!(
+            "sequence {s} counts down: steep's key scheme gives ascending sequences node offsets; \
+             leave its table out or make it ascending"
+        );
+    }
+    let mut ta = a.transaction()?;
+    let mut tb = b.transaction()?;
+    let mut out = Vec::new();
+    for (seq, table, column, _) in sequences {
+        let mut high = i64::MIN;
+        let mut before = [0i64; 2];
+        for (i, t) in [&mut ta, &mut tb].into_iter().enumerate() {
+            let inc: Option<i64> = t
+                .query_opt(
+                    "SELECT seqincrement FROM pg_catalog.pg_sequence WHERE seqrelid = $1::text::regclass",
+                    &[seq],
+                )
+                .map_err(db_error)?
+                .map(|r| r.get(0));
+            let Some(inc) = inc else {
+                bail!(
+                    "sequence {seq} is on the first node but not on the second: both nodes need the \
+                     same schema"
+                );
+            };
+            before[i] = inc;
+            // Holding the sequence (ALTER SEQUENCE's lock) makes concurrent nextval wait until
+            // the new scheme commits.
+            t.batch_execute(&format!("ALTER SEQUENCE {seq} INCREMENT BY {step}"))
+                .map_err(db_error)
+                .with_context(|| format!("changing sequence {seq}"))?;
+            let r = t
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                                   FROM {seq}),
+                                (SELECT max({column})::int8 FROM {table})"
+                    ),
+                    &[],
+                )
+                .map_err(db_error)
+                .with_context(|| format!("reading the values {seq} and {table}.{column} used"))?;
+            let (last, max): (i64, Option<i64>) = (r.get(0), r.get(1));
+            high = high.max(last).max(max.unwrap_or(i64::MIN));
+        }
+        for (i, t) in [&mut ta, &mut tb].into_iter().enumerate() {
+            let offset = i as i64 + 1;
+            let next = next_in_scheme(high.max(0), offset, step);
+            t.batch_execute(&format!("ALTER SEQUENCE {seq} RESTART WITH {next}"))
+                .map_err(db_error)
+                .with_context(|| format!("restarting sequence {seq} at {next}"))?;
+            t.execute(
+                "INSERT INTO steep_repl.replication_sequences
+                        (setup_name, sequence_name, table_name, column_name, node_offset, step,
+                         increment_before)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (setup_name, sequence_name) DO UPDATE
+                    SET node_offset = EXCLUDED.node_offset, step = EXCLUDED.step, set_at = now()",
+                &[
+                    &setup,
+                    seq,
+                    table,
+                    column,
+                    &(offset as i32),
+                    &(step as i32),
+                    &before[i],
+                ],
+            )
+            .map_err(db_error)?;
+            out.push((
+                if i == 0 { "A" } else { "B" }.to_string(),
+                Assigned {
+                    sequence: seq.clone(),
+                    table: table.clone(),
+                    column: column.clone(),
+                    node_offset: offset as i32,
+                    step: step as i32,
+                    next_value: next,
+                },
+            ));
+        }
+    }
+    // A failure between the two commits leaves B's scheme recorded on B: the init's cleanup
+    // (or `replication drop`) restores it from that record.
+    tb.commit().map_err(db_error)?;
+    ta.commit().map_err(db_error)?;
+    Ok(out)
+}
+
+/// Restore the increments the setup changed on this node and forget them; returns the
+/// sequences restored.
+pub fn undo(c: &mut postgres::Client, setup: &str) -> Result<Vec<String>> {
+    let rows = c
+        .query(
+            "SELECT sequence_name, increment_before FROM steep_repl.replication_sequences
+              WHERE setup_name = $1 ORDER BY 1",
+            &[&setup],
+        )
+        .map_err(db_error)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (seq, inc): (String, i64) = (r.get(0), r.get(1));
+        let exists: bool = c
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&seq])?
+            .get(0);
+        if exists {
+            c.batch_execute(&format!("ALTER SEQUENCE {seq} INCREMENT BY {inc}"))
+                .map_err(db_error)
+                .with_context(|| format!("restoring sequence {seq}'s increment"))?;
+        }
+        c.execute(
+            "DELETE FROM steep_repl.replication_sequences WHERE setup_name = $1 AND sequence_name = $2",
+            &[&setup, &seq],
+        )
+        .map_err(db_error)?;
+        out.push(seq);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_values_are_above_and_congruent() {
+        assert_eq!(next_in_scheme(0, 1, 10), 1);
+        assert_eq!(next_in_scheme(0, 2, 10), 2);
+        assert_eq!(next_in_scheme(1, 1, 10), 11);
+        assert_eq!(next_in_scheme(57, 1, 10), 61);
+        assert_eq!(next_in_scheme(57, 2, 10), 62);
+        assert_eq!(next_in_scheme(60, 2, 10), 62);
+        assert_eq!(next_in_scheme(62, 2, 10), 72);
+    }
+}
