@@ -151,7 +151,74 @@ fn run_checks(ctx: &Ctx) -> Vec<Check> {
     snapshot_dir_check(&mut client, &params, &mut checks);
     privilege_checks(&mut client, &state, &mut checks);
     table_checks(&mut client, &mut checks);
+    replication_checks(&mut client, &params, &mut checks);
     checks
+}
+
+/// What `steep replication init` needs here (as publisher and subscriber), whether this host
+/// may open a replication connection, and steep slots nothing uses (each retains WAL).
+fn replication_checks(
+    client: &mut postgres::Client,
+    params: &steep::conn::ConnParams,
+    checks: &mut Vec<Check>,
+) {
+    use steep::engine::replication::{names::NodeIdentity, preflight, slot};
+    let findings = NodeIdentity::read(client).and_then(|node| {
+        preflight::check(
+            client,
+            &node,
+            preflight::Role {
+                publishes: true,
+                subscribes: true,
+            },
+        )
+    });
+    match findings {
+        Ok(f) if f.is_empty() => checks.push(ok(
+            "replication",
+            "ready to publish and subscribe (wal_level logical, free slots, WAL senders, workers \
+             and origins; the role may)",
+        )),
+        Ok(f) => {
+            for f in f {
+                checks.push(warn("replication", f.problem, f.fix));
+            }
+        }
+        Err(e) => checks.push(warn(
+            "replication",
+            format!("cannot check: {e:#}"),
+            "check the role's privileges",
+        )),
+    }
+    checks.push(match slot::replication_connection(params) {
+        Ok(_) => ok(
+            "replication connection",
+            "this host may open a logical replication connection to the database",
+        ),
+        Err(e) => warn(
+            "replication connection",
+            format!("{e:#}"),
+            "needed by steep replication init and by subscribers on other servers",
+        ),
+    });
+    match preflight::idle_steep_slots(client) {
+        Ok(idle) if idle.is_empty() => {}
+        Ok(idle) => checks.push(warn(
+            "steep slots",
+            format!(
+                "{} unused, each keeping WAL: {}",
+                idle.len(),
+                idle.iter()
+                    .map(|(n, size)| format!("{n} ({size} retained)"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "left by an init that did not finish: `steep replication init` again completes it, \
+             `steep replication drop [--name NAME]` removes the setup, or \
+             SELECT pg_drop_replication_slot('NAME') removes one",
+        )),
+        Err(_) => {}
+    }
 }
 
 fn extension_checks(client: &mut postgres::Client, state: &ServerState, checks: &mut Vec<Check>) {

@@ -93,6 +93,10 @@ fn objects_left(conn: &str) -> String {
 
 #[test]
 fn bidirectional_from_a_snapshot_carries_each_change_once_and_never_back() {
+    if install().major < 16 {
+        // PostgreSQL 15 refuses bidirectional setups (from_empty_tables_... checks the refusal).
+        return;
+    }
     let home = temp_home();
     let (_a, _b, ac, bc) = pair(home.path());
     both(
@@ -216,6 +220,364 @@ fn bidirectional_from_a_snapshot_carries_each_change_once_and_never_back() {
                 "SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'items_id_seq'::regclass"
             ),
             "1"
+        );
+    }
+}
+
+/// pgbench against `conn` for `seconds`, in the background.
+fn pgbench(conn: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(install().bin("pgbench"))
+        .args(args)
+        .arg(conn)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench")
+}
+
+const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+];
+
+#[test]
+fn a_snapshot_init_while_pgbench_writes_loses_nothing_and_applies_nothing_twice() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    let init_out = std::process::Command::new(install().bin("pgbench"))
+        .args(["-i", "-s", "3", "-q", &ac])
+        .output()
+        .unwrap();
+    assert!(
+        init_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init_out.stderr)
+    );
+
+    // pgbench_history has no key: refused, with the fix, before anything is made.
+    let mut cmd = steep(home.path());
+    cmd.args([
+        "replication",
+        "init",
+        "-c",
+        &ac,
+        "--peer",
+        &bc,
+        "--from",
+        "snapshot",
+        "--one-way",
+        "--schema",
+        "create",
+    ]);
+    let err = fails(&mut cmd, 3);
+    assert!(
+        err.contains("pgbench_history") && err.contains("REPLICA IDENTITY FULL"),
+        "{err}"
+    );
+    assert_eq!(
+        objects_left(&ac),
+        "0 slots, 0 publications, 0 subscriptions, 0 origins"
+    );
+    sql(&ac, "ALTER TABLE pgbench_history REPLICA IDENTITY FULL");
+
+    // pgbench writes to A before, during and after the init.
+    let bench = pgbench(&ac, &["-n", "-c", "2", "-T", "25", "-R", "300"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let r = repl_init(
+        home.path(),
+        &ac,
+        &bc,
+        &["--from", "snapshot", "--one-way", "--schema", "create"],
+    );
+    assert_eq!(r["bidirectional"], false, "{r}");
+    let during = one(&ac, "SELECT count(*) FROM pgbench_history");
+    let out = bench.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = one(&ac, "SELECT count(*) FROM pgbench_history");
+    assert!(
+        during.parse::<i64>().unwrap() > 0
+            && after.parse::<i64>().unwrap() > during.parse::<i64>().unwrap(),
+        "pgbench wrote during ({during}) and after ({after}) the init"
+    );
+
+    caught_up(&ac);
+    for t in PGBENCH_TABLES {
+        assert_eq!(digest(&bc, t), digest(&ac, t), "{t}");
+    }
+    assert_eq!(
+        one(&bc, "SELECT count(*) FROM pgbench_history"),
+        after,
+        "history rows on B"
+    );
+    for q in [
+        "SELECT sum(abalance) FROM pgbench_accounts",
+        "SELECT sum(bbalance) FROM pgbench_branches",
+        "SELECT sum(tbalance) FROM pgbench_tellers",
+        "SELECT sum(delta) FROM pgbench_history",
+    ] {
+        assert_eq!(one(&bc, q), one(&ac, q), "{q}");
+    }
+    // The balances moved: the totals agree because every change arrived exactly once.
+    assert_ne!(one(&ac, "SELECT sum(abalance) FROM pgbench_accounts"), "0");
+}
+
+#[test]
+fn a_killed_init_leaves_a_slot_doctor_finds_and_the_next_init_completes() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(&ac, &bc, "CREATE TABLE big (id int PRIMARY KEY, pad text)");
+    sql(
+        &ac,
+        "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g",
+    );
+    // Kill the CLI once its slot exists (the copy is under way).
+    let mut child = steep_process(home.path())
+        .args([
+            "replication",
+            "init",
+            "-c",
+            &ac,
+            "--peer",
+            &bc,
+            "--from",
+            "snapshot",
+            "--one-way",
+            "--parallel",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while one(&ac, "SELECT count(*) FROM pg_replication_slots") == "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no slot appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the init ended before its slot was seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The slot is left (nothing could remove it) and nothing uses it: doctor says so.
+    let started = Instant::now();
+    while one(
+        &ac,
+        "SELECT count(*) FROM pg_replication_slots WHERE NOT active",
+    ) != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the slot stayed active"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = json(&ok(steep(home.path()).args(["doctor", "--json", "-c", &ac])));
+    let slots = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "steep slots")
+        .unwrap_or_else(|| panic!("no steep slots check: {d}"));
+    assert_eq!(slots["level"], "warn", "{slots}");
+    assert!(
+        slots["detail"].as_str().unwrap().contains("steep_main_"),
+        "{slots}"
+    );
+
+    // The next init removes what was left and completes.
+    let r = repl_init(home.path(), &ac, &bc, &["--from", "snapshot", "--one-way"]);
+    let removed = r["removed_first"].to_string();
+    assert!(
+        removed.contains("slot steep_main_") && removed.contains("publication steep_main"),
+        "{r}"
+    );
+    sql(&ac, "UPDATE big SET pad = 'changed' WHERE id = 7");
+    eventually(&bc, "SELECT pad FROM big WHERE id = 7", "changed");
+    assert_eq!(digest(&bc, "big"), digest(&ac, "big"));
+
+    ok(steep(home.path()).args(["replication", "drop", "-c", &ac, "--peer", &bc]));
+    for c in [&ac, &bc] {
+        assert_eq!(
+            objects_left(c),
+            "0 slots, 0 publications, 0 subscriptions, 0 origins"
+        );
+    }
+}
+
+#[test]
+fn a_plain_role_is_refused_and_a_password_in_the_string_is_reported_and_kept_out_of_logs() {
+    let home = temp_home();
+    let (_a, b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE ROLE bob LOGIN;
+         GRANT CREATE ON DATABASE postgres TO bob;
+         ALTER TABLE t OWNER TO bob",
+    );
+    sql(&ac, "INSERT INTO t VALUES (1, 'one')");
+    let as_bob = |c: &str| format!("{c} user=bob");
+    let mut cmd = steep(home.path());
+    cmd.args([
+        "replication",
+        "init",
+        "-c",
+        &as_bob(&ac),
+        "--peer",
+        &as_bob(&bc),
+        "--from",
+        "snapshot",
+        "--one-way",
+    ]);
+    let err = fails(&mut cmd, 3);
+    assert!(
+        err.contains("role bob may not set up replication")
+            && err.contains("not a superuser")
+            && err.contains("REPLICATION"),
+        "{err}"
+    );
+    for c in [&ac, &bc] {
+        assert_eq!(
+            objects_left(c),
+            "0 slots, 0 publications, 0 subscriptions, 0 origins"
+        );
+    }
+
+    // B's server logs every statement: the subscription's password must still not reach it.
+    sql(&bc, "ALTER SYSTEM SET log_statement = 'all'");
+    sql(&bc, "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let with_password = format!("{ac} password=s3cr3t-pw");
+    let r = repl_init(
+        home.path(),
+        &with_password,
+        &bc,
+        &["--from", "snapshot", "--one-way"],
+    );
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("stored by PostgreSQL in B's pg_subscription"),
+        "{r}"
+    );
+    assert!(!r.to_string().contains("s3cr3t-pw"), "{r}");
+    let log = std::fs::read_to_string(b.cluster().log_file()).unwrap();
+    assert!(
+        log.contains("replication_markers"),
+        "log_statement=all took effect"
+    );
+    let leaks: Vec<&str> = log.lines().filter(|l| l.contains("s3cr3t-pw")).collect();
+    assert!(
+        leaks.is_empty(),
+        "the password reached B's server log: {leaks:?}"
+    );
+    // It is where the note says, and nowhere else.
+    assert_eq!(
+        one(
+            &bc,
+            "SELECT subconninfo LIKE '%s3cr3t-pw%' FROM pg_subscription"
+        ),
+        "true"
+    );
+    eventually(&bc, "SELECT v FROM t WHERE id = 1", "one");
+}
+
+#[test]
+fn from_empty_tables_and_bidirectional_only_from_postgresql_16() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE e (id bigserial PRIMARY KEY, v text)",
+    );
+    let major = install().major;
+    if major < 16 {
+        let mut cmd = steep(home.path());
+        cmd.args([
+            "replication",
+            "init",
+            "-c",
+            &ac,
+            "--peer",
+            &bc,
+            "--from",
+            "empty",
+        ]);
+        let err = fails(&mut cmd, 3);
+        assert!(
+            err.contains("bidirectional replication needs 16 or newer")
+                && err.contains("--one-way"),
+            "{err}"
+        );
+        for c in [&ac, &bc] {
+            assert_eq!(
+                objects_left(c),
+                "0 slots, 0 publications, 0 subscriptions, 0 origins"
+            );
+        }
+    }
+    // A table holding rows is not empty: refused, and nothing is left behind.
+    sql(&bc, "INSERT INTO e (v) VALUES ('on B')");
+    let mut cmd = steep(home.path());
+    cmd.args([
+        "replication",
+        "init",
+        "-c",
+        &ac,
+        "--peer",
+        &bc,
+        "--from",
+        "empty",
+        "--one-way",
+    ]);
+    let err = fails(&mut cmd, 1);
+    assert!(
+        err.contains("holds rows on B") && err.contains("--from merge"),
+        "{err}"
+    );
+    assert!(err.contains("removed slot steep_main_"), "{err}");
+    for c in [&ac, &bc] {
+        assert_eq!(
+            objects_left(c),
+            "0 slots, 0 publications, 0 subscriptions, 0 origins"
+        );
+    }
+    sql(&bc, "TRUNCATE e");
+
+    let args: &[&str] = if major < 16 {
+        &["--from", "empty", "--one-way"]
+    } else {
+        &["--from", "empty"]
+    };
+    let r = repl_init(home.path(), &ac, &bc, args);
+    assert_eq!(r["bidirectional"], major >= 16, "{r}");
+    sql(&ac, "INSERT INTO e (v) VALUES ('from A')");
+    eventually(&bc, "SELECT string_agg(v, ',') FROM e", "from A");
+    if major >= 16 {
+        sql(&bc, "INSERT INTO e (v) VALUES ('from B')");
+        eventually(
+            &ac,
+            "SELECT string_agg(v, ',' ORDER BY v) FROM e",
+            "from A,from B",
+        );
+        // bigserial keys from the scheme: odd on A, even on B.
+        assert_eq!(
+            one(
+                &ac,
+                "SELECT string_agg((id % 10)::text, ',' ORDER BY v) FROM e"
+            ),
+            "1,2"
         );
     }
 }

@@ -112,7 +112,15 @@ impl InitArgs {
         for n in &notes {
             ctx.out.warn(n);
         }
-        let pg_tools = self.schema == SchemaMode::Create;
+        // --schema create restores A's schema on B: pg_dump and pg_restore as new as A.
+        let need = if self.schema == SchemaMode::Create {
+            let v: i32 = steep::cli::client::connect(&a_params)?
+                .query_one("SELECT current_setting('server_version_num')::int", &[])?
+                .get(0);
+            Some((v / 10000) as u32)
+        } else {
+            None
+        };
         let work_dir = match &self.work_dir {
             Some(d) => d.clone(),
             None => std::env::temp_dir(),
@@ -126,16 +134,8 @@ impl InitArgs {
             b_for_a: b_for_a.0,
             work_dir,
             parallel: self.parallel as usize,
-            pg_dump: if pg_tools {
-                find_pg_tool("pg_dump", "STEEP_PG_DUMP", 15)
-            } else {
-                None
-            },
-            pg_restore: if pg_tools {
-                find_pg_tool("pg_restore", "STEEP_PG_RESTORE", 15)
-            } else {
-                None
-            },
+            pg_dump: need.and_then(|n| find_pg_tool("pg_dump", "STEEP_PG_DUMP", n)),
+            pg_restore: need.and_then(|n| find_pg_tool("pg_restore", "STEEP_PG_RESTORE", n)),
             schema: self.schema,
             marker_timeout: Duration::from_secs(self.marker_timeout.max(1)),
         };

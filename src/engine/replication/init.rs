@@ -306,7 +306,9 @@ fn preflight_both(
     for (c, label) in [(&mut *ca, "A"), (&mut *cb, "B")] {
         let has: bool = c
             .query_one(
-                "SELECT to_regclass('steep_repl.replication_markers') IS NOT NULL",
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c
+                                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                WHERE n.nspname = 'steep_repl' AND c.relname = 'replication_markers')",
                 &[],
             )?
             .get(0);
