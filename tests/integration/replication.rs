@@ -581,3 +581,110 @@ fn from_empty_tables_and_bidirectional_only_from_postgresql_16() {
         );
     }
 }
+
+#[test]
+fn from_merge_keeps_both_nodes_rows_and_refuses_writes_made_while_it_merges() {
+    if install().major < 16 {
+        return;
+    }
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE acc (id int PRIMARY KEY, v text, n int);
+         CREATE TABLE log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
+    );
+    sql(
+        &ac,
+        "INSERT INTO acc SELECT g, 'A' || g, g FROM generate_series(1, 100000) g;
+         INSERT INTO log (note) VALUES ('a1'), ('a2')",
+    );
+    sql(
+        &bc,
+        "INSERT INTO acc SELECT g, CASE WHEN g <= 100000 THEN 'B' || g ELSE 'B only' END, g
+           FROM generate_series(50001, 150000) g;
+         INSERT INTO log (note) VALUES ('b1')",
+    );
+
+    // A writer on B throughout the first attempt: refused, the merge kept, no slot left.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, bc) = (stop.clone(), bc.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(&bc);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                c.execute("UPDATE acc SET n = n + 1 WHERE id = $1", &[&(150_000 - i)])
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut cmd = steep(home.path());
+    cmd.args([
+        "replication",
+        "init",
+        "-c",
+        &ac,
+        "--peer",
+        &bc,
+        "--from",
+        "merge",
+        "--strategy",
+        "prefer-local",
+    ]);
+    let err = fails(&mut cmd, 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        err.contains("written while the merge ran") && err.contains("changes on B"),
+        "{err}"
+    );
+    assert!(
+        err.contains("removed") && err.contains("slot steep_main_"),
+        "{err}"
+    );
+    for c in [&ac, &bc] {
+        assert_eq!(
+            objects_left(c),
+            "0 slots, 0 publications, 0 subscriptions, 0 origins"
+        );
+    }
+
+    // Without writers it completes: both nodes hold every row, A's on conflicts.
+    let r = repl_init(
+        home.path(),
+        &ac,
+        &bc,
+        &["--from", "merge", "--strategy", "prefer-local"],
+    );
+    assert!(r["merge"]["tables"].is_array(), "{r}");
+    for c in [&ac, &bc] {
+        assert_eq!(one(c, "SELECT count(*) FROM acc"), "150000");
+        assert_eq!(one(c, "SELECT v FROM acc WHERE id = 60000"), "A60000");
+        assert_eq!(one(c, "SELECT v FROM acc WHERE id = 120000"), "B only");
+    }
+    assert_eq!(digest(&ac, "acc"), digest(&bc, "acc"));
+
+    // Then both ways, once each, and no key collisions on the identity column.
+    sql(
+        &ac,
+        "UPDATE acc SET v = 'changed on A' WHERE id = 1; INSERT INTO log (note) VALUES ('a3')",
+    );
+    sql(
+        &bc,
+        "UPDATE acc SET v = 'changed on B' WHERE id = 150000; INSERT INTO log (note) VALUES ('b2')",
+    );
+    for c in [&ac, &bc] {
+        eventually(c, "SELECT v FROM acc WHERE id = 1", "changed on A");
+        eventually(c, "SELECT v FROM acc WHERE id = 150000", "changed on B");
+        // a1, a2 (A won key 1 over b1), a3, b2.
+        eventually(c, "SELECT count(*) FROM log", "4");
+    }
+    caught_up(&ac);
+    caught_up(&bc);
+    assert_eq!(digest(&ac, "acc"), digest(&bc, "acc"));
+    assert_eq!(digest(&ac, "log"), digest(&bc, "log"));
+}

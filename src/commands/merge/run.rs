@@ -16,7 +16,6 @@ use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
 use steep::db_error::db_error;
 use steep::engine::counters::Counters;
-use steep::engine::error::ErrorKind;
 use steep::engine::merge::apply::{self, MergeOptions, MergeReport};
 use steep::engine::merge::conflicts::{self, DecisionsFile};
 use steep::engine::merge::ledger;
@@ -118,31 +117,7 @@ impl RunArgs {
             ),
         );
         let result = self.run(ctx, &mut c, &local, &peer, &opts);
-        let (status, error) = match &result {
-            Ok(r) if r.tables.iter().any(|t| t.undecided > 0) => ("awaiting_decisions", None),
-            Ok(_) => ("complete", None),
-            Err(e) if ErrorKind::of(e) == Some(ErrorKind::Cancelled) => {
-                ("cancelled", Some(format!("{e:#}")))
-            }
-            Err(e) => ("failed", Some(format!("{e:#}"))),
-        };
-        let report = result.as_ref().ok().map(serde_json::to_value).transpose()?;
-        let (rows, conflicts) = result.as_ref().map_or((0, 0), |r| {
-            r.tables.iter().fold((0i64, 0i64), |(n, k), t| {
-                (
-                    n + (t.local_inserted + t.local_updated + t.remote_inserted + t.remote_updated)
-                        as i64,
-                    k + t.conflict as i64,
-                )
-            })
-        });
-        if let Err(e) = c.execute(
-            "UPDATE steep_repl.merges SET status = $2, error_message = $3, result = $4,
-                    rows_merged = $5, conflict_count = $6, completed_at = pg_catalog.now(),
-                    tables_completed = coalesce(pg_catalog.jsonb_array_length($4::jsonb -> 'tables'), 0)
-              WHERE merge_id = $1",
-            &[&opts.merge_id, &status, &error, &report, &rows, &conflicts],
-        ) {
+        if let Err(e) = ledger::record_end(&mut c, &opts.merge_id, &result) {
             ctx.out.warn(format!(
                 "not recording the outcome in steep_repl.merges: {}",
                 steep::db_error::describe(&e)
@@ -175,26 +150,7 @@ impl RunArgs {
     /// A new client-mode merge: its row on this node.
     fn start(&self, c: &mut postgres::Client, peer: &str, role: &str) -> Result<MergeOptions> {
         let mut opts = self.options(String::new(), role);
-        let mut options = opts.to_stored();
-        options["mode"] = "client".into();
-        opts.merge_id = c
-            .query_one(
-                "INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status,
-                                                kind, options, started_at)
-                 VALUES (steep_repl._new_merge_id(), $1, $2, $3, $4, 'running', 'merge', $5,
-                         pg_catalog.now())
-                 RETURNING merge_id",
-                &[
-                    &peer,
-                    &opts.tables,
-                    &self.strategy.family(),
-                    &self.dry_run,
-                    &options,
-                ],
-            )
-            .map_err(steep::db_error::db_error)
-            .context("recording the merge in steep_repl.merges")?
-            .get(0);
+        opts.merge_id = ledger::record_start(c, peer, &opts, "client")?;
         Ok(opts)
     }
 

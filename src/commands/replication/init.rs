@@ -10,12 +10,13 @@ use clap::Args;
 
 use super::SetupName;
 use crate::commands::snapshot::client_run::{find_pg_tool, run_local, CliConnect};
-use crate::commands::{parallel_arg, Blocking};
+use crate::commands::{parallel_arg, Blocking, Usage};
 use crate::context::Ctx;
 use steep::cli::output::table;
 use steep::conn::ConnParams;
 use steep::engine::apply::SchemaMode;
 use steep::engine::counters::Counters;
+use steep::engine::merge::strategy::Strategy;
 use steep::engine::replication::init::{self, InitOptions, InitReport, Node, Refused, Source};
 
 #[derive(Args)]
@@ -29,8 +30,8 @@ pub struct InitArgs {
     from: Source,
     /// With --from merge: how conflicts are decided (prefer-local, prefer-remote,
     /// last-modified, last-modified:COLUMN).
-    #[arg(long)]
-    strategy: Option<String>,
+    #[arg(long, value_parser = |s: &str| s.parse::<Strategy>())]
+    strategy: Option<Strategy>,
     /// Replicate from A to B only (the only choice on PostgreSQL 15).
     #[arg(long)]
     one_way: bool,
@@ -138,12 +139,34 @@ impl InitArgs {
             pg_restore: need.and_then(|n| find_pg_tool("pg_restore", "STEEP_PG_RESTORE", n)),
             schema: self.schema,
             marker_timeout: Duration::from_secs(self.marker_timeout.max(1)),
+            merge_strategy: self.strategy.clone(),
         };
-        if self.strategy.is_some() && self.from != Source::Merge {
-            return Err(crate::commands::Usage(
-                "--strategy is for --from merge (how the merge decides conflicts)".into(),
-            )
-            .into());
+        match (&self.strategy, self.from) {
+            (Some(_), from) if from != Source::Merge => {
+                return Err(Usage(
+                    "--strategy is for --from merge (how the merge decides conflicts)".into(),
+                )
+                .into())
+            }
+            (None, Source::Merge) => {
+                return Err(Usage(
+                    "--from merge needs --strategy: prefer-local, prefer-remote, last-modified or \
+                     last-modified:COLUMN (to decide conflicts one by one, run steep merge run \
+                     first, then replication init --from merge finds nothing left to decide)"
+                        .into(),
+                )
+                .into())
+            }
+            (Some(Strategy::Ask), _) => {
+                return Err(Usage(
+                    "--strategy ask cannot be used by replication init (nobody is asked while \
+                     it runs): decide with steep merge run --strategy ask first, then run \
+                     replication init --from merge with another strategy"
+                        .into(),
+                )
+                .into())
+            }
+            _ => {}
         }
         let (ca, cb) = (CliConnect(a_params.clone()), CliConnect(b_params.clone()));
         let (a, b) = (

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 
+use crate::engine::error::ErrorKind;
+use crate::engine::merge::apply::{MergeOptions, MergeReport};
 use crate::engine::merge::overlap::Differing;
 use crate::engine::merge::strategy::Resolution;
 
@@ -23,6 +25,73 @@ pub const MARK_TABLE: &str = "INSERT INTO steep_repl.merge_tables
     VALUES ($1, $2, $3, $4, $5::text::jsonb)
     ON CONFLICT (merge_id, schema_name, table_name)
     DO UPDATE SET state = EXCLUDED.state, result = EXCLUDED.result, updated_at = pg_catalog.now()";
+
+/// Record a new merge run by the CLI (`mode` client) or replication init in its `merges` row
+/// on the local node; returns its id.
+pub fn record_start(
+    c: &mut postgres::Client,
+    peer: &str,
+    opts: &MergeOptions,
+    mode: &str,
+) -> Result<String> {
+    let mut options = opts.to_stored();
+    options["mode"] = mode.into();
+    Ok(c.query_one(
+        "INSERT INTO steep_repl.merges (merge_id, peer, tables, strategy, dry_run, status,
+                                            kind, options, started_at)
+             VALUES (steep_repl._new_merge_id(), $1, $2, $3, $4, 'running', 'merge', $5,
+                     pg_catalog.now())
+             RETURNING merge_id",
+        &[
+            &peer,
+            &opts.tables,
+            &opts.strategy.family(),
+            &opts.dry_run,
+            &options,
+        ],
+    )
+    .map_err(crate::db_error::db_error)
+    .context("recording the merge in steep_repl.merges")?
+    .get(0))
+}
+
+/// Record how a merge run here ended in its `merges` row: undecided conflicts leave it
+/// awaiting decisions.
+pub fn record_end(
+    c: &mut postgres::Client,
+    merge_id: &str,
+    result: &Result<MergeReport>,
+) -> std::result::Result<(), postgres::Error> {
+    let (status, error) = match result {
+        Ok(r) if r.tables.iter().any(|t| t.undecided > 0) => ("awaiting_decisions", None),
+        Ok(_) => ("complete", None),
+        Err(e) if ErrorKind::of(e) == Some(ErrorKind::Cancelled) => {
+            ("cancelled", Some(format!("{e:#}")))
+        }
+        Err(e) => ("failed", Some(format!("{e:#}"))),
+    };
+    let report = result
+        .as_ref()
+        .ok()
+        .and_then(|r| serde_json::to_value(r).ok());
+    let (rows, conflicts) = result.as_ref().map_or((0, 0), |r| {
+        r.tables.iter().fold((0i64, 0i64), |(n, k), t| {
+            (
+                n + (t.local_inserted + t.local_updated + t.remote_inserted + t.remote_updated)
+                    as i64,
+                k + t.conflict as i64,
+            )
+        })
+    });
+    c.execute(
+        "UPDATE steep_repl.merges SET status = $2, error_message = $3, result = $4,
+                rows_merged = $5, conflict_count = $6, completed_at = pg_catalog.now(),
+                tables_completed = coalesce(pg_catalog.jsonb_array_length($4::jsonb -> 'tables'), 0)
+          WHERE merge_id = $1",
+        &[&merge_id, &status, &error, &report, &rows, &conflicts],
+    )?;
+    Ok(())
+}
 
 /// The state of every table of a merge, by `schema.table` as `sql::qualified` writes it.
 pub fn table_states(c: &mut postgres::Client, merge_id: &str) -> Result<HashMap<String, String>> {

@@ -13,7 +13,7 @@ use super::keys::{self, Assigned};
 use super::names::{self, NodeIdentity};
 use super::objects::{self, SubscriptionSpec};
 use super::preflight::{self, Role};
-use super::slot;
+use super::{origin, slot};
 use crate::conn::ConnParams;
 use crate::db_error::db_error;
 use crate::engine::apply::{self, ApplyOptions, SchemaMode};
@@ -22,6 +22,8 @@ use crate::engine::compress::Compression;
 use crate::engine::counters::Counters;
 use crate::engine::error::cancelled;
 use crate::engine::generate::{self, GenerateOptions, Selection, SlotSnapshot};
+use crate::engine::merge::apply::{MergeOptions, MergeReport};
+use crate::engine::merge::{ledger, strategy::Strategy};
 use crate::engine::Connect;
 use crate::sql::quote_literal;
 
@@ -92,6 +94,8 @@ pub struct InitOptions {
     pub schema: SchemaMode,
     /// How long a marker row may take to arrive.
     pub marker_timeout: Duration,
+    /// --from merge: how conflicts are decided (not `ask`: nobody is asked during an init).
+    pub merge_strategy: Option<Strategy>,
 }
 
 /// One direction of a setup.
@@ -118,6 +122,8 @@ pub struct InitReport {
     pub tables: Vec<String>,
     pub directions: Vec<Direction>,
     pub rows_copied: Option<u64>,
+    /// --from merge: the merge's report.
+    pub merge: Option<MergeReport>,
     pub key_scheme: Vec<KeyAssignment>,
     pub notes: Vec<String>,
 }
@@ -168,6 +174,7 @@ pub fn init(
         tables: tables.clone(),
         directions: Vec::new(),
         rows_copied: None,
+        merge: None,
         key_scheme: Vec::new(),
         notes: vec![SEQUENCES_NOTE.to_string()],
     };
@@ -422,29 +429,47 @@ fn steps(
     check()?;
 
     progress.set_phase("slot");
-    let created = slot::create(a.params, &slot_a, opts.from != Source::Merge)?;
-    say(format!(
-        "slot {} on A, consistent point {}",
-        created.name, created.consistent_point
-    ));
-    let point_a = created.consistent_point.clone();
-    match opts.from {
+    let mut point_b = None;
+    let point_a = match opts.from {
         Source::Snapshot => {
-            let rows = copy(a, b, opts, progress, &created)?;
-            drop(created);
-            report.rows_copied = Some(rows);
+            let created = slot::create(a.params, &slot_a, true)?;
+            say(format!(
+                "slot {} on A, consistent point {}",
+                created.name, created.consistent_point
+            ));
+            let point = created.consistent_point.clone();
+            report.rows_copied = Some(copy(a, b, opts, progress, &created)?);
+            point
         }
         Source::Empty => {
+            let created = slot::create(a.params, &slot_a, true)?;
             let snapshot = created
                 .snapshot
                 .clone()
                 .ok_or_else(|| anyhow!("the slot exported no snapshot"))?;
             require_empty(a.connect, tables, Some(&snapshot), "A")?;
+            let point = created.consistent_point.clone();
             drop(created);
             require_empty(b.connect, tables, None, "B")?;
+            point
         }
-        Source::Merge => bail!("--from merge is not available yet"),
-    }
+        Source::Merge => {
+            // Both slots first: from here every write on either node is kept, and the merge's
+            // own writes (under its origin) are left out of what they send.
+            objects::create_publication(cb, &opts.setup, tables)?;
+            let pa = slot::create(a.params, &slot_a, false)?.consistent_point;
+            let pb = slot::create(b.params, &slot_b, false)?.consistent_point;
+            say(format!(
+                "slots {slot_a} on A ({pa}) and {slot_b} on B ({pb})"
+            ));
+            check()?;
+            report.merge = Some(merge(ca, a, b, ia, opts, progress)?);
+            check()?;
+            quiet_during_merge(ca, cb, &slot_a, &slot_b, &publication)?;
+            point_b = Some(pb);
+            pa
+        }
+    };
     check()?;
 
     if bidirectional {
@@ -474,14 +499,18 @@ fn steps(
     let mut points = vec![point_a];
     if bidirectional {
         check()?;
-        objects::create_publication(cb, &opts.setup, tables)?;
-        // Only now, with B's copy loaded: the load itself must not flow back to A.
-        let created_b = slot::create(b.params, &slot_b, opts.from == Source::Empty)?;
-        if let Some(snapshot) = &created_b.snapshot {
-            require_empty(b.connect, tables, Some(snapshot), "B")?;
-        }
-        let point_b = created_b.consistent_point.clone();
-        drop(created_b);
+        let point_b = match point_b {
+            Some(p) => p,
+            None => {
+                objects::create_publication(cb, &opts.setup, tables)?;
+                // Only now, with B's copy loaded: the load itself must not flow back to A.
+                let created_b = slot::create(b.params, &slot_b, opts.from == Source::Empty)?;
+                if let Some(snapshot) = &created_b.snapshot {
+                    require_empty(b.connect, tables, Some(snapshot), "B")?;
+                }
+                created_b.consistent_point.clone()
+            }
+        };
         say(format!("slot {slot_b} on B, consistent point {point_b}"));
         objects::create_subscription(
             ca,
@@ -521,6 +550,88 @@ fn steps(
             consistent_point: points[1].clone(),
             marker_ms: ms,
         });
+    }
+    Ok(())
+}
+
+/// --from merge: the nodes merged with the strategy (the merge recorded on A as `steep merge
+/// run` records it), every write under the merge's origins.
+fn merge(
+    ca: &mut postgres::Client,
+    a: &Node,
+    b: &Node,
+    ia: &NodeIdentity,
+    opts: &InitOptions,
+    progress: &Counters,
+) -> Result<MergeReport> {
+    let strategy = opts
+        .merge_strategy
+        .clone()
+        .ok_or_else(|| anyhow!("--from merge needs --strategy"))?;
+    progress.set_phase("merging");
+    let mut mo = MergeOptions {
+        merge_id: String::new(),
+        tables: Vec::new(),
+        strategy,
+        per_table: Vec::new(),
+        keep_one_sided: false,
+        dry_run: false,
+        role: ia.role.clone(),
+    };
+    mo.merge_id = ledger::record_start(ca, &b.params.redacted(), &mo, "replication init")?;
+    let result = crate::engine::merge::apply::merge(
+        &origin::Tagged(a.connect),
+        &origin::Tagged(b.connect),
+        &mo,
+        progress,
+    );
+    let _ = ledger::record_end(ca, &mo.merge_id, &result);
+    for c in [a, b] {
+        if let Ok(mut c) = c.connect.connect() {
+            let _ = origin::drop_unused(&mut c);
+        }
+    }
+    let report = result?;
+    let undecided: u64 = report.tables.iter().map(|t| t.undecided).sum();
+    if undecided > 0 {
+        bail!(
+            "the merge {} left {undecided} conflicts undecided: decide them with steep merge run \
+             --resume {}, then run replication init again",
+            mo.merge_id,
+            mo.merge_id
+        );
+    }
+    Ok(report)
+}
+
+/// Nobody wrote to the replicated tables on either node while the merge ran (between the slots'
+/// consistent points and now): such a write could reach the other node both through the merge
+/// and through replication. Refused, with what to do, when someone did.
+fn quiet_during_merge(
+    ca: &mut postgres::Client,
+    cb: &mut postgres::Client,
+    slot_a: &str,
+    slot_b: &str,
+    publication: &str,
+) -> Result<()> {
+    let mut busy = Vec::new();
+    for (c, slot, label) in [(ca, slot_a, "A"), (cb, slot_b, "B")] {
+        let now: String = c
+            .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])?
+            .get(0);
+        let n = origin::unmarked_changes(c, slot, &now, publication)?;
+        if n > 0 {
+            busy.push(format!("{n} changes on {label}"));
+        }
+    }
+    if !busy.is_empty() {
+        bail!(
+            "rows of the replicated tables were written while the merge ran ({}): the \
+             merge is kept (both nodes hold its rows), but replication cannot start from it \
+             without losing or repeating those writes; stop writing to these tables on both \
+             nodes and run replication init --from merge again (it merges only what differs)",
+            busy.join(", ")
+        );
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod init;
 pub mod keys;
 pub mod names;
 pub mod objects;
+pub mod origin;
 pub mod preflight;
 pub mod slot;
 
