@@ -346,6 +346,7 @@ impl Manifest {
             "sequences": self.sequences.len(),
             "schema": self.schema.is_some(),
             "lsn": self.lsn,
+            "slot": self.slot,
         })
     }
 }

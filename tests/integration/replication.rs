@@ -688,3 +688,68 @@ fn from_merge_keeps_both_nodes_rows_and_refuses_writes_made_while_it_merges() {
     assert_eq!(digest(&ac, "acc"), digest(&bc, "acc"));
     assert_eq!(digest(&ac, "log"), digest(&bc, "log"));
 }
+
+#[test]
+fn a_snapshot_at_a_slot_lets_a_subscription_continue_exactly_where_it_ends() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(&ac, &bc, "CREATE TABLE s (id int PRIMARY KEY, v text)");
+    sql(
+        &ac,
+        "INSERT INTO s SELECT g, 'v' || g FROM generate_series(1, 5000) g",
+    );
+    // The publication before the slot: pgoutput reads it as of each change it decodes.
+    sql(&ac, "CREATE PUBLICATION p FOR TABLE s");
+    let dir = home.path().join("at-slot");
+    let g = json(&ok(steep(home.path()).args([
+        "snapshot",
+        "generate",
+        "--json",
+        "-c",
+        &ac,
+        "-o",
+        dir.to_str().unwrap(),
+        "--slot",
+        "dba_slot",
+        "--no-schema",
+    ])));
+    assert_eq!(g["slot"], "dba_slot", "{g}");
+    // The manifest's LSN is the slot's consistent point, where its stream begins.
+    assert_eq!(
+        g["lsn"].as_str().unwrap(),
+        one(
+            &ac,
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'dba_slot'"
+        )
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["slot"], "dba_slot");
+    // Written after the snapshot: the slot keeps it for the subscription.
+    sql(
+        &ac,
+        "INSERT INTO s VALUES (5001, 'after'); UPDATE s SET v = 'changed' WHERE id = 1",
+    );
+    ok(steep(home.path()).args([
+        "snapshot",
+        "apply",
+        "-c",
+        &bc,
+        "-i",
+        dir.to_str().unwrap(),
+        "--client",
+    ]));
+    assert_eq!(one(&bc, "SELECT count(*) FROM s"), "5000");
+    sql(
+        &bc,
+        &format!(
+            "CREATE SUBSCRIPTION dba CONNECTION '{}' PUBLICATION p
+             WITH (create_slot = false, slot_name = 'dba_slot', copy_data = false)",
+            ac.replace('\'', "''")
+        ),
+    );
+    eventually(&bc, "SELECT count(*) FROM s", "5001");
+    eventually(&bc, "SELECT v FROM s WHERE id = 1", "changed");
+    assert_eq!(digest(&bc, "s"), digest(&ac, "s"));
+    sql(&bc, "DROP SUBSCRIPTION dba");
+}

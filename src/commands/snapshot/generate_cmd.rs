@@ -64,6 +64,12 @@ pub struct GenerateArgs {
     /// Direct mode: queue it and return at once.
     #[arg(long)]
     detach: bool,
+    /// Take the snapshot exactly at a new logical replication slot's consistent point (pgoutput;
+    /// created and kept on the source, recorded in the manifest): a subscription created on
+    /// that slot with copy_data = false continues where the snapshot ends (create its
+    /// publication before the slot: pgoutput reads publications as of each change). Client mode.
+    #[arg(long, value_name = "NAME", conflicts_with = "detach")]
+    slot: Option<String>,
     #[command(flatten)]
     mode: ModeArgs,
 }
@@ -94,7 +100,20 @@ impl GenerateArgs {
         // The server that answered: every connection of this run (and pg_dump/pg_restore) goes
         // to it, even when the connection names several hosts.
         let (mut c, params) = ctx.open()?;
-        match resolve_mode(ctx, &mut c, &self.mode)? {
+        let mode =
+            match &self.slot {
+                // The slot's exported snapshot lives as long as the replication connection that
+                // made it: the CLI holds that connection, so the CLI copies.
+                Some(_) if self.mode.direct => return Err(crate::commands::Usage(
+                    "--slot runs in client mode (the CLI holds the replication connection whose \
+                     snapshot the copy uses): leave out --direct"
+                        .into(),
+                )
+                .into()),
+                Some(_) => Mode::Client,
+                None => resolve_mode(ctx, &mut c, &self.mode)?,
+            };
+        match mode {
             Mode::Direct => {
                 let spec = format!("{}:{}", compression.name(), compression.level);
                 let with_schema = !self.no_schema;
@@ -177,6 +196,30 @@ impl GenerateArgs {
                     selection: self.selection(),
                     slot: None,
                 };
+                // The slot first: its snapshot is the copy's, valid while `created` is open.
+                let created = match &self.slot {
+                    Some(name) => {
+                        let created =
+                            steep::engine::replication::slot::create(&params, name, true)?;
+                        ctx.out.status(
+                            "Created",
+                            format!(
+                                "slot {name} (pgoutput) at {}: the snapshot ends exactly there",
+                                created.consistent_point
+                            ),
+                        );
+                        Some(created)
+                    }
+                    None => None,
+                };
+                let mut opts = opts;
+                if let Some(c) = &created {
+                    opts.slot = Some(steep::engine::generate::SlotSnapshot {
+                        slot: c.name.clone(),
+                        consistent_point: c.consistent_point.clone(),
+                        snapshot: c.snapshot.clone().unwrap_or_default(),
+                    });
+                }
                 let abs = std::fs::canonicalize(
                     output
                         .parent()
@@ -204,6 +247,16 @@ impl GenerateArgs {
                 let (result, _) = run_local(ctx, "generate", &progress, &mut rec, || {
                     generate::generate(&src, &opts, &progress)
                 });
+                drop(created);
+                if let (Err(_), Some(name)) = (&result, &self.slot) {
+                    // A slot without its snapshot would only retain WAL.
+                    if let Ok(mut c) = steep::cli::client::connect(&params) {
+                        if steep::engine::replication::slot::drop_one(&mut c, name).is_ok() {
+                            ctx.out
+                                .note(format!("removed slot {name}: the snapshot failed"));
+                        }
+                    }
+                }
                 let (status, err) = outcome_of(&result);
                 if let Some(r) = rec {
                     r.finish(

@@ -9,7 +9,7 @@ use crate::context::Ctx;
 pub(super) struct ModeArgs {
     /// Run in a background worker on the server (files on the server).
     #[arg(long, conflicts_with = "client")]
-    direct: bool,
+    pub(super) direct: bool,
     /// Run here, over our own connections (files here; works without the extension).
     #[arg(long)]
     client: bool,
