@@ -8,7 +8,7 @@
 #
 # Default: --pg all (PostgreSQL 18, 15, 16, 17). On 16 and 17 the integration tests are the
 # version-sensitive subset ($subset_16_17: install and upgrade, a snapshot round trip in both
-# modes, the parity test). STEEP_TEST_PG has the same meaning as --pg.
+# modes, the parity test, bidirectional replication, which needs 16+). STEEP_TEST_PG has the same meaning as --pg.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -35,7 +35,7 @@ case "$pg" in
   *) steep_die "--pg takes all, 18, 17, 16 or 15" ;;
 esac
 subset_16_17=(lifecycle:: snapshot::round_trip_in_client_mode snapshot::direct_and_client_modes
-  parity::)
+  parity:: replication::bidirectional replication::from_empty)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 started=$SECONDS
