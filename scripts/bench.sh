@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, run on this machine in one go; results go to docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh [--only latency|snapshot|merge] [--scale N] [--wide-mb M] [--parallel P]
+#   scripts/bench.sh [--only latency|snapshot|merge|replication] [--scale N] [--wide-mb M] [--parallel P]
 #
 # latency:  job start latency (queue commit -> running) and progress latency (worker NOTIFY ->
 #           CLI), from `steep ops selftest --runs`.
@@ -10,6 +10,8 @@
 # merge:    steep merge analyze (client and direct) on two pgbench nodes (BENCH_MERGE_SCALE,
 #           default 100) with 0.2% of the rows differing, against the floor (each node hashing
 #           its rows), streaming every (key, hash) pair, and reladiff 0.6.0 (PyPI, own venv).
+# replication: steep replication init --from snapshot --one-way against PostgreSQL's own table
+#           sync while pgbench writes (BENCH_REPL_SCALE, default 50), and --from merge.
 # Each section writes docs/bench/<section>.md; docs/BENCHMARKS.md is assembled from them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
     --scale) shift; scale="$1" ;;
     --wide-mb) shift; wide_mb="$1" ;;
     --parallel) shift; parallel="$1" ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) steep_die "unknown option '$1' (see --help)" ;;
   esac
   shift
@@ -61,6 +63,7 @@ run_section() {
 run_section latency
 run_section snapshot
 run_section merge
+run_section replication
 
 {
   echo "# Benchmarks"
