@@ -86,3 +86,101 @@ AS $$
       FROM steep_repl.replication_sequences q
 $$;
 COMMENT ON FUNCTION steep_repl.replication_status() IS 'steep''s replication on this node: slots (lag, retained WAL), subscriptions (errors), publications, the key scheme';
+
+-- Replication init and drop as jobs (the slot with an exported snapshot is a replication-protocol
+-- command, which SQL cannot run): the worker drives the library's steps, the same the CLI drives.
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_operation_check;
+ALTER TABLE steep_repl.work_queue ADD CONSTRAINT work_queue_operation_check
+    CHECK (operation IN ('snapshot_generate', 'snapshot_apply', 'bidirectional_merge',
+                         'selftest', 'merge_analysis', 'merge', 'replication_init',
+                         'replication_drop'));
+
+-- Both are for superusers only: the job opens a replication connection to this server with the
+-- worker's credentials (a walsender cannot be restricted to a role) and reaches the peer with the
+-- server's own. Other roles run `steep replication init` in client mode with their own.
+CREATE FUNCTION steep_repl.start_replication_init(peer text, source text DEFAULT 'snapshot',
+                                                  options jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    o jsonb := coalesce($3, '{}');
+    bad text;
+    job bigint;
+BEGIN
+    IF NOT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false) THEN
+        RAISE EXCEPTION 'replication init as a job needs a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the job reaches this server''s walsender and the peer with the server''s own credentials; run steep replication in client mode (the default) with your own';
+    END IF;
+    PERFORM steep_repl._require_workers();
+    IF $2 IS NULL OR $2 NOT IN ('snapshot', 'merge', 'empty') THEN
+        RAISE EXCEPTION 'unknown source %', coalesce(quote_literal($2), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use snapshot, merge or empty';
+    END IF;
+    IF jsonb_typeof(o) <> 'object' THEN
+        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(format('%s (%s)', k, coalesce(t, 'unknown')), ', ') INTO bad
+      FROM (SELECT e.key AS k,
+                   CASE e.key WHEN 'setup' THEN 'string'
+                              WHEN 'one_way' THEN 'boolean'
+                              WHEN 'key_step' THEN 'number'
+                              WHEN 'a_conninfo' THEN 'string'
+                              WHEN 'b_conninfo' THEN 'string'
+                              WHEN 'strategy' THEN 'string'
+                              WHEN 'schema' THEN 'string'
+                              WHEN 'parallel' THEN 'number'
+                              WHEN 'marker_timeout_seconds' THEN 'number' END AS t,
+                   jsonb_typeof(e.value) AS have
+              FROM jsonb_each(o) e) x
+     WHERE t IS DISTINCT FROM have;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid options: %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'known options: setup, a_conninfo (how the peer''s server reaches this one), b_conninfo, strategy, schema (strings), one_way (boolean), key_step, parallel, marker_timeout_seconds (numbers)';
+    END IF;
+    IF o ->> 'a_conninfo' IS NULL THEN
+        RAISE EXCEPTION 'options.a_conninfo is needed: how the peer''s server reaches this one (kept in its subscription)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The peer as the caller may use it (a defined peer, or a connection string without a
+    -- password): checked now and again by the job.
+    PERFORM steep_repl._authorize_peer($1);
+    INSERT INTO steep_repl.work_queue (operation, params)
+    VALUES ('replication_init', jsonb_build_object('peer', $1, 'source', $2, 'options', o))
+    RETURNING id INTO job;
+    RETURN job;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_replication_init(text, text, jsonb)
+    IS 'Queue replication init between this database and a peer (source snapshot, merge or empty; options: setup, one_way, key_step, a_conninfo, b_conninfo, strategy, schema, parallel, marker_timeout_seconds); superusers; returns the job id';
+
+CREATE FUNCTION steep_repl.start_replication_drop(setup text DEFAULT 'main')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    job bigint;
+BEGIN
+    IF NOT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false) THEN
+        RAISE EXCEPTION 'replication drop as a job needs a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the job reaches this server''s walsender and the peer with the server''s own credentials; run steep replication in client mode (the default) with your own';
+    END IF;
+    PERFORM steep_repl._require_workers();
+    IF $1 IS NULL OR $1 !~ '^[a-z0-9_]{1,24}$' THEN
+        RAISE EXCEPTION 'invalid setup name %', coalesce(quote_literal($1), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use 1 to 24 lower-case letters, digits or underscores';
+    END IF;
+    INSERT INTO steep_repl.work_queue (operation, params)
+    VALUES ('replication_drop', jsonb_build_object('setup', $1))
+    RETURNING id INTO job;
+    RETURN job;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_replication_drop(text)
+    IS 'Queue the removal of a setup from this database (subscriptions, slots, publication, key scheme); superusers; returns the job id';

@@ -14,6 +14,7 @@ pub mod snapshot;
 pub mod version;
 
 use anyhow::Result;
+use steep::engine::error::ErrorKind;
 
 /// An error that means "the check ran and found something blocking" (exit code 3), as opposed
 /// to "steep could not do what was asked" (exit code 1).
@@ -74,4 +75,33 @@ pub fn require_extension(client: &mut postgres::Client) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How a job (`what`: "merge ID", "replication init job 7") ended: its result when complete,
+/// else its error — a refusal (nodes that cannot be merged or replicated) as a blocking finding.
+pub(crate) fn job_result(
+    c: &mut postgres::Client,
+    op: i64,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let row = c.query_one(
+        "SELECT status, error_message, result FROM steep_repl.work_queue WHERE id = $1",
+        &[&op],
+    )?;
+    let (status, error, result): (String, Option<String>, Option<serde_json::Value>) =
+        (row.get(0), row.get(1), row.get(2));
+    if status == "complete" {
+        return Ok(result.unwrap_or_default());
+    }
+    let msg = format!("{what} {status}: {}", error.unwrap_or_default());
+    let kind = result
+        .as_ref()
+        .and_then(|r| r.get("error_kind"))
+        .and_then(|k| k.as_str());
+    if kind == Some(ErrorKind::MergeRefused.name())
+        || kind == Some(ErrorKind::ReplicationRefused.name())
+    {
+        return Err(Blocking(msg).into());
+    }
+    Err(anyhow::anyhow!(msg))
 }

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     SchemaMismatch,
     /// Two nodes cannot be compared (merge preflight): a blocking finding (exit 3).
     MergeRefused,
+    /// Replication cannot be set up (replication init's preflight): a blocking finding (exit 3).
+    ReplicationRefused,
 }
 
 impl ErrorKind {
@@ -43,6 +45,11 @@ impl ErrorKind {
             Some(Self::SchemaMismatch)
         } else if e.downcast_ref::<Refused>().is_some() {
             Some(Self::MergeRefused)
+        } else if e
+            .downcast_ref::<crate::engine::replication::init::Refused>()
+            .is_some()
+        {
+            Some(Self::ReplicationRefused)
         } else {
             None
         }
@@ -54,6 +61,7 @@ impl ErrorKind {
             Self::Cancelled => "cancelled",
             Self::SchemaMismatch => "schema_mismatch",
             Self::MergeRefused => "merge_refused",
+            Self::ReplicationRefused => "replication_refused",
         }
     }
 }

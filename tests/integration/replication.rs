@@ -753,3 +753,160 @@ fn a_snapshot_at_a_slot_lets_a_subscription_continue_exactly_where_it_ends() {
     assert_eq!(digest(&bc, "s"), digest(&ac, "s"));
     sql(&bc, "DROP SUBSCRIPTION dba");
 }
+
+#[test]
+fn as_a_job_on_the_first_node_the_same_init_runs_and_a_killed_job_is_completed_by_the_next() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(
+        &ac,
+        &bc,
+        "CREATE TABLE j (id int PRIMARY KEY, pad text); CREATE ROLE carol LOGIN",
+    );
+    sql(
+        &ac,
+        "INSERT INTO j SELECT g, repeat('j', 200) FROM generate_series(1, 300000) g;
+         GRANT USAGE ON SCHEMA steep_repl TO carol",
+    );
+    // Only superusers queue replication jobs.
+    let refused = connect(&format!("{ac} user=carol"))
+        .query_one(
+            "SELECT steep_repl.start_replication_init($1, 'snapshot', '{\"a_conninfo\": \"x\"}')",
+            &[&bc],
+        )
+        .unwrap_err();
+    let db = refused.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501", "{db:?}");
+    assert!(db.message().contains("needs a superuser"), "{db:?}");
+
+    // A job stopped while it copies removes its slot; one killed leaves it, and the next init
+    // (a job again) removes it first and completes.
+    let queue = || -> (i64, i32) {
+        let op: i64 = connect(&ac)
+            .query_one(
+                "SELECT steep_repl.start_replication_init($1, 'snapshot',
+                        jsonb_build_object('a_conninfo', $2::text, 'one_way', true, 'parallel', 1))",
+                &[&bc, &ac],
+            )
+            .unwrap()
+            .get(0);
+        let started = Instant::now();
+        loop {
+            let slots = one(&ac, "SELECT count(*) FROM pg_replication_slots");
+            let row = one(
+                &ac,
+                &format!("SELECT status || ' ' || coalesce(worker_pid, 0) FROM steep_repl.work_queue WHERE id = {op}"),
+            );
+            let (status, pid) = row.split_once(' ').unwrap();
+            assert!(
+                status == "pending" || status == "running",
+                "the job ended: {row}"
+            );
+            if slots == "1" && status == "running" {
+                return (op, pid.parse().unwrap());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no slot appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let status_of = |op: i64| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut c) = postgres::Client::connect(&ac, postgres::NoTls) {
+                if let Ok(r) = c.query_one(
+                    "SELECT status, coalesce(error_message, '') FROM steep_repl.work_queue WHERE id = $1",
+                    &[&op],
+                ) {
+                    let (s, e): (String, String) = (r.get(0), r.get(1));
+                    if s != "running" && s != "pending" {
+                        return format!("{s}: {e}");
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "job {op} never ended");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (op, pid) = queue();
+    sql(&ac, &format!("SELECT pg_terminate_backend({pid})"));
+    let ended = status_of(op);
+    assert!(ended.contains("removed slot steep_main_"), "{ended}");
+    assert_eq!(
+        objects_left(&ac),
+        "0 slots, 0 publications, 0 subscriptions, 0 origins"
+    );
+
+    let (op, pid) = queue();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let ended = status_of(op);
+    assert!(ended.starts_with("failed"), "{ended}");
+    assert_eq!(
+        one(
+            &ac,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'steep%'"
+        ),
+        "1"
+    );
+    let r = json(&ok(steep(home.path()).args([
+        "replication",
+        "init",
+        "--json",
+        "--direct",
+        "-c",
+        &ac,
+        "--peer",
+        &bc,
+        "--from",
+        "snapshot",
+        "--one-way",
+    ])));
+    assert!(
+        r["removed_first"].to_string().contains("slot steep_main_"),
+        "the killed job's slot was removed first: {r}"
+    );
+    assert_eq!(r["rows_copied"], 300000, "{r}");
+    sql(&ac, "UPDATE j SET pad = 'after' WHERE id = 3");
+    eventually(&bc, "SELECT pad FROM j WHERE id = 3", "after");
+    assert_eq!(digest(&bc, "j"), digest(&ac, "j"));
+
+    // The drop job removes this node's part; the CLI removes the rest.
+    let op: i64 = connect(&ac)
+        .query_one("SELECT steep_repl.start_replication_drop()", &[])
+        .unwrap()
+        .get(0);
+    let started = Instant::now();
+    while !["complete", "failed"].contains(
+        &one(
+            &ac,
+            &format!("SELECT status FROM steep_repl.work_queue WHERE id = {op}"),
+        )
+        .as_str(),
+    ) {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = one(
+        &ac,
+        &format!("SELECT status || ' ' || (result->'removed')::text FROM steep_repl.work_queue WHERE id = {op}"),
+    );
+    assert!(
+        done.starts_with("complete") && done.contains("publication steep_main on this node"),
+        "{done}"
+    );
+    assert_eq!(
+        objects_left(&ac),
+        "0 slots, 0 publications, 0 subscriptions, 0 origins"
+    );
+    ok(steep(home.path()).args(["replication", "drop", "-c", &ac, "--peer", &bc]));
+    assert_eq!(
+        objects_left(&bc),
+        "0 slots, 0 publications, 0 subscriptions, 0 origins"
+    );
+}

@@ -73,6 +73,9 @@ pub struct JobCtx {
     pub event: ProgressEvent,
     /// What a snapshot job produced, for its snapshots row at the end.
     pub totals: Option<Totals>,
+    /// What the engine said as it stopped for a cancel or shutdown (what it removed), added to
+    /// the job's message.
+    pub stop_detail: Option<String>,
     started: Instant,
     last_notify: Instant,
     notified: Option<ProgressEvent>,
@@ -130,6 +133,8 @@ fn dispatch(ctx: &mut JobCtx) -> Result<Value, JobError> {
         "snapshot_apply" => super::snapshot_jobs::apply(ctx),
         "merge_analysis" => super::merge_jobs::analyze(ctx),
         "merge" => super::merge_jobs::merge(ctx),
+        "replication_init" => super::replication_jobs::init(ctx),
+        "replication_drop" => super::replication_jobs::drop(ctx),
         other => Err(JobError::Failed(format!(
             "{other} is not implemented yet in steep_repl {}",
             env!("CARGO_PKG_VERSION")
@@ -244,6 +249,7 @@ impl JobCtx {
             job,
             event,
             totals: None,
+            stop_detail: None,
             started: now,
             last_notify: now - NOTIFY_MAX,
             notified: None,
@@ -323,22 +329,28 @@ impl JobCtx {
 
     /// Record the outcome in the row and tell listeners, then free the slot.
     fn finish(mut self, outcome: Result<Value, JobError>) {
+        let detail = self.stop_detail.take();
         let (status, error, result) = match outcome {
             Ok(v) => ("complete", None, Some(v)),
-            Err(JobError::Stopped(Stop::Cancelled)) => {
-                ("cancelled", Some("cancelled by request".to_string()), None)
-            }
+            Err(JobError::Stopped(Stop::Cancelled)) => (
+                "cancelled",
+                Some(with_detail("cancelled by request".to_string(), &detail)),
+                None,
+            ),
             Err(JobError::Stopped(Stop::Shutdown)) => (
                 "failed",
-                Some(if server_stopping() {
-                    "PostgreSQL is shutting down; the job was interrupted".to_string()
-                } else {
-                    format!(
-                        "the job's worker (pid {}) was terminated (pg_terminate_backend or \
-                         SIGTERM) while the server kept running; the job was interrupted",
-                        std::process::id()
-                    )
-                }),
+                Some(with_detail(
+                    if server_stopping() {
+                        "PostgreSQL is shutting down; the job was interrupted".to_string()
+                    } else {
+                        format!(
+                            "the job's worker (pid {}) was terminated (pg_terminate_backend or \
+                             SIGTERM) while the server kept running; the job was interrupted",
+                            std::process::id()
+                        )
+                    },
+                    &detail,
+                )),
                 None,
             ),
             // A failure while the server shuts down (a connection refused or terminated) is
@@ -559,4 +571,12 @@ fn server_stopping() -> bool {
         .ok()
         .and_then(|s| s.lines().nth(7).map(|l| l.trim() == "stopping"))
         .unwrap_or(true)
+}
+
+/// A stopped job's message with what the engine said as it stopped.
+fn with_detail(message: String, detail: &Option<String>) -> String {
+    match detail {
+        Some(d) => format!("{message}: {d}"),
+        None => message,
+    }
 }

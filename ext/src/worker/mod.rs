@@ -13,6 +13,7 @@ pub mod database;
 pub mod job;
 pub mod launcher;
 mod merge_jobs;
+mod replication_jobs;
 mod selftest;
 pub(crate) mod snapshot_jobs;
 

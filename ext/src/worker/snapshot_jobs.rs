@@ -113,6 +113,12 @@ fn restrict_failed(e: anyhow::Error) -> anyhow::Error {
 }
 
 impl WorkerConnect {
+    /// The login parameters (the worker's own): for a replication connection, which cannot be
+    /// restricted to a role, so only superusers' jobs use it.
+    pub(crate) fn params(&self) -> &ConnParams {
+        &self.params
+    }
+
     /// Connections for work a backend does itself on behalf of its current user (in a
     /// transaction already, unlike a worker).
     pub(crate) fn for_role(role: &str, label: &str) -> Result<Self, String> {
@@ -180,7 +186,7 @@ fn worker_params() -> Result<ConnParams, String> {
 }
 
 /// A program (pg_dump, pg_restore) next to this server's postgres binary.
-fn server_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn server_program(name: &str) -> Option<PathBuf> {
     // SAFETY: my_exec_path is set once at backend start.
     let exec = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::my_exec_path).cast()) };
     let p = PathBuf::from(exec.to_string_lossy().into_owned())
@@ -241,6 +247,9 @@ pub(crate) fn drive<T: Send>(
     );
     ctx.event = driven.last;
     if let Some(s) = stop {
+        if let Err(e) = &driven.result {
+            ctx.stop_detail = Some(format!("{e:#}"));
+        }
         return Err(JobError::Stopped(s));
     }
     driven.result.map_err(JobError::engine)

@@ -10,9 +10,9 @@ mod run;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::commands::{Blocking, Usage};
+pub(crate) use crate::commands::job_result;
+use crate::commands::Usage;
 use steep::conn::ConnParams;
-use steep::engine::error::ErrorKind;
 
 use crate::context::Ctx;
 use analyze::AnalyzeArgs;
@@ -59,7 +59,7 @@ impl MergeArgs {
 
 /// `--direct` never sends a peer connection string that holds a password: the server would
 /// refuse it, but the statement would carry it first.
-fn refuse_password_for_direct(peer: &str) -> Result<()> {
+pub(crate) fn refuse_password_for_direct(peer: &str) -> Result<()> {
     if ConnParams::parse(peer).is_ok_and(|p| p.get("password").is_some()) {
         return Err(Usage(
             "--peer holds a password, which --direct would send to the server: give the \
@@ -70,27 +70,4 @@ fn refuse_password_for_direct(peer: &str) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// How a merge job (`what`: "merge analysis ID", "merge ID") ended: its result when complete,
-/// else its error — a refusal (the nodes cannot be merged) as a blocking finding.
-fn job_result(c: &mut postgres::Client, op: i64, what: &str) -> Result<serde_json::Value> {
-    let row = c.query_one(
-        "SELECT status, error_message, result FROM steep_repl.work_queue WHERE id = $1",
-        &[&op],
-    )?;
-    let (status, error, result): (String, Option<String>, Option<serde_json::Value>) =
-        (row.get(0), row.get(1), row.get(2));
-    if status == "complete" {
-        return Ok(result.unwrap_or_default());
-    }
-    let msg = format!("{what} {status}: {}", error.unwrap_or_default());
-    let kind = result
-        .as_ref()
-        .and_then(|r| r.get("error_kind"))
-        .and_then(|k| k.as_str());
-    if kind == Some(ErrorKind::MergeRefused.name()) {
-        return Err(Blocking(msg).into());
-    }
-    Err(anyhow::anyhow!(msg))
 }

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::SetupName;
+use crate::commands::merge::refuse_password_for_direct;
 use crate::commands::snapshot::client_run::{find_pg_tool, run_local, CliConnect};
-use crate::commands::{parallel_arg, Blocking, Usage};
+use crate::commands::{job_result, parallel_arg, Blocking, Usage};
 use crate::context::Ctx;
+use steep::cli::follow::{Ending, Follower};
 use steep::cli::output::table;
 use steep::conn::ConnParams;
+use steep::db_error::db_error;
 use steep::engine::apply::SchemaMode;
 use steep::engine::counters::Counters;
 use steep::engine::merge::strategy::Strategy;
@@ -62,6 +65,10 @@ pub struct InitArgs {
     /// Seconds a marker row may take to arrive on the other node.
     #[arg(long, default_value_t = 60)]
     marker_timeout: u64,
+    /// Run as a job on A's server (start_replication_init; superusers), which reaches B as
+    /// merge jobs do: a peer a superuser defined, or a connection string without a password.
+    #[arg(long)]
+    direct: bool,
 }
 
 /// How a subscriber's server reaches a publisher: the parameters this command resolved, but a
@@ -168,6 +175,9 @@ impl InitArgs {
             }
             _ => {}
         }
+        if self.direct {
+            return self.direct(ctx, &opts.a_for_b, notes);
+        }
         let (ca, cb) = (CliConnect(a_params.clone()), CliConnect(b_params.clone()));
         let (a, b) = (
             Node {
@@ -204,6 +214,59 @@ impl InitArgs {
                 return Err(e);
             }
         };
+        report.notes.extend(notes);
+        show(ctx, &report)
+    }
+}
+
+impl InitArgs {
+    /// Queue the init as a job on A's server and follow it. What the job is given is kept in
+    /// its work_queue row: no password may be in it.
+    fn direct(&self, ctx: &Ctx, a_for_b: &str, notes: Vec<String>) -> Result<()> {
+        refuse_password_for_direct(&self.peer)?;
+        if ConnParams::parse(a_for_b)?.get("password").is_some() {
+            return Err(Usage(
+                "--direct keeps how B reaches A in the job's row, which must not hold a password: \
+                 give B's server a passfile (or --a-as-seen-by-b without a password)"
+                    .into(),
+            )
+            .into());
+        }
+        let mut options = serde_json::json!({
+            "setup": self.setup.name,
+            "one_way": self.one_way,
+            "key_step": self.key_step,
+            "a_conninfo": a_for_b,
+            "schema": self.schema.name(),
+            "parallel": self.parallel,
+            "marker_timeout_seconds": self.marker_timeout,
+        });
+        if let Some(b) = &self.b_as_seen_by_a {
+            options["b_conninfo"] = b.clone().into();
+        }
+        if let Some(s) = &self.strategy {
+            options["strategy"] = s.to_string().into();
+        }
+        let mut c = ctx.connect()?;
+        let from = serde_json::to_value(self.from)?;
+        let op: i64 = c
+            .query_one(
+                "SELECT steep_repl.start_replication_init($1, $2, $3)",
+                &[&self.peer, &from.as_str(), &options],
+            )
+            .map_err(db_error)?
+            .get(0);
+        ctx.out.status(
+            "Queued",
+            format!("replication init as job {op} on A's server"),
+        );
+        let f = Follower::new(&ctx.out, "replication init").follow(&mut c, op)?;
+        if f.ending == Ending::Detached {
+            bail!("stopped following; job {op} goes on (steep ops watch {op})");
+        }
+        let result = job_result(&mut c, op, &format!("replication init job {op}"))?;
+        let mut report: InitReport =
+            serde_json::from_value(result).context("reading the job's result")?;
         report.notes.extend(notes);
         show(ctx, &report)
     }

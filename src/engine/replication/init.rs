@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::keys::{self, Assigned};
 use super::names::{self, NodeIdentity};
@@ -28,7 +28,7 @@ use crate::engine::Connect;
 use crate::sql::quote_literal;
 
 /// Where the second node's data comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A snapshot of the first node at its slot's consistent point, loaded into the second.
@@ -99,7 +99,7 @@ pub struct InitOptions {
 }
 
 /// One direction of a setup.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Direction {
     pub from: String,
     pub to: String,
@@ -110,7 +110,7 @@ pub struct Direction {
     pub marker_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitReport {
     pub setup: String,
     pub from: Source,
@@ -128,7 +128,7 @@ pub struct InitReport {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyAssignment {
     pub node: String,
     #[serde(flatten)]

@@ -5,12 +5,12 @@
 //! node has used. `undo` restores each sequence's increment (values go on from where they are).
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db_error::db_error;
 
 /// One sequence given the scheme on one node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Assigned {
     pub sequence: String,
     pub table: String,
