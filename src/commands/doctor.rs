@@ -206,16 +206,17 @@ fn replication_checks(
         Ok(idle) => checks.push(warn(
             "steep slots",
             format!(
-                "{} unused, each keeping WAL: {}",
+                "{} inactive, each keeping WAL: {}",
                 idle.len(),
                 idle.iter()
                     .map(|(n, size)| format!("{n} ({size} retained)"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            "left by an init that did not finish: `steep replication init` again completes it, \
-             `steep replication drop [--name NAME]` removes the setup, or \
-             SELECT pg_drop_replication_slot('NAME') removes one",
+            "a slot is inactive while its subscriber is down or disconnected, or when an init \
+             did not finish: check the subscriber (steep replication status on both nodes); \
+             `steep replication init` again completes an unfinished setup, `steep replication \
+             drop [--name NAME]` removes one, SELECT pg_drop_replication_slot('NAME') one slot",
         )),
         Err(_) => {}
     }

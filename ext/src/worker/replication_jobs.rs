@@ -117,7 +117,21 @@ pub fn drop(ctx: &mut JobCtx) -> Result<Value, JobError> {
     let progress = Counters::default();
     let removed = drive(ctx, &progress, || {
         let mut c = local.connect()?;
-        objects::remove_setup(&mut c, &setup, "this node")
+        c.batch_execute(steep::engine::replication::names::PINNED)?;
+        let r = objects::remove_setup(&mut [(&mut c, "this node")], &setup);
+        if r.failed.is_empty() {
+            Ok(r.removed)
+        } else {
+            anyhow::bail!(
+                "removed {}; could not remove: {}",
+                if r.removed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    r.removed.join(", ")
+                },
+                r.failed.join("; ")
+            )
+        }
     })?;
     Ok(serde_json::json!({ "removed": removed }))
 }

@@ -32,10 +32,25 @@ impl DropArgs {
             }
             None => None,
         };
+        a.batch_execute(names::PINNED)?;
         // Subscriptions on both nodes go before any slot, so no walsender holds a slot to drop.
-        let mut removed = objects::remove_setup(&mut a, &self.setup.name, "A")?;
-        if let Some(b) = b.as_mut() {
-            removed.extend(objects::remove_setup(b, &self.setup.name, "B")?);
+        let removal = match b.as_mut() {
+            Some(b) => {
+                b.batch_execute(names::PINNED)?;
+                objects::remove_setup(&mut [(&mut a, "A"), (b, "B")], &self.setup.name)
+            }
+            None => objects::remove_setup(&mut [(&mut a, "A")], &self.setup.name),
+        };
+        let removed = removal.removed;
+        if !removal.failed.is_empty() {
+            for r in &removed {
+                ctx.out.status("Removed", r);
+            }
+            anyhow::bail!(
+                "could not remove everything of setup {}: {}",
+                self.setup.name,
+                removal.failed.join("; ")
+            );
         }
         if ctx.out.json {
             return ctx.out.json(&serde_json::json!({

@@ -39,14 +39,14 @@ struct NodeStatus {
 }
 
 fn read(c: &mut postgres::Client, setup: &str) -> Result<Vec<Item>> {
-    let like = names::like_pattern(setup);
+    let pattern = names::name_regex(setup);
     let publication = names::publication(setup);
     Ok(c.query(
         "SELECT kind, name, active, lag_bytes::text, detail
                FROM steep_repl.replication_status()
-              WHERE name LIKE $1 OR name = $2 OR detail->>'setup' = $3
+              WHERE name ~ $1 OR (kind = 'publication' AND name = $2) OR detail->>'setup' = $3
               ORDER BY kind, name",
-        &[&like, &publication, &setup],
+        &[&pattern, &publication, &setup],
     )
     .map_err(db_error)?
     .iter()

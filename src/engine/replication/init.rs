@@ -138,6 +138,15 @@ pub struct KeyAssignment {
 pub const SEQUENCES_NOTE: &str = "PostgreSQL does not replicate sequences: each node numbers new \
      keys itself (the key scheme keeps them apart)";
 
+/// A connection to a node for the init's own statements, its settings pinned.
+fn open(node: &dyn Connect, what: &str) -> Result<postgres::Client> {
+    let mut c = node
+        .connect()
+        .with_context(|| format!("connecting to {what}"))?;
+    c.batch_execute(names::PINNED)?;
+    Ok(c)
+}
+
 /// Set up replication between `a` (the node whose data wins for --from snapshot) and `b`.
 /// `say` reports steps as they happen.
 pub fn init(
@@ -149,14 +158,8 @@ pub fn init(
 ) -> Result<InitReport> {
     names::check_setup(&opts.setup)?;
     progress.set_phase("preflight");
-    let mut ca = a
-        .connect
-        .connect()
-        .context("connecting to the first node")?;
-    let mut cb = b
-        .connect
-        .connect()
-        .context("connecting to the second node")?;
+    let mut ca = open(a.connect, "the first node")?;
+    let mut cb = open(b.connect, "the second node")?;
     progress.watch_client(&ca);
     progress.watch_client(&cb);
     let ia = NodeIdentity::read(&mut ca)?;
@@ -179,12 +182,21 @@ pub fn init(
         notes: vec![SEQUENCES_NOTE.to_string()],
     };
 
-    // A setup that is complete is left as it is (after proving it still carries changes); what
-    // an unfinished one left is removed, and the init starts over.
+    // A setup whose subscriptions all exist is left as it is: if they are enabled and carry a
+    // marker each way, it already replicates; otherwise (paused, or set up the other way) the
+    // operator decides. What an unfinished init left (no subscription yet on some node that
+    // needs one) is removed, and the init starts over.
     let pa = objects::present(&mut ca, &opts.setup)?;
     let pb = objects::present(&mut cb, &opts.setup)?;
-    let complete = pb.0 == 1 && pa.3 && (opts.one_way || (pa.0 == 1 && pb.3));
-    if complete {
+    let want_a = i64::from(bidirectional);
+    if pb.subscriptions == 1 && pa.subscriptions == want_a {
+        if pb.enabled != 1 || pa.enabled != want_a {
+            bail!(Refused(vec![format!(
+                "setup {} exists with a disabled subscription: enable it (ALTER SUBSCRIPTION ... \
+                 ENABLE), or remove the setup with steep replication drop and init again",
+                opts.setup
+            )]));
+        }
         progress.set_phase("checking");
         let mut dirs = vec![marker_check(
             &mut ca,
@@ -219,64 +231,88 @@ pub fn init(
         }
         return Ok(report);
     }
-    if pa.1 + pa.2 + pb.1 + pb.2 > 0 || pa.3 || pb.3 {
-        let mut removed = objects::remove_setup(&mut ca, &opts.setup, "A")?;
-        removed.extend(objects::remove_setup(&mut cb, &opts.setup, "B")?);
-        if !removed.is_empty() {
+    if pb.subscriptions == 1 && pa.subscriptions > want_a {
+        bail!(Refused(vec![format!(
+            "setup {} replicates both ways: run init without --one-way, or remove it with steep \
+             replication drop first",
+            opts.setup
+        )]));
+    }
+    if pa.anything() || pb.anything() {
+        let removal = objects::remove_setup(&mut [(&mut ca, "A"), (&mut cb, "B")], &opts.setup);
+        if !removal.failed.is_empty() {
+            bail!(
+                "removing what an earlier init of {} left failed: {}",
+                opts.setup,
+                removal.failed.join("; ")
+            );
+        }
+        if !removal.removed.is_empty() {
             say(format!(
                 "removed what an earlier init of {} left: {}",
                 opts.setup,
-                removed.join(", ")
+                removal.removed.join(", ")
             ));
         }
-        report.removed_first = removed;
+        report.removed_first = removal.removed;
     }
 
-    let run = steps(
-        &mut ca,
-        &mut cb,
-        &ia,
-        &ib,
-        a,
-        b,
-        opts,
-        progress,
-        say,
-        &tables,
-        &oids,
-        &mut report,
-    );
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        steps(
+            &mut ca,
+            &mut cb,
+            &ia,
+            &ib,
+            a,
+            b,
+            opts,
+            progress,
+            say,
+            &tables,
+            &oids,
+            &mut report,
+        )
+    }))
+    .unwrap_or_else(|_| {
+        Err(anyhow!(
+            "replication init stopped on an internal error (a panic)"
+        ))
+    });
     match run {
         Ok(()) => {
             progress.set_phase("complete");
             Ok(report)
         }
         Err(e) => {
-            // The slots above all: an orphaned slot keeps the publisher's WAL forever.
-            let mut removed = Vec::new();
-            let mut left = Vec::new();
-            for (c, node, label) in [(a, &ia, "A"), (b, &ib, "B")] {
-                let _ = node;
-                match c
-                    .connect
-                    .connect()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|mut c| objects::remove_setup(&mut c, &opts.setup, label))
-                {
-                    Ok(r) => removed.extend(r),
-                    Err(err) => left.push(format!(
-                        "could not clean up on {label} ({}): run steep replication drop",
-                        format!("{err:#}")
-                    )),
+            // The slots above all: an orphaned slot keeps the publisher's WAL forever. On fresh
+            // connections: the init's own may be mid-statement or broken.
+            let mut failed = Vec::new();
+            let ca = open(a.connect, "the first node");
+            let cb = open(b.connect, "the second node");
+            let removal = match (ca, cb) {
+                (Ok(mut ca), Ok(mut cb)) => {
+                    objects::remove_setup(&mut [(&mut ca, "A"), (&mut cb, "B")], &opts.setup)
                 }
-            }
-            let mut what = if removed.is_empty() {
+                (Ok(mut c), Err(err)) | (Err(err), Ok(mut c)) => {
+                    failed.push(format!("{err:#}"));
+                    objects::remove_setup(&mut [(&mut c, "the node reached")], &opts.setup)
+                }
+                (Err(x), Err(y)) => {
+                    failed.push(format!("{x:#}; {y:#}"));
+                    objects::Removal::default()
+                }
+            };
+            failed.extend(removal.failed);
+            let mut what = if removal.removed.is_empty() {
                 "nothing was left behind".to_string()
             } else {
-                format!("removed {}", removed.join(", "))
+                format!("removed {}", removal.removed.join(", "))
             };
-            if !left.is_empty() {
-                what = format!("{what}; {}", left.join("; "));
+            if !failed.is_empty() {
+                what = format!(
+                    "{what}; not cleaned up ({}): run steep replication drop",
+                    failed.join("; ")
+                );
             }
             Err(e.context(format!("replication init of {} failed; {what}", opts.setup)))
         }
@@ -423,63 +459,101 @@ fn steps(
     let publication = names::publication(&opts.setup);
     let slot_a = names::slot_for(&opts.setup, ib);
     let slot_b = names::slot_for(&opts.setup, ia);
+    // Changes a node received are not sent on: both ways, and for a merge, whose writes carry
+    // origins of their own.
+    let origin_none = bidirectional || opts.from == Source::Merge;
+    // A bidirectional setup's keys: before B's slot for a copy (B takes no writes until the init
+    // ends), after the merge for a merge (which moves sequences itself), always before any
+    // subscription applies inserts.
+    let key_scheme = |ca: &mut postgres::Client,
+                      cb: &mut postgres::Client,
+                      report: &mut InitReport|
+     -> Result<()> {
+        if bidirectional {
+            progress.set_phase("keys");
+            let seqs = keys::owned_sequences(ca, oids)?;
+            for (node, assigned) in keys::apply(ca, cb, &opts.setup, &seqs, opts.key_step)? {
+                report.key_scheme.push(KeyAssignment { node, assigned });
+            }
+        }
+        Ok(())
+    };
 
+    // The publications before the slots: pgoutput reads them as of each change it decodes.
     progress.set_phase("publishing");
     objects::create_publication(ca, &opts.setup, tables)?;
+    if bidirectional {
+        objects::create_publication(cb, &opts.setup, tables)?;
+    }
     check()?;
 
     progress.set_phase("slot");
-    let mut point_b = None;
-    let point_a = match opts.from {
-        Source::Snapshot => {
+    let (point_a, point_b) = match opts.from {
+        Source::Snapshot | Source::Empty => {
             let created = slot::create(a.params, &slot_a, true)?;
             say(format!(
                 "slot {} on A, consistent point {}",
                 created.name, created.consistent_point
             ));
             let point = created.consistent_point.clone();
-            report.rows_copied = Some(copy(a, b, opts, progress, &created)?);
-            point
-        }
-        Source::Empty => {
-            let created = slot::create(a.params, &slot_a, true)?;
-            let snapshot = created
-                .snapshot
-                .clone()
-                .ok_or_else(|| anyhow!("the slot exported no snapshot"))?;
-            require_empty(a.connect, tables, Some(&snapshot), "A")?;
-            let point = created.consistent_point.clone();
-            drop(created);
-            require_empty(b.connect, tables, None, "B")?;
-            point
+            if opts.from == Source::Snapshot {
+                report.rows_copied = Some(copy(a, b, opts, progress, &created)?);
+            } else {
+                let snapshot = created
+                    .snapshot
+                    .clone()
+                    .ok_or_else(|| anyhow!("the slot exported no snapshot"))?;
+                require_empty(a.connect, tables, Some(&snapshot), "A")?;
+                drop(created);
+                if opts.one_way {
+                    require_empty(b.connect, tables, None, "B")?;
+                }
+            }
+            check()?;
+            // B's slot right after B's data is in place (the load must not flow back to A),
+            // before anything replicates into B.
+            let point_b = if bidirectional {
+                let created = slot::create(b.params, &slot_b, opts.from == Source::Empty)?;
+                if let Some(snapshot) = &created.snapshot {
+                    require_empty(b.connect, tables, Some(snapshot), "B")?;
+                }
+                say(format!(
+                    "slot {slot_b} on B, consistent point {}",
+                    created.consistent_point
+                ));
+                Some(created.consistent_point.clone())
+            } else {
+                None
+            };
+            check()?;
+            key_scheme(ca, cb, report)?;
+            (point, point_b)
         }
         Source::Merge => {
-            // Both slots first: from here every write on either node is kept, and the merge's
-            // own writes (under its origin) are left out of what they send.
-            objects::create_publication(cb, &opts.setup, tables)?;
+            // The slots first: from here every write on either node is kept, and the merge's
+            // own writes (under their origins) are left out of what the slots send.
             let pa = slot::create(a.params, &slot_a, false)?.consistent_point;
-            let pb = slot::create(b.params, &slot_b, false)?.consistent_point;
-            say(format!(
-                "slots {slot_a} on A ({pa}) and {slot_b} on B ({pb})"
-            ));
+            let pb = if bidirectional {
+                Some(slot::create(b.params, &slot_b, false)?.consistent_point)
+            } else {
+                None
+            };
+            say(format!("slots created at {pa} (A) and {pb:?} (B)"));
             check()?;
             report.merge = Some(merge(ca, a, b, ia, opts, progress)?);
             check()?;
-            quiet_during_merge(ca, cb, &slot_a, &slot_b, &publication)?;
-            point_b = Some(pb);
-            pa
+            key_scheme(ca, cb, report)?;
+            // Nobody wrote meanwhile, up to now (after the key scheme: an insert under the old
+            // scheme could collide).
+            let mut watched = vec![(&mut *ca, slot_a.as_str(), "A")];
+            if bidirectional {
+                watched.push((&mut *cb, slot_b.as_str(), "B"));
+            }
+            quiet_during_merge(watched, &publication)?;
+            (pa, pb)
         }
     };
     check()?;
-
-    if bidirectional {
-        progress.set_phase("keys");
-        let seqs = keys::owned_sequences(ca, oids)?;
-        for (node, assigned) in keys::apply(ca, cb, &opts.setup, &seqs, opts.key_step)? {
-            report.key_scheme.push(KeyAssignment { node, assigned });
-        }
-        check()?;
-    }
 
     progress.set_phase("subscribing");
     objects::create_subscription(
@@ -490,28 +564,14 @@ fn steps(
             publication: &publication,
             slot: &slot_a,
             consistent_point: &point_a,
-            origin_none: bidirectional,
+            origin_none,
         },
     )?;
     say(format!(
         "subscription {slot_a} on B takes A's changes from {point_a}"
     ));
-    let mut points = vec![point_a];
-    if bidirectional {
+    if let Some(point_b) = &point_b {
         check()?;
-        let point_b = match point_b {
-            Some(p) => p,
-            None => {
-                objects::create_publication(cb, &opts.setup, tables)?;
-                // Only now, with B's copy loaded: the load itself must not flow back to A.
-                let created_b = slot::create(b.params, &slot_b, opts.from == Source::Empty)?;
-                if let Some(snapshot) = &created_b.snapshot {
-                    require_empty(b.connect, tables, Some(snapshot), "B")?;
-                }
-                created_b.consistent_point.clone()
-            }
-        };
-        say(format!("slot {slot_b} on B, consistent point {point_b}"));
         objects::create_subscription(
             ca,
             &SubscriptionSpec {
@@ -519,14 +579,13 @@ fn steps(
                 conninfo: &opts.b_for_a,
                 publication: &publication,
                 slot: &slot_b,
-                consistent_point: &point_b,
+                consistent_point: point_b,
                 origin_none: true,
             },
         )?;
         say(format!(
             "subscription {slot_b} on A takes B's changes from {point_b}"
         ));
-        points.push(point_b);
     }
     check()?;
 
@@ -537,17 +596,17 @@ fn steps(
         to: "B".into(),
         slot: slot_a.clone(),
         subscription: slot_a,
-        consistent_point: points[0].clone(),
+        consistent_point: point_a,
         marker_ms: ms,
     });
-    if bidirectional {
+    if let Some(point_b) = point_b {
         let ms = marker_check(cb, ca, ib, &opts.setup, opts.marker_timeout)?;
         report.directions.push(Direction {
             from: "B".into(),
             to: "A".into(),
             slot: slot_b.clone(),
             subscription: slot_b,
-            consistent_point: points[1].clone(),
+            consistent_point: point_b,
             marker_ms: ms,
         });
     }
@@ -608,14 +667,11 @@ fn merge(
 /// consistent points and now): such a write could reach the other node both through the merge
 /// and through replication. Refused, with what to do, when someone did.
 fn quiet_during_merge(
-    ca: &mut postgres::Client,
-    cb: &mut postgres::Client,
-    slot_a: &str,
-    slot_b: &str,
+    watched: Vec<(&mut postgres::Client, &str, &str)>,
     publication: &str,
 ) -> Result<()> {
     let mut busy = Vec::new();
-    for (c, slot, label) in [(ca, slot_a, "A"), (cb, slot_b, "B")] {
+    for (c, slot, label) in watched {
         let now: String = c
             .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])?
             .get(0);
@@ -703,7 +759,7 @@ fn require_empty(
     snapshot: Option<&str>,
     label: &str,
 ) -> Result<()> {
-    let mut c = node.connect()?;
+    let mut c = open(node, label)?;
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
     if let Some(s) = snapshot {
         c.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(s)))
@@ -740,16 +796,19 @@ fn marker_check(
     setup: &str,
     timeout: Duration,
 ) -> Result<u64> {
-    let marker: i64 = from
-        .query_one(
-            "INSERT INTO steep_repl.replication_markers (setup_name, node_tag, marker)
-             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000000)::int8)
-             RETURNING marker",
-            &[&setup, &from_node.tag],
-        )
-        .map_err(db_error)
-        .context("writing a marker row")?
-        .get(0);
+    let marker = (crate::engine::unique_bits(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos(),
+    ) >> 1) as i64;
+    from.execute(
+        "INSERT INTO steep_repl.replication_markers (setup_name, node_tag, marker)
+         VALUES ($1, $2, $3)",
+        &[&setup, &from_node.tag, &marker],
+    )
+    .map_err(db_error)
+    .context("writing a marker row")?;
     let started = Instant::now();
     loop {
         let arrived = to

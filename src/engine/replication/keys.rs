@@ -21,24 +21,40 @@ pub struct Assigned {
     pub next_value: i64,
 }
 
-/// A sequence numbering a column of one of `tables` (oids): (sequence, table, column, its
-/// increment). Quoted, qualified names.
+/// A sequence numbering an integer column of one of `tables` (oids): owned by the column
+/// (serial, identity) or named by its default (`DEFAULT nextval(...)`). (sequence, table,
+/// column, its increment), names quoted and schema-qualified.
 pub fn owned_sequences(
     c: &mut postgres::Client,
     tables: &[i64],
 ) -> Result<Vec<(String, String, String, i64)>> {
     Ok(c.query(
-        "SELECT s.oid::regclass::text, d.refobjid::regclass::text,
+        "SELECT DISTINCT
+                pg_catalog.format('%I.%I', sn.nspname, s.relname),
+                pg_catalog.format('%I.%I', tn.nspname, t.relname),
                 pg_catalog.quote_ident(a.attname), q.seqincrement
-           FROM pg_catalog.pg_depend d
-           JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+           FROM (SELECT d.objid AS seq, d.refobjid AS rel, d.refobjsubid AS att
+                   FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND d.deptype IN ('a', 'i')
+                 UNION
+                 SELECT d.refobjid, ad.adrelid, ad.adnum
+                   FROM pg_catalog.pg_depend d
+                   JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+                  WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass) x
+           JOIN pg_catalog.pg_class s ON s.oid = x.seq AND s.relkind = 'S'
+           JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
            JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-          WHERE d.classid = 'pg_catalog.pg_class'::regclass
-            AND d.refclassid = 'pg_catalog.pg_class'::regclass
-            AND d.deptype IN ('a', 'i')
-            AND d.refobjid::int8 = ANY($1)
-          ORDER BY 1",
+           JOIN pg_catalog.pg_class t ON t.oid = x.rel
+           JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.rel AND a.attnum = x.att
+          WHERE x.rel::pg_catalog.int8 = ANY($1)
+            AND a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype,
+                               'pg_catalog.int4'::pg_catalog.regtype,
+                               'pg_catalog.int8'::pg_catalog.regtype)
+          ORDER BY 1, 2, 3",
         &[&tables],
     )?
     .iter()
@@ -69,32 +85,48 @@ pub fn apply(
     if !(2..=1000).contains(&step) {
         bail!("the key step must be between 2 and 1000 (got {step})");
     }
-    if let Some((s, ..)) = sequences.iter().find(|(.., inc)| *inc < 0) {
-        bail!(
-            "sequence {s} counts down: steep's key scheme gives ascending sequences node offsets; \
-             leave its table out or make it ascending"
-        );
-    }
     let mut ta = a.transaction()?;
     let mut tb = b.transaction()?;
+    // ALTER SEQUENCE waits for transactions that used the sequence; inserts queue behind it.
+    // Bounded, so a forgotten idle transaction fails the init instead of stalling every insert.
+    for t in [&mut ta, &mut tb] {
+        t.batch_execute("SET LOCAL lock_timeout = '10s'")?;
+    }
     let mut out = Vec::new();
     for (seq, table, column, _) in sequences {
         let mut high = i64::MIN;
         let mut before = [0i64; 2];
+        let mut maxes = [i64::MAX; 2];
         for (i, t) in [&mut ta, &mut tb].into_iter().enumerate() {
-            let inc: Option<i64> = t
+            let found = t
                 .query_opt(
-                    "SELECT seqincrement FROM pg_catalog.pg_sequence WHERE seqrelid = $1::text::regclass",
+                    "SELECT q.seqincrement, q.seqmax, q.seqcycle
+                       FROM pg_catalog.pg_sequence q
+                      WHERE q.seqrelid = pg_catalog.to_regclass($1)",
                     &[seq],
                 )
-                .map_err(db_error)?
-                .map(|r| r.get(0));
-            let Some(inc) = inc else {
+                .map_err(db_error)?;
+            let Some(row) = found else {
                 bail!(
                     "sequence {seq} is on the first node but not on the second: both nodes need the \
                      same schema"
                 );
             };
+            let (inc, max, cycle): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
+            if inc < 0 {
+                bail!(
+                    "sequence {seq} counts down on node {}: steep's key scheme gives ascending \
+                     sequences node offsets; make it ascending or leave its table out",
+                    if i == 0 { "A" } else { "B" }
+                );
+            }
+            if cycle {
+                bail!(
+                    "sequence {seq} cycles: after its maximum both nodes would hand out the same \
+                     values again; ALTER SEQUENCE {seq} NO CYCLE first"
+                );
+            }
+            maxes[i] = max;
             before[i] = inc;
             // Holding the sequence (ALTER SEQUENCE's lock) makes concurrent nextval wait until
             // the new scheme commits.
@@ -106,7 +138,7 @@ pub fn apply(
                     &format!(
                         "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
                                    FROM {seq}),
-                                (SELECT max({column})::int8 FROM {table})"
+                                (SELECT max({column})::pg_catalog.int8 FROM {table})"
                     ),
                     &[],
                 )
@@ -118,6 +150,13 @@ pub fn apply(
         for (i, t) in [&mut ta, &mut tb].into_iter().enumerate() {
             let offset = i as i64 + 1;
             let next = next_in_scheme(high.max(0), offset, step);
+            if next > maxes[i] - step {
+                bail!(
+                    "sequence {seq} is too close to its maximum ({}) for steps of {step}: raise \
+                     its MAXVALUE (or its type), or choose a smaller --key-step",
+                    maxes[i]
+                );
+            }
             t.batch_execute(&format!("ALTER SEQUENCE {seq} RESTART WITH {next}"))
                 .map_err(db_error)
                 .with_context(|| format!("restarting sequence {seq} at {next}"))?;
@@ -173,7 +212,7 @@ pub fn undo(c: &mut postgres::Client, setup: &str) -> Result<Vec<String>> {
     for r in rows {
         let (seq, inc): (String, i64) = (r.get(0), r.get(1));
         let exists: bool = c
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&seq])?
+            .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&seq])?
             .get(0);
         if exists {
             c.batch_execute(&format!("ALTER SEQUENCE {seq} INCREMENT BY {inc}"))

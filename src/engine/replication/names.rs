@@ -86,10 +86,18 @@ pub fn slot_for(setup: &str, subscriber: &NodeIdentity) -> String {
     format!("steep_{setup}_{}", subscriber.tag)
 }
 
-/// The LIKE pattern of every slot and subscription of a setup.
-pub fn like_pattern(setup: &str) -> String {
-    format!("steep\\_{}\\_%", setup.replace('_', "\\_"))
+/// The regular expression matching exactly the slots and subscriptions of a setup (setup
+/// `a` must not match `a_b`'s `steep_a_b_<tag>`). Setup names hold nothing a regular expression
+/// treats specially.
+pub fn name_regex(setup: &str) -> String {
+    format!("^steep_{setup}_[0-9a-f]{{8}}$")
 }
+
+/// Settings every replication init session runs with: names resolve in pg_catalog only (a
+/// database or schema owner's functions or operators never run in steep's superuser sessions),
+/// literals as written.
+pub const PINNED: &str =
+    "SET search_path = pg_catalog, pg_temp; SET standard_conforming_strings = on";
 
 #[cfg(test)]
 mod tests {
@@ -104,6 +112,6 @@ mod tests {
         assert!(check_setup("Steep").is_err());
         assert!(check_setup("a-b").is_err());
         assert!(check_setup("").is_err());
-        assert_eq!(like_pattern("a_b"), "steep\\_a\\_b\\_%");
+        assert_eq!(name_regex("a_b"), "^steep_a_b_[0-9a-f]{8}$");
     }
 }

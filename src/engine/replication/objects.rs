@@ -43,11 +43,16 @@ pub struct SubscriptionSpec<'a> {
 /// holds it) and nothing after it is missed (the slot kept it).
 pub fn create_subscription(c: &mut postgres::Client, s: &SubscriptionSpec) -> Result<()> {
     // The statement holds the connection string, perhaps with a password: keep it out of the
-    // server log (a superuser's session may; otherwise the server's settings decide).
-    let _ = c.batch_execute(
-        "SET log_statement = 'none'; SET log_min_error_statement = 'panic';
-         SET log_min_duration_statement = -1",
-    );
+    // server log and pg_stat_statements (a superuser's session may; each setting on its own,
+    // since pg_stat_statements may not be loaded).
+    for setting in [
+        "SET log_statement = 'none'",
+        "SET log_min_error_statement = 'panic'",
+        "SET log_min_duration_statement = -1",
+        "SET pg_stat_statements.track_utility = off",
+    ] {
+        let _ = c.batch_execute(setting);
+    }
     let origin = if s.origin_none { ", origin = none" } else { "" };
     c.batch_execute(&format!(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, \
@@ -62,6 +67,7 @@ pub fn create_subscription(c: &mut postgres::Client, s: &SubscriptionSpec) -> Re
     let _ = c.batch_execute(
         "RESET log_statement; RESET log_min_error_statement; RESET log_min_duration_statement",
     );
+    let _ = c.batch_execute("RESET pg_stat_statements.track_utility");
     c.execute(
         "SELECT pg_catalog.pg_replication_origin_advance('pg_' || s.oid, $2::text::pg_lsn)
            FROM pg_catalog.pg_subscription s
@@ -91,68 +97,129 @@ fn drop_subscription(c: &mut postgres::Client, name: &str) -> Result<()> {
     .with_context(|| format!("dropping subscription {name}"))
 }
 
-/// Remove everything the setup made on this node: its subscriptions, slots, publication, marker
-/// rows and key scheme (the sequences' increments restored). Returns what was removed, in words.
-pub fn remove_setup(c: &mut postgres::Client, setup: &str, node: &str) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    let like = names::like_pattern(setup);
-    let subs: Vec<String> = c
+fn subscriptions(c: &mut postgres::Client, setup: &str) -> Result<Vec<String>> {
+    Ok(c
         .query(
             "SELECT subname::text FROM pg_catalog.pg_subscription
-              WHERE subname LIKE $1
+              WHERE subname ~ $1
                 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
               ORDER BY 1",
-            &[&like],
+            &[&names::name_regex(setup)],
         )?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    for s in subs {
-        drop_subscription(c, &s)?;
-        removed.push(format!("subscription {s} on {node}"));
-    }
-    for s in slot::drop_matching(c, &like)? {
-        removed.push(format!("slot {s} on {node}"));
-    }
-    let publication = names::publication(setup);
-    let has_pub = c
-        .query_opt(
-            "SELECT FROM pg_catalog.pg_publication WHERE pubname = $1",
-            &[&publication],
-        )?
-        .is_some();
-    if has_pub {
-        c.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(&publication)))
-            .map_err(db_error)
-            .context("dropping the publication")?;
-        removed.push(format!("publication {publication} on {node}"));
-    }
-    for s in keys::undo(c, setup)? {
-        removed.push(format!("key scheme of {s} on {node} (increment restored)"));
-    }
-    c.execute(
-        "DELETE FROM steep_repl.replication_markers WHERE setup_name = $1",
-        &[&setup],
-    )
-    .map_err(db_error)?;
-    Ok(removed)
+        .collect())
 }
 
-/// What of a setup exists on this node: (subscriptions enabled, subscriptions, slots,
-/// publication).
-pub fn present(c: &mut postgres::Client, setup: &str) -> Result<(i64, i64, i64, bool)> {
-    let like = names::like_pattern(setup);
+/// What removing a setup did: what went, in words, and what could not be removed.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Remove everything the setup made on these nodes (`(connection, label)`): first every
+/// subscription on every node (so no walsender holds a slot), then on each node its slots,
+/// publication, marker rows and key scheme (the sequences' increments restored). Goes on past a
+/// failure and reports it.
+pub fn remove_setup(nodes: &mut [(&mut postgres::Client, &str)], setup: &str) -> Removal {
+    let mut out = Removal::default();
+    for (c, node) in nodes.iter_mut() {
+        let found = match subscriptions(c, setup) {
+            Ok(s) => s,
+            Err(e) => {
+                out.failed
+                    .push(format!("listing subscriptions on {node}: {e:#}"));
+                continue;
+            }
+        };
+        for s in found {
+            match drop_subscription(c, &s) {
+                Ok(()) => out.removed.push(format!("subscription {s} on {node}")),
+                Err(e) => out.failed.push(format!("{e:#} on {node}")),
+            }
+        }
+    }
+    for (c, node) in nodes.iter_mut() {
+        match slot::drop_matching(c, &names::name_regex(setup)) {
+            Ok(slots) => out
+                .removed
+                .extend(slots.into_iter().map(|s| format!("slot {s} on {node}"))),
+            Err(e) => out.failed.push(format!("{e:#} on {node}")),
+        }
+        let publication = names::publication(setup);
+        let dropped = c
+            .query_opt(
+                "SELECT FROM pg_catalog.pg_publication WHERE pubname = $1",
+                &[&publication],
+            )
+            .map_err(db_error)
+            .and_then(|has| {
+                if has.is_some() {
+                    c.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(&publication)))
+                        .map_err(db_error)?;
+                }
+                Ok(has.is_some())
+            });
+        match dropped {
+            Ok(true) => out
+                .removed
+                .push(format!("publication {publication} on {node}")),
+            Ok(false) => {}
+            Err(e) => out.failed.push(format!(
+                "dropping publication {publication} on {node}: {e:#}"
+            )),
+        }
+        match keys::undo(c, setup) {
+            Ok(seqs) => out.removed.extend(
+                seqs.into_iter()
+                    .map(|s| format!("key scheme of {s} on {node} (increment restored)")),
+            ),
+            Err(e) => out.failed.push(format!("{e:#} on {node}")),
+        }
+        if let Err(e) = c.execute(
+            "DELETE FROM steep_repl.replication_markers WHERE setup_name = $1",
+            &[&setup],
+        ) {
+            out.failed
+                .push(format!("removing marker rows on {node}: {}", db_error(e)));
+        }
+    }
+    out
+}
+
+/// What of a setup exists on this node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Present {
+    pub subscriptions: i64,
+    pub enabled: i64,
+    pub slots: i64,
+    pub publication: bool,
+}
+
+impl Present {
+    pub fn anything(&self) -> bool {
+        self.subscriptions + self.slots > 0 || self.publication
+    }
+}
+
+pub fn present(c: &mut postgres::Client, setup: &str) -> Result<Present> {
     let r = c.query_one(
-        "SELECT (SELECT count(*) FILTER (WHERE subenabled) FROM pg_catalog.pg_subscription
-                  WHERE subname LIKE $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
-                                                        WHERE datname = current_database())),
-                (SELECT count(*) FROM pg_catalog.pg_subscription
-                  WHERE subname LIKE $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
-                                                        WHERE datname = current_database())),
+        "SELECT (SELECT count(*) FROM pg_catalog.pg_subscription
+                  WHERE subname ~ $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                                     WHERE datname = current_database())),
+                (SELECT count(*) FILTER (WHERE subenabled) FROM pg_catalog.pg_subscription
+                  WHERE subname ~ $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                                     WHERE datname = current_database())),
                 (SELECT count(*) FROM pg_catalog.pg_replication_slots
-                  WHERE slot_name LIKE $1 AND database = current_database()),
+                  WHERE slot_name ~ $1 AND database = current_database()),
                 EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $2)",
-        &[&like, &names::publication(setup)],
+        &[&names::name_regex(setup), &names::publication(setup)],
     )?;
-    Ok((r.get(0), r.get(1), r.get(2), r.get(3)))
+    Ok(Present {
+        subscriptions: r.get(0),
+        enabled: r.get(1),
+        slots: r.get(2),
+        publication: r.get(3),
+    })
 }

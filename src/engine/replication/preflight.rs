@@ -143,6 +143,9 @@ pub fn check(c: &mut postgres::Client, node: &NodeIdentity, role: Role) -> Resul
                 );
             }
         }
+        // CREATE PUBLICATION needs ownership of each table, steep's marker table included
+        // (owned by the superuser that created the extension).
+        missing.push("ownership of every replicated table and of steep_repl.replication_markers");
         if !missing.is_empty() {
             out.push(finding(
                 format!(

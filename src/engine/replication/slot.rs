@@ -72,14 +72,14 @@ pub fn create(params: &ConnParams, name: &str, export: bool) -> Result<CreatedSl
     })
 }
 
-/// Drop the slots of this database whose names match `like`, waiting (up to 30 s) for a
-/// walsender still using one to go; returns the names dropped.
-pub fn drop_matching(c: &mut postgres::Client, like: &str) -> Result<Vec<String>> {
+/// Drop the slots of this database whose names match the regular expression `pattern`, waiting
+/// (up to 30 s) for a walsender still using one to go; returns the names dropped.
+pub fn drop_matching(c: &mut postgres::Client, pattern: &str) -> Result<Vec<String>> {
     let names: Vec<String> = c
         .query(
             "SELECT slot_name::text FROM pg_catalog.pg_replication_slots
-              WHERE slot_name LIKE $1 AND database = current_database() ORDER BY 1",
-            &[&like],
+              WHERE slot_name ~ $1 AND database = current_database() ORDER BY 1",
+            &[&pattern],
         )?
         .iter()
         .map(|r| r.get(0))
