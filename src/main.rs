@@ -114,6 +114,7 @@ impl CompletionsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    steep::cli::client::install_replication_tls();
     let choice = match cli.global.color {
         Color::Auto => anstream::ColorChoice::Auto,
         Color::Always => anstream::ColorChoice::Always,

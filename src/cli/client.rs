@@ -15,6 +15,8 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersi
 use postgres::config::SslMode;
 use postgres_openssl::MakeTlsConnector;
 
+use crate::engine::wire as steep_wire;
+
 use crate::conn::{ConnParams, HostFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +77,9 @@ fn attempt(target: &ConnParams) -> Result<postgres::Client, HostFailure> {
     })
 }
 
-/// The driver's configuration and TLS connector for one host.
-fn setup(target: &ConnParams) -> Result<(postgres::Config, Option<MakeTlsConnector>)> {
+/// How certificates are checked for `target`'s sslmode, and the root certificate and
+/// ~/.postgresql it uses.
+fn verification(target: &ConnParams) -> (SslMode, Verify, Option<PathBuf>, Option<PathBuf>) {
     let mode = target.get("sslmode").unwrap_or("prefer");
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let pg_dir = home.as_ref().map(|h| h.join(".postgresql"));
@@ -99,6 +102,12 @@ fn setup(target: &ConnParams) -> Result<(postgres::Config, Option<MakeTlsConnect
         "verify-full" => (SslMode::Require, Verify::Full),
         other => unreachable!("sslmode {other:?} is checked when it is set"),
     };
+    (ssl_mode, verify, root_cert, pg_dir)
+}
+
+/// The driver's configuration and TLS connector for one host.
+fn setup(target: &ConnParams) -> Result<(postgres::Config, Option<MakeTlsConnector>)> {
+    let (ssl_mode, verify, root_cert, pg_dir) = verification(target);
     // libpq never asks for TLS over a Unix-domain socket, whatever sslmode says.
     let unix_socket =
         target.get("hostaddr").is_none() && target.get("host").is_some_and(|h| h.starts_with('/'));
@@ -127,6 +136,55 @@ fn tls_connector(
     root_cert: Option<&Path>,
     pg_dir: Option<&Path>,
 ) -> Result<MakeTlsConnector> {
+    let (connector, sni) = ssl_connector(params, verify, root_cert, pg_dir)?;
+    let mut connector = MakeTlsConnector::new(connector);
+    if verify == Verify::Ca || !sni {
+        connector.set_callback(move |config, _| {
+            if verify == Verify::Ca {
+                config.set_verify_hostname(false);
+            }
+            config.set_use_server_name_indication(sni);
+            Ok(())
+        });
+    }
+    Ok(connector)
+}
+
+/// TLS for the engine's replication connections (`engine::wire`), configured exactly as the
+/// `postgres` crate's connections are.
+struct ReplicationTls;
+
+impl steep_wire::TlsUpgrade for ReplicationTls {
+    fn upgrade(
+        &self,
+        p: &ConnParams,
+        host: &str,
+        tcp: std::net::TcpStream,
+    ) -> Result<Box<dyn steep_wire::TlsStream>> {
+        let (_, verify, root_cert, pg_dir) = verification(p);
+        let (connector, sni) = ssl_connector(p, verify, root_cert.as_deref(), pg_dir.as_deref())?;
+        let mut config = connector.configure().context("setting up TLS")?;
+        config.set_verify_hostname(verify == Verify::Full);
+        config.set_use_server_name_indication(sni);
+        let stream = config
+            .connect(host, tcp)
+            .map_err(|e| anyhow!("TLS with {}: {e}", p.endpoint()))?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// Let the engine's replication connections speak TLS (the binary calls this at start).
+pub fn install_replication_tls() {
+    steep_wire::set_tls(Box::new(ReplicationTls));
+}
+
+/// The TLS settings of a connection as libpq reads them; whether to send the host name (SNI).
+fn ssl_connector(
+    params: &ConnParams,
+    verify: Verify,
+    root_cert: Option<&Path>,
+    pg_dir: Option<&Path>,
+) -> Result<(SslConnector, bool)> {
     let mut b = SslConnector::builder(SslMethod::tls_client()).context("setting up TLS")?;
     if verify == Verify::None {
         b.set_verify(SslVerifyMode::NONE);
@@ -187,19 +245,9 @@ fn tls_connector(
         b.set_private_key_file(&key, SslFiletype::PEM)
             .with_context(|| format!("reading the client key {}", key.display()))?;
     }
-    let mut connector = MakeTlsConnector::new(b.build());
     // libpq sends the host name (SNI) unless sslsni says otherwise.
     let sni = params.get("sslsni").is_none_or(|v| v.starts_with('1'));
-    if verify == Verify::Ca || !sni {
-        connector.set_callback(move |config, _| {
-            if verify == Verify::Ca {
-                config.set_verify_hostname(false);
-            }
-            config.set_use_server_name_indication(sni);
-            Ok(())
-        });
-    }
-    Ok(connector)
+    Ok((b.build(), sni))
 }
 
 /// Turn a connection error into one line that says what happened and what to do.

@@ -5,7 +5,9 @@
 //! same messages (with `postgres-protocol`) straight out of one large read buffer. It handles what
 //! the engine's connections use: TCP or Unix sockets, trust, password, MD5 and SCRAM-SHA-256
 //! authentication, simple queries and COPY out. Anything else (TLS, GSSAPI) makes `connect` return
-//! None and the engine uses the `postgres` crate instead, exactly as before.
+//! None and the engine uses the `postgres` crate instead, exactly as before. Replication
+//! connections (`connect_replication`: the walsender's commands, which the `postgres` crate cannot
+//! send) also speak TLS, through the `TlsUpgrade` the binary installs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,10 +24,32 @@ use crate::conn::ConnParams;
 use crate::db_error::{db_error, ServerError};
 
 /// The socket under a connection: Unix or TCP, either of which can be split into a reading and
-/// a writing half (the session proxy relays both directions at once).
+/// a writing half (the session proxy relays both directions at once), or TLS over TCP (which
+/// cannot: replication connections only).
 pub enum RawStream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<dyn TlsStream>),
+}
+
+/// An encrypted stream, made by the `TlsUpgrade` the binary installs.
+pub trait TlsStream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> TlsStream for T {}
+
+/// Turns a TCP connection on which the server agreed to TLS into a TLS stream, honouring the
+/// connection's sslmode, sslrootcert, sslcert/sslkey, sslsni and protocol bounds as libpq does.
+/// The library has no TLS of its own (the extension needs none): the `steep` binary installs
+/// one with `set_tls`.
+pub trait TlsUpgrade: Send + Sync {
+    fn upgrade(&self, p: &ConnParams, host: &str, tcp: TcpStream) -> Result<Box<dyn TlsStream>>;
+}
+
+static TLS: std::sync::OnceLock<Box<dyn TlsUpgrade>> = std::sync::OnceLock::new();
+
+/// Install how replication connections speak TLS (once per process).
+pub fn set_tls(t: Box<dyn TlsUpgrade>) {
+    let _ = TLS.set(t);
 }
 
 impl RawStream {
@@ -33,6 +57,9 @@ impl RawStream {
         Ok(match self {
             RawStream::Unix(s) => RawStream::Unix(s.try_clone()?),
             RawStream::Tcp(s) => RawStream::Tcp(s.try_clone()?),
+            RawStream::Tls(_) => {
+                return Err(std::io::Error::other("a TLS connection cannot be relayed"))
+            }
         })
     }
 
@@ -40,6 +67,8 @@ impl RawStream {
         let _ = match self {
             RawStream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
             RawStream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            // Closed when dropped.
+            RawStream::Tls(_) => Ok(()),
         };
     }
 }
@@ -49,6 +78,7 @@ impl Read for RawStream {
         match self {
             RawStream::Unix(s) => s.read(buf),
             RawStream::Tcp(s) => s.read(buf),
+            RawStream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -58,6 +88,7 @@ impl Write for RawStream {
         match self {
             RawStream::Unix(s) => s.write(buf),
             RawStream::Tcp(s) => s.write(buf),
+            RawStream::Tls(s) => s.write(buf),
         }
     }
 
@@ -65,6 +96,7 @@ impl Write for RawStream {
         match self {
             RawStream::Unix(s) => s.flush(),
             RawStream::Tcp(s) => s.flush(),
+            RawStream::Tls(s) => s.flush(),
         }
     }
 }
@@ -152,6 +184,36 @@ fn error_text(body: &ErrorResponseBody) -> ServerError {
     }
 }
 
+/// libpq asks a TCP server for TLS unless sslmode=disable, and uses it when offered: here for a
+/// replication connection when the binary installed TLS; otherwise None (the `postgres` crate's
+/// path speaks it). A refusal is an error when sslmode requires TLS.
+fn negotiate_tls(
+    mut stream: RawStream,
+    p: &ConnParams,
+    host: &str,
+    sslmode: &str,
+    replication: bool,
+) -> Result<Option<RawStream>> {
+    let mut b = BytesMut::new();
+    frontend::ssl_request(&mut b);
+    stream.write_all(&b)?;
+    stream.flush()?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer)?;
+    match (answer[0], TLS.get().filter(|_| replication), stream) {
+        (b'S', Some(tls), RawStream::Tcp(tcp)) => {
+            Ok(Some(RawStream::Tls(tls.upgrade(p, host, tcp)?)))
+        }
+        (b'S', _, _) => Ok(None),
+        (_, _, _) if matches!(sslmode, "require" | "verify-ca" | "verify-full") => bail!(
+            "the server at {} does not support TLS, which sslmode={sslmode} requires: use \
+             sslmode=prefer or disable, or enable ssl on the server",
+            p.endpoint()
+        ),
+        (_, _, s) => Ok(Some(s)),
+    }
+}
+
 impl Wire {
     /// Connect with `p` (already resolved: host, port, user, dbname, password...). None when this
     /// connection needs what only the `postgres` crate path provides (TLS, GSSAPI).
@@ -202,7 +264,10 @@ impl Wire {
                 Endpoint::Unix(path),
             )
         } else {
-            if matches!(sslmode, "require" | "verify-ca" | "verify-full") {
+            // Replication connections speak TLS themselves (when the binary installed it); the
+            // fast COPY path leaves TLS to the `postgres` crate.
+            let tls_here = replication && TLS.get().is_some();
+            if matches!(sslmode, "require" | "verify-ca" | "verify-full") && !tls_here {
                 return Ok(None);
             }
             let addr = hostaddr.unwrap_or(host.clone());
@@ -219,6 +284,14 @@ impl Wire {
             (RawStream::Tcp(s), Endpoint::Tcp(addr, port))
         };
         let tcp = matches!(endpoint, Endpoint::Tcp(..));
+        let stream = if tcp && sslmode != "disable" {
+            match negotiate_tls(stream, p, &host, sslmode, replication)? {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        } else {
+            stream
+        };
         let mut w = Wire {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK * 2),
@@ -229,16 +302,6 @@ impl Wire {
             endpoint,
             relayed: false,
         };
-        if tcp && sslmode != "disable" {
-            // libpq would use TLS if the server offers it: then so must we (through the other path).
-            frontend::ssl_request(&mut w.wbuf);
-            w.flush()?;
-            let mut answer = [0u8; 1];
-            w.stream.read_exact(&mut answer)?;
-            if answer[0] == b'S' {
-                return Ok(None);
-            }
-        }
         let user = p.get("user").unwrap_or("postgres").to_string();
         let mut startup: Vec<(&str, &str)> = vec![
             ("user", user.as_str()),

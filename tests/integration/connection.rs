@@ -325,4 +325,56 @@ fn sslmode_require_verify_ca_and_verify_full_against_a_self_signed_server() {
         1,
     );
     assert!(err.contains("pg_hba.conf"), "{err}");
+
+    // Replication connections (the engine's own protocol client) speak TLS too: the server
+    // takes none without it. A slot with an exported snapshot, over verify-full.
+    let replication_check = |conn: &str| -> serde_json::Value {
+        let mut c = steep(home.path());
+        c.env("HOME", &empty_home)
+            .args(["doctor", "--json", "-c", conn]);
+        let out = c.output().unwrap();
+        let d = json(&stdout(&out));
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "replication connection")
+            .cloned()
+            .unwrap_or_else(|| panic!("no replication connection check: {d}"))
+    };
+    let full = format!(
+        "postgresql://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={root}"
+    );
+    let check = replication_check(&full);
+    assert_eq!(check["level"], "ok", "{check}");
+    // verify-ca checks the certificate, not the host name (127.0.0.1 is not in it).
+    let check = replication_check(&format!(
+        "host=127.0.0.1 port={port} user=postgres sslmode=verify-ca sslrootcert={root}"
+    ));
+    assert_eq!(check["level"], "ok", "{check}");
+    steep::cli::client::install_replication_tls();
+    let p = ConnParams::parse(&full)
+        .unwrap()
+        .resolve(&Environment {
+            var: &no_vars,
+            os_user: Some(("postgres".into(), empty_home.clone())),
+        })
+        .unwrap();
+    // verify-full checks the host name on this path too.
+    let by_ip = ConnParams::parse(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=verify-full sslrootcert={root}"
+    ))
+    .unwrap();
+    let err = steep::engine::replication::slot::create(&by_ip, "never", true)
+        .err()
+        .expect("a host name the certificate does not name is refused");
+    assert!(
+        format!("{err:#}").contains("certificate verify failed"),
+        "{err:#}"
+    );
+    let created = steep::engine::replication::slot::create(&p, "over_tls", true).unwrap();
+    assert!(created.snapshot.is_some());
+    drop(created);
+    let mut c = steep::cli::client::connect(&p).unwrap();
+    steep::engine::replication::slot::drop_one(&mut c, "over_tls").unwrap();
 }

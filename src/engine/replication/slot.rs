@@ -26,9 +26,9 @@ pub fn replication_connection(params: &ConnParams) -> Result<Wire> {
     match Wire::connect_replication(params) {
         Ok(Some(w)) => Ok(w),
         Ok(None) => bail!(
-            "the replication connection to {} needs TLS or GSSAPI, which steep's replication \
-             connection does not speak yet: allow a plain connection from this host for the init \
-             (a pg_hba.conf `host` line, sslmode=prefer or disable), or connect over the Unix socket",
+            "the replication connection to {} needs GSSAPI, or TLS from a replication job (the \
+             CLI speaks TLS, jobs on the server do not): allow password or trust authentication \
+             over TLS for this database, or run replication init in client mode",
             params.endpoint()
         ),
         Err(e) => Err(e.context(replication_refused_hint(params))),
