@@ -399,7 +399,7 @@ fn preflight_both(
         for (node, publishes, label) in [(a, true, "A"), (b, bidirectional, "B")] {
             if publishes {
                 if let Err(e) = slot::replication_connection(node.params) {
-                    reasons.push(format!("node {label}: {}", format!("{e:#}")));
+                    reasons.push(format!("node {label}: {e:#}"));
                 }
             }
         }
