@@ -95,13 +95,13 @@ impl GenerateOptions {
 }
 
 /// One COPY into one file.
-struct Item {
-    table: usize,
-    part: usize,
+pub(crate) struct Item {
+    pub(crate) table: usize,
+    pub(crate) part: usize,
     /// Block range [start, end); None = the whole table.
-    range: Option<(i64, Option<i64>)>,
-    file: String,
-    estimate: u64,
+    pub(crate) range: Option<(i64, Option<i64>)>,
+    pub(crate) file: String,
+    pub(crate) estimate: u64,
 }
 
 /// Removes what a failed or cancelled run created.
@@ -386,24 +386,7 @@ pub fn generate(
     progress.set_table(None);
 
     progress.set_phase("sequences");
-    let mut sequences = Vec::new();
-    for (schema_name, name) in seq_names {
-        let r = coord
-            .query_one(
-                &format!(
-                    "SELECT last_value, is_called FROM {}",
-                    crate::sql::qualified(&schema_name, &name)
-                ),
-                &[],
-            )
-            .with_context(|| format!("reading sequence {schema_name}.{name}"))?;
-        sequences.push(Sequence {
-            schema: schema_name,
-            name,
-            last_value: r.get(0),
-            is_called: r.get(1),
-        });
-    }
+    let sequences = read_sequences(&mut coord, seq_names)?;
     coord.batch_execute("COMMIT")?;
 
     let mut out_tables = Vec::new();
@@ -472,7 +455,7 @@ fn private_file(path: &Path) -> Result<()> {
 }
 
 /// Split tables into COPY items: large tables into block ranges when reading in parallel.
-fn plan(
+pub(crate) fn plan(
     tables: &[TableInfo],
     parallel: usize,
     chunk_bytes: u64,
@@ -511,16 +494,35 @@ fn plan(
     items
 }
 
-fn copy_out(
-    c: &mut Session,
-    t: &TableInfo,
-    item: &Item,
-    dir: &Path,
-    compression: &Compression,
-    progress: &Counters,
-    stop: &Stop,
-) -> Result<DataFile> {
-    let sql = match item.range {
+/// The sequences' values, as the session's snapshot sees them.
+pub(crate) fn read_sequences(
+    coord: &mut postgres::Client,
+    names: Vec<(String, String)>,
+) -> Result<Vec<Sequence>> {
+    let mut sequences = Vec::new();
+    for (schema_name, name) in names {
+        let r = coord
+            .query_one(
+                &format!(
+                    "SELECT last_value, is_called FROM {}",
+                    crate::sql::qualified(&schema_name, &name)
+                ),
+                &[],
+            )
+            .with_context(|| format!("reading sequence {schema_name}.{name}"))?;
+        sequences.push(Sequence {
+            schema: schema_name,
+            name,
+            last_value: r.get(0),
+            is_called: r.get(1),
+        });
+    }
+    Ok(sequences)
+}
+
+/// The COPY that reads one item: the whole table, or a block range of it.
+pub(crate) fn copy_out_sql(t: &TableInfo, item: &Item) -> String {
+    match item.range {
         None => format!(
             "COPY {}{} TO STDOUT",
             t.qualified(),
@@ -533,7 +535,19 @@ fn copy_out(
             end.map(|e| format!(" AND ctid < '({e},0)'::tid"))
                 .unwrap_or_default()
         ),
-    };
+    }
+}
+
+fn copy_out(
+    c: &mut Session,
+    t: &TableInfo,
+    item: &Item,
+    dir: &Path,
+    compression: &Compression,
+    progress: &Counters,
+    stop: &Stop,
+) -> Result<DataFile> {
+    let sql = copy_out_sql(t, item);
     let path = dir.join(&item.file);
     let file = fs::OpenOptions::new()
         .write(true)

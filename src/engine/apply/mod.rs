@@ -6,7 +6,7 @@
 //! tables whose markers say they were loaded.
 
 mod markers;
-mod schema_check;
+pub(crate) mod schema_check;
 mod units;
 
 use markers::Markers;

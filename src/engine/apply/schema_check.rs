@@ -9,7 +9,7 @@ use crate::schema_shape;
 use crate::sql::{qualified, quote_ident};
 
 /// A blocking difference in the words of an apply (the snapshot is the local side).
-pub(super) fn describe_for_apply(d: &schema_shape::Difference) -> String {
+pub(crate) fn describe_for_apply(d: &schema_shape::Difference) -> String {
     let name = qualified(&d.schema, &d.table);
     let col = d
         .column

@@ -13,7 +13,7 @@ use super::keys::{self, Assigned};
 use super::names::{self, NodeIdentity};
 use super::objects::{self, SubscriptionSpec};
 use super::preflight::{self, Role};
-use super::{origin, slot};
+use super::{origin, slot, stream};
 use crate::conn::ConnParams;
 use crate::db_error::db_error;
 use crate::engine::apply::{self, ApplyOptions, SchemaMode};
@@ -497,7 +497,17 @@ fn steps(
             ));
             let point = created.consistent_point.clone();
             if opts.from == Source::Snapshot {
-                report.rows_copied = Some(copy(a, b, opts, progress, &created)?);
+                report.rows_copied = Some(if opts.schema == SchemaMode::Create {
+                    // B's tables made from A's schema: a snapshot through files, applied.
+                    copy(a, b, opts, progress, &created)?
+                } else {
+                    let snapshot = created
+                        .snapshot
+                        .clone()
+                        .ok_or_else(|| anyhow!("the slot exported no snapshot"))?;
+                    stream::stream(a.connect, b.connect, &snapshot, opts.parallel, progress)?
+                });
+                drop(created);
             } else {
                 let snapshot = created
                     .snapshot

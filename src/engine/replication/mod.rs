@@ -13,6 +13,7 @@ pub mod objects;
 pub mod origin;
 pub mod preflight;
 pub mod slot;
+pub mod stream;
 
 /// The steep_repl version whose tables replication init uses (markers, the key scheme).
 pub const EXTENSION_VERSION: &str = "0.7.0";

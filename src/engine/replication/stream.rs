@@ -1,0 +1,202 @@
+//! The copy of `--from snapshot` into existing tables (`--schema verify`): A's tables at the
+//! slot's exported snapshot streamed straight into B's — no files, as PostgreSQL's own table sync
+//! does — in parallel (large tables in block ranges, as `snapshot generate` splits them). B's
+//! sessions write with `session_replication_role = replica`, as logical replication applies rows:
+//! user triggers do not fire and foreign keys are not checked (the copy is one consistent
+//! snapshot). B's tables are emptied first in a transaction of their own: a failed copy leaves
+//! them partly loaded, and the init is run again (B's rows are being replaced anyway).
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::db_error::db_error;
+use crate::engine::apply::schema_check::describe_for_apply;
+use crate::engine::apply::SchemaMismatch;
+use crate::engine::catalog::{self, prepare_session};
+use crate::engine::compress::Compression;
+use crate::engine::counters::Counters;
+use crate::engine::generate::{copy_out_sql, plan, read_sequences, GenerateOptions};
+use crate::engine::manifest::copy_list;
+use crate::engine::scheduler::{self, Tasks};
+use crate::engine::Connect;
+use crate::schema_shape;
+use crate::sql::{qualified, quote_literal};
+
+/// Stream A's replicated tables, as `snapshot` (exported by the slot's replication connection,
+/// which stays open meanwhile) shows them, into B. Returns the rows copied.
+pub fn stream(
+    a: &dyn Connect,
+    b: &dyn Connect,
+    snapshot: &str,
+    parallel: usize,
+    progress: &Counters,
+) -> Result<u64> {
+    let parallel = parallel.clamp(1, 64);
+    let mut coord = a.connect().context("connecting to the first node")?;
+    progress.watch_client(&coord);
+    prepare_session(&mut coord)?;
+    coord.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    coord
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
+        ))
+        .map_err(db_error)
+        .context("importing the slot's snapshot")?;
+    // Exported again from this transaction: the parallel sessions need only it.
+    let exported: String = coord
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])?
+        .get(0);
+    let (shapes, tables) = catalog::shapes_and_tables(&mut coord)?;
+    let sequence_names = catalog::sequences(&mut coord)?;
+    let sequences = read_sequences(&mut coord, sequence_names)?;
+    let block_size: i32 = coord
+        .query_one("SELECT current_setting('block_size')::int", &[])?
+        .get(0);
+
+    // B's tables must take A's rows: the one shape comparison, as `apply --schema verify`.
+    let mut target = b.connect().context("connecting to the second node")?;
+    progress.watch_client(&target);
+    prepare_session(&mut target)?;
+    let (target_shapes, _) = catalog::shapes_and_tables(&mut target)?;
+    let mut diffs: Vec<String> =
+        schema_shape::diff(&shapes, &target_shapes, schema_shape::Scope::LocalTables)
+            .iter()
+            .filter(|d| d.breaks_replication)
+            .map(describe_for_apply)
+            .collect();
+    let have = catalog::sequences(&mut target)?;
+    diffs.extend(
+        sequences
+            .iter()
+            .filter(|s| !have.iter().any(|(n, r)| *n == s.schema && *r == s.name))
+            .map(|s| format!("sequence {} is missing", qualified(&s.schema, &s.name))),
+    );
+    if !diffs.is_empty() {
+        return Err(SchemaMismatch(diffs).into());
+    }
+
+    progress.set_phase("emptying");
+    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+    if !names.is_empty() {
+        target
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE ONLY {}; COMMIT",
+                names.join(", ")
+            ))
+            .map_err(db_error)
+            .context("emptying the second node's tables")?;
+    }
+
+    let items = plan(
+        &tables,
+        parallel,
+        GenerateOptions::DEFAULT_CHUNK_BYTES,
+        block_size,
+        &Compression::NONE,
+    );
+    progress
+        .tables_total
+        .store(tables.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.store(
+        items.iter().map(|i| i.estimate).sum::<u64>().max(1),
+        Ordering::Relaxed,
+    );
+    progress.set_phase("copying");
+    let ran = scheduler::run(
+        Tasks {
+            count: items.len(),
+            after: &[],
+            rank: None,
+        },
+        parallel,
+        &|| progress.cancelled(),
+        || {
+            let mut from = a.session().context("opening a parallel connection")?;
+            if let Some(cancel) = from.canceller() {
+                progress.watch(cancel);
+            }
+            from.simple(catalog::SESSION_SETTINGS)?;
+            from.simple(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+                 SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&exported)
+            ))
+            .context("importing the exported snapshot")?;
+            let mut to = b.connect().context("opening a loading connection")?;
+            progress.watch_client(&to);
+            prepare_session(&mut to)?;
+            to.batch_execute("SET session_replication_role = replica")
+                .map_err(db_error)?;
+            Ok((from, to))
+        },
+        |(from, to), i, stop| {
+            let item = &items[i];
+            let t = &tables[item.table];
+            progress.set_table(Some(format!("{}.{}", t.schema, t.name)));
+            let mut tx = to.transaction()?;
+            let mut writer = tx
+                .copy_in(&format!(
+                    "COPY {}{} FROM STDIN",
+                    t.qualified(),
+                    copy_list(&t.columns)
+                ))
+                .map_err(db_error)?;
+            let (mut rows, mut pending) = (0u64, 0u64);
+            from.copy_out(&copy_out_sql(t, item), |buf| {
+                // In COPY text a row ends with a newline; newlines inside values are escaped.
+                rows += memchr::memchr_iter(b'\n', buf).count() as u64;
+                writer.write_all(buf)?;
+                pending += buf.len() as u64;
+                if pending >= 64 * 1024 {
+                    progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
+                    pending = 0;
+                    if stop.stopping() {
+                        bail!("stopped");
+                    }
+                }
+                Ok(())
+            })
+            .with_context(|| format!("reading {}", t.qualified()))?;
+            progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
+            let loaded = writer
+                .finish()
+                .map_err(db_error)
+                .with_context(|| format!("loading {}", t.qualified()))?;
+            if loaded != rows {
+                bail!("{}: {rows} rows read, {loaded} loaded", t.qualified());
+            }
+            tx.commit().map_err(db_error)?;
+            progress.rows_done.fetch_add(loaded, Ordering::Relaxed);
+            Ok(loaded)
+        },
+    );
+    if let Some(e) = ran.error {
+        return Err(e);
+    }
+    if progress.cancelled() {
+        return Err(crate::engine::error::cancelled(
+            "the second node's tables are partly loaded; the init removes what it made",
+        ));
+    }
+    coord.batch_execute("COMMIT")?;
+    progress.set_table(None);
+    progress.set_phase("sequences");
+    for s in &sequences {
+        target
+            .execute(
+                "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
+                &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
+            )
+            .map_err(db_error)
+            .with_context(|| format!("restoring sequence {}.{}", s.schema, s.name))?;
+    }
+    let rows = ran
+        .results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| anyhow!("a part of the copy did not run")))
+        .sum::<Result<u64>>()?;
+    Ok(rows)
+}
