@@ -348,20 +348,7 @@ pub fn generate(
         },
         parallel,
         &|| progress.cancelled(),
-        || {
-            let mut c = src.session().context("opening a parallel connection")?;
-            if let Some(cancel) = c.canceller() {
-                progress.watch(cancel);
-            }
-            c.simple(catalog::SESSION_SETTINGS)?;
-            c.simple(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-                 SET TRANSACTION SNAPSHOT {}",
-                quote_literal(&exported)
-            ))
-            .context("importing the exported snapshot")?;
-            Ok(c)
-        },
+        || snapshot_session(src, &exported, progress),
         |c, i, stop| {
             let item = &items[i];
             let t = &tables[item.table];
@@ -494,6 +481,27 @@ pub(crate) fn plan(
     items
 }
 
+/// A parallel reading session: the fast path when possible, watched for cancel, in a
+/// transaction that imported `exported`.
+pub(crate) fn snapshot_session(
+    src: &dyn Connect,
+    exported: &str,
+    progress: &Counters,
+) -> Result<Session> {
+    let mut c = src.session().context("opening a parallel connection")?;
+    if let Some(cancel) = c.canceller() {
+        progress.watch(cancel);
+    }
+    c.simple(catalog::SESSION_SETTINGS)?;
+    c.simple(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+         SET TRANSACTION SNAPSHOT {}",
+        quote_literal(exported)
+    ))
+    .context("importing the exported snapshot")?;
+    Ok(c)
+}
+
 /// The sequences' values, as the session's snapshot sees them.
 pub(crate) fn read_sequences(
     coord: &mut postgres::Client,
@@ -518,6 +526,36 @@ pub(crate) fn read_sequences(
         });
     }
     Ok(sequences)
+}
+
+/// Run a COPY out, handing its data to `write`: returns the rows and bytes read, counted into
+/// `progress` as they come; `stop` ends it.
+pub(crate) fn copy_counted(
+    c: &mut Session,
+    sql: &str,
+    progress: &Counters,
+    stop: &Stop,
+    mut write: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let (mut rows, mut raw, mut pending) = (0u64, 0u64, 0u64);
+    c.copy_out(sql, |buf| {
+        // In COPY text a row ends with a newline; newlines inside values are escaped.
+        rows += memchr::memchr_iter(b'\n', buf).count() as u64;
+        raw += buf.len() as u64;
+        write(buf)?;
+        // Shared counters and the stop flags are touched every 64 KiB, not every row.
+        pending += buf.len() as u64;
+        if pending >= 64 * 1024 {
+            progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
+            pending = 0;
+            if stop.stopping() {
+                bail!("stopped");
+            }
+        }
+        Ok(())
+    })?;
+    progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
+    Ok((rows, raw))
 }
 
 /// The COPY that reads one item: the whole table, or a block range of it.
@@ -557,26 +595,10 @@ fn copy_out(
         .with_context(|| format!("creating {}", path.display()))?;
     let mut enc =
         compression.encoder(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)))?;
-    let (mut rows, mut raw) = (0u64, 0u64);
-    let mut pending = 0u64;
-    c.copy_out(&sql, |buf| {
-        // In COPY text a row ends with a newline; newlines inside values are escaped.
-        rows += memchr::memchr_iter(b'\n', buf).count() as u64;
-        raw += buf.len() as u64;
+    let (rows, raw) = copy_counted(c, &sql, progress, stop, |buf| {
         enc.write_all(buf)
-            .with_context(|| format!("writing {}", path.display()))?;
-        // Shared counters and the stop flags are touched every 64 KiB, not every row.
-        pending += buf.len() as u64;
-        if pending >= 64 * 1024 {
-            progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
-            pending = 0;
-            if stop.stopping() {
-                bail!("stopped");
-            }
-        }
-        Ok(())
+            .with_context(|| format!("writing {}", path.display()))
     })?;
-    progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
     progress.rows_done.fetch_add(rows, Ordering::Relaxed);
     let (buf, sha256, stored) = enc.finish()?.finish();
     let file = buf.into_inner().map_err(|e| e.into_error())?;

@@ -6,7 +6,7 @@ use crate::merge_analysis::table;
 use serde_json::Value;
 
 /// Two started nodes (steep initialised on the first) and their connection strings.
-fn pair(
+pub(crate) fn pair(
     home: &std::path::Path,
 ) -> (
     steep::cli::sandbox::TempCluster,
@@ -19,7 +19,7 @@ fn pair(
     (a, b, ac, bc)
 }
 
-fn both(ac: &str, bc: &str, statements: &str) {
+pub(crate) fn both(ac: &str, bc: &str, statements: &str) {
     sql(ac, statements);
     sql(bc, statements);
 }

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::merge_run::both;
 use serde_json::Value;
 
 /// Two started nodes with steep initialised on both, and their connection strings.
@@ -16,15 +17,9 @@ pub(crate) fn pair(
     String,
     String,
 ) {
-    let (a, b, ac, bc) = crate::merge_analysis::two_nodes();
-    init(home, &ac, &[]);
+    let (a, b, ac, bc) = crate::merge_run::pair(home);
     init(home, &bc, &[]);
     (a, b, ac, bc)
-}
-
-fn both(ac: &str, bc: &str, statements: &str) {
-    sql(ac, statements);
-    sql(bc, statements);
 }
 
 fn repl_init(home: &std::path::Path, ac: &str, bc: &str, extra: &[&str]) -> Value {
@@ -79,6 +74,24 @@ fn caught_up(publisher: &str) {
         ),
         "true",
     );
+}
+
+/// Nothing of any setup is left on a node.
+fn nothing_left(conn: &str) {
+    assert_eq!(
+        objects_left(conn),
+        "0 slots, 0 publications, 0 subscriptions, 0 origins",
+        "{conn}"
+    );
+}
+
+/// Apply errors of the subscriptions on a node.
+fn apply_errors(conn: &str) -> String {
+    one(
+        conn,
+        "SELECT coalesce(sum((detail->>'apply_error_count')::int), 0) \
+         FROM steep_repl.replication_status() WHERE kind = 'subscription'",
+    )
 }
 
 fn objects_left(conn: &str) -> String {
@@ -179,11 +192,7 @@ fn bidirectional_from_a_snapshot_carries_each_change_once_and_never_back() {
     assert_eq!(digest(&ac, "items"), digest(&bc, "items"));
     assert_eq!(digest(&ac, "things"), digest(&bc, "things"));
     for c in [&ac, &bc] {
-        let errors = one(
-            c,
-            "SELECT coalesce(sum((detail->>'apply_error_count')::int), 0) \
-             FROM steep_repl.replication_status() WHERE kind = 'subscription'",
-        );
+        let errors = apply_errors(c);
         assert_eq!(errors, "0", "apply errors on {c}");
     }
 
@@ -275,10 +284,7 @@ fn bidirectional_from_a_snapshot_carries_each_change_once_and_never_back() {
         "SELECT pg_drop_replication_slot('steep_main_x_0123abcd')",
     );
     for c in [&ac, &bc] {
-        assert_eq!(
-            objects_left(c),
-            "0 slots, 0 publications, 0 subscriptions, 0 origins"
-        );
+        nothing_left(c);
         assert_eq!(
             one(
                 c,
@@ -341,10 +347,7 @@ fn a_snapshot_init_while_pgbench_writes_loses_nothing_and_applies_nothing_twice(
         err.contains("pgbench_history") && err.contains("REPLICA IDENTITY FULL"),
         "{err}"
     );
-    assert_eq!(
-        objects_left(&ac),
-        "0 slots, 0 publications, 0 subscriptions, 0 origins"
-    );
+    nothing_left(&ac);
     sql(&ac, "ALTER TABLE pgbench_history REPLICA IDENTITY FULL");
     // B has the tables, empty (pgbench's own DDL: drop, create, primary keys).
     let init_out = std::process::Command::new(install().bin("pgbench"))
@@ -493,10 +496,7 @@ fn a_killed_init_leaves_a_slot_doctor_finds_and_the_next_init_completes() {
 
     ok(steep(home.path()).args(["replication", "drop", "-c", &ac, "--peer", &bc]));
     for c in [&ac, &bc] {
-        assert_eq!(
-            objects_left(c),
-            "0 slots, 0 publications, 0 subscriptions, 0 origins"
-        );
+        nothing_left(c);
     }
 }
 
@@ -534,10 +534,7 @@ fn a_plain_role_is_refused_and_a_password_in_the_string_is_reported_and_kept_out
         "{err}"
     );
     for c in [&ac, &bc] {
-        assert_eq!(
-            objects_left(c),
-            "0 slots, 0 publications, 0 subscriptions, 0 origins"
-        );
+        nothing_left(c);
     }
 
     // B's server logs every statement: the subscription's password must still not reach it.
@@ -607,10 +604,7 @@ fn from_empty_tables_and_bidirectional_only_from_postgresql_16() {
             "{err}"
         );
         for c in [&ac, &bc] {
-            assert_eq!(
-                objects_left(c),
-                "0 slots, 0 publications, 0 subscriptions, 0 origins"
-            );
+            nothing_left(c);
         }
     }
     // A table holding rows is not empty: refused, and nothing is left behind.
@@ -634,10 +628,7 @@ fn from_empty_tables_and_bidirectional_only_from_postgresql_16() {
     );
     assert!(err.contains("removed slot steep_main_"), "{err}");
     for c in [&ac, &bc] {
-        assert_eq!(
-            objects_left(c),
-            "0 slots, 0 publications, 0 subscriptions, 0 origins"
-        );
+        nothing_left(c);
     }
     sql(&bc, "TRUNCATE e");
 
@@ -733,10 +724,7 @@ fn from_merge_keeps_both_nodes_rows_and_refuses_writes_made_while_it_merges() {
         "{err}"
     );
     for c in [&ac, &bc] {
-        assert_eq!(
-            objects_left(c),
-            "0 slots, 0 publications, 0 subscriptions, 0 origins"
-        );
+        nothing_left(c);
     }
 
     // Without writers it completes: both nodes hold every row, A's on conflicts.
@@ -920,10 +908,7 @@ fn as_a_job_on_the_first_node_the_same_init_runs_and_a_killed_job_is_completed_b
     sql(&ac, &format!("SELECT pg_terminate_backend({pid})"));
     let ended = status_of(op);
     assert!(ended.contains("removed slot steep_main_"), "{ended}");
-    assert_eq!(
-        objects_left(&ac),
-        "0 slots, 0 publications, 0 subscriptions, 0 origins"
-    );
+    nothing_left(&ac);
 
     let (op, pid) = queue();
     nix::sys::signal::kill(
@@ -986,15 +971,9 @@ fn as_a_job_on_the_first_node_the_same_init_runs_and_a_killed_job_is_completed_b
         done.starts_with("complete") && done.contains("publication steep_main on this node"),
         "{done}"
     );
-    assert_eq!(
-        objects_left(&ac),
-        "0 slots, 0 publications, 0 subscriptions, 0 origins"
-    );
+    nothing_left(&ac);
     ok(steep(home.path()).args(["replication", "drop", "-c", &ac, "--peer", &bc]));
-    assert_eq!(
-        objects_left(&bc),
-        "0 slots, 0 publications, 0 subscriptions, 0 origins"
-    );
+    nothing_left(&bc);
 }
 
 #[test]
@@ -1040,12 +1019,5 @@ fn a_one_way_merge_sends_only_new_changes_and_keeps_no_slot_on_the_second_node()
         "SELECT string_agg(id || v, ',' ORDER BY id) FROM m",
         "1A1,2B2,3A3,4A4",
     );
-    assert_eq!(
-        one(
-            &bc,
-            "SELECT coalesce(sum((detail->>'apply_error_count')::int), 0) \
-             FROM steep_repl.replication_status() WHERE kind = 'subscription'"
-        ),
-        "0"
-    );
+    assert_eq!(apply_errors(&bc), "0");
 }

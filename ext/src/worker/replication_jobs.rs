@@ -79,7 +79,7 @@ pub fn init(ctx: &mut JobCtx) -> Result<Value, JobError> {
         work_dir: snapshot_dir()
             .map(std::path::PathBuf::from)
             .unwrap_or_else(std::env::temp_dir),
-        parallel: o["parallel"].as_u64().unwrap_or(4).clamp(1, 64) as usize,
+        parallel: o["parallel"].as_u64().unwrap_or(2).clamp(1, 64) as usize,
         pg_dump: (schema == SchemaMode::Create)
             .then(|| server_program("pg_dump"))
             .flatten(),

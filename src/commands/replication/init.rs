@@ -56,8 +56,9 @@ pub struct InitArgs {
     /// database must not hold them yet).
     #[arg(long, default_value = "verify", value_parser = |s: &str| s.parse::<SchemaMode>())]
     schema: SchemaMode,
-    /// Connections per node for the copy.
-    #[arg(long, default_value_t = 4, value_parser = parallel_arg)]
+    /// Connections per node for the copy (B's inserts into indexed tables set the pace: on two
+    /// cores two connections measured fastest, docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 2, value_parser = parallel_arg)]
     parallel: i32,
     /// Where the copy is written on its way from A to B (removed afterwards).
     #[arg(long, value_name = "DIR")]

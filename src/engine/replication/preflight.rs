@@ -29,6 +29,7 @@ pub struct Role {
 /// The server settings and the role's rights replication init needs on this node.
 pub fn check(c: &mut postgres::Client, node: &NodeIdentity, role: Role) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
+    // pg_create_subscription exists from 16 on (pg_has_role fails on a role that does not).
     let r = c.query_one(
         "SELECT current_setting('wal_level'),
                 current_setting('max_replication_slots')::int,
@@ -41,35 +42,15 @@ pub fn check(c: &mut postgres::Client, node: &NodeIdentity, role: Role) -> Resul
                          current_setting('max_replication_slots'))::int,
                 (SELECT count(*)::int FROM pg_catalog.pg_replication_origin),
                 (SELECT rolreplication FROM pg_catalog.pg_roles WHERE rolname = current_user),
-                pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'USAGE')
-                    IS NOT DISTINCT FROM true
-                    AND current_setting('server_version_num')::int >= 160000,
+                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles
+                                   WHERE rolname = 'pg_create_subscription')
+                     THEN pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'USAGE')
+                     ELSE false END,
                 pg_catalog.has_function_privilege(
                     'pg_catalog.pg_replication_origin_advance(text, pg_lsn)', 'EXECUTE'),
                 pg_catalog.has_database_privilege(current_database(), 'CREATE')",
         &[],
-    );
-    // pg_has_role fails on 15 for a role that does not exist (pg_create_subscription is 16+).
-    let r = match r {
-        Ok(r) => r,
-        Err(_) => c.query_one(
-            "SELECT current_setting('wal_level'),
-                    current_setting('max_replication_slots')::int,
-                    (SELECT count(*)::int FROM pg_catalog.pg_replication_slots),
-                    current_setting('max_wal_senders')::int,
-                    (SELECT count(*)::int FROM pg_catalog.pg_stat_replication),
-                    current_setting('max_logical_replication_workers')::int,
-                    (SELECT count(*)::int FROM pg_catalog.pg_stat_subscription WHERE pid IS NOT NULL),
-                    current_setting('max_replication_slots')::int,
-                    (SELECT count(*)::int FROM pg_catalog.pg_replication_origin),
-                    (SELECT rolreplication FROM pg_catalog.pg_roles WHERE rolname = current_user),
-                    false,
-                    pg_catalog.has_function_privilege(
-                        'pg_catalog.pg_replication_origin_advance(text, pg_lsn)', 'EXECUTE'),
-                    pg_catalog.has_database_privilege(current_database(), 'CREATE')",
-            &[],
-        )?,
-    };
+    )?;
     let wal_level: String = r.get(0);
     let (slots_max, slots_used): (i32, i32) = (r.get(1), r.get(2));
     let (senders_max, senders_used): (i32, i32) = (r.get(3), r.get(4));

@@ -17,7 +17,9 @@ use crate::engine::apply::SchemaMismatch;
 use crate::engine::catalog::{self, prepare_session};
 use crate::engine::compress::Compression;
 use crate::engine::counters::Counters;
-use crate::engine::generate::{copy_out_sql, plan, read_sequences, GenerateOptions};
+use crate::engine::generate::{
+    copy_counted, copy_out_sql, plan, read_sequences, snapshot_session, GenerateOptions,
+};
 use crate::engine::manifest::copy_list;
 use crate::engine::scheduler::{self, Tasks};
 use crate::engine::Connect;
@@ -114,17 +116,7 @@ pub fn stream(
         parallel,
         &|| progress.cancelled(),
         || {
-            let mut from = a.session().context("opening a parallel connection")?;
-            if let Some(cancel) = from.canceller() {
-                progress.watch(cancel);
-            }
-            from.simple(catalog::SESSION_SETTINGS)?;
-            from.simple(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-                 SET TRANSACTION SNAPSHOT {}",
-                quote_literal(&exported)
-            ))
-            .context("importing the exported snapshot")?;
+            let from = snapshot_session(a, &exported, progress)?;
             let mut to = b.connect().context("opening a loading connection")?;
             progress.watch_client(&to);
             prepare_session(&mut to)?;
@@ -144,23 +136,10 @@ pub fn stream(
                     copy_list(&t.columns)
                 ))
                 .map_err(db_error)?;
-            let (mut rows, mut pending) = (0u64, 0u64);
-            from.copy_out(&copy_out_sql(t, item), |buf| {
-                // In COPY text a row ends with a newline; newlines inside values are escaped.
-                rows += memchr::memchr_iter(b'\n', buf).count() as u64;
-                writer.write_all(buf)?;
-                pending += buf.len() as u64;
-                if pending >= 64 * 1024 {
-                    progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
-                    pending = 0;
-                    if stop.stopping() {
-                        bail!("stopped");
-                    }
-                }
-                Ok(())
+            let (rows, _) = copy_counted(from, &copy_out_sql(t, item), progress, stop, |buf| {
+                Ok(writer.write_all(buf)?)
             })
             .with_context(|| format!("reading {}", t.qualified()))?;
-            progress.bytes_done.fetch_add(pending, Ordering::Relaxed);
             let loaded = writer
                 .finish()
                 .map_err(db_error)
