@@ -211,11 +211,20 @@ pub fn undo(c: &mut postgres::Client, setup: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for r in rows {
         let (seq, inc): (String, i64) = (r.get(0), r.get(1));
-        let exists: bool = c
-            .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&seq])?
-            .get(0);
-        if exists {
-            c.batch_execute(&format!("ALTER SEQUENCE {seq} INCREMENT BY {inc}"))
+        // The name as PostgreSQL quotes it, of a sequence that exists: never the row's text
+        // itself in a statement.
+        let quoted: Option<String> = c
+            .query_one(
+                "SELECT pg_catalog.format('%I.%I', n.nspname, s.relname)
+                   FROM pg_catalog.pg_class s
+                   JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+                  WHERE s.oid = pg_catalog.to_regclass($1) AND s.relkind = 'S'",
+                &[&seq],
+            )
+            .ok()
+            .map(|r| r.get(0));
+        if let Some(q) = quoted {
+            c.batch_execute(&format!("ALTER SEQUENCE {q} INCREMENT BY {inc}"))
                 .map_err(db_error)
                 .with_context(|| format!("restoring sequence {seq}'s increment"))?;
         }
