@@ -91,6 +91,104 @@ SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log_id_seq', 
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- ext/src/operations.rs:13
+-- requires:
+--   tables
+
+-- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
+-- security so a role sees and changes only the operations of roles whose privileges it has.
+-- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
+-- added with ALTER TABLE in both (the same column order either way).
+
+ALTER TABLE steep_repl.snapshots
+    ADD COLUMN phase            text,
+    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
+    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
+                                CHECK (overall_percent BETWEEN 0 AND 100),
+    ADD COLUMN current_table    text,
+    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
+    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
+    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
+    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
+    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
+
+CREATE TABLE steep_repl.merges (
+    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
+    peer_node        text,
+    peer             text NOT NULL,
+    tables           text[] NOT NULL DEFAULT '{}',
+    strategy         text NOT NULL DEFAULT 'prefer-local'
+                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
+    dry_run          boolean NOT NULL DEFAULT false,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    current_table    text,
+    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
+    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
+    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
+    error_message    text,
+    created_by       name NOT NULL DEFAULT current_user,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    completed_at     timestamptz
+);
+COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
+
+CREATE TABLE steep_repl.work_queue (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
+                                                     'bidirectional_merge', 'selftest')),
+    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
+    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    created_by    name NOT NULL DEFAULT current_user,
+    database      name NOT NULL DEFAULT current_database(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    error_message text,
+    worker_pid    integer,
+    progress      jsonb,
+    result        jsonb
+);
+CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
+CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
+    WHERE snapshot_id IS NOT NULL;
+COMMENT ON TABLE steep_repl.work_queue
+    IS 'Operations for the background workers; each runs with the privileges of created_by';
+
+-- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
+-- do not already have. Superusers and the extension owner (the workers) bypass row security.
+CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_roles r
+                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
+$fn$;
+COMMENT ON FUNCTION steep_repl._acts_as(name)
+    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
+
+ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- ext/src/nodes.rs:4
 -- requires:
 --   tables
@@ -491,104 +589,6 @@ END
 $fn$;
 COMMENT ON FUNCTION steep_repl.import_fingerprints(text, jsonb)
     IS 'Replace node_id''s stored fingerprints with an export_fingerprints() document';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/operations.rs:13
--- requires:
---   tables
-
--- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
--- security so a role sees and changes only the operations of roles whose privileges it has.
--- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
--- added with ALTER TABLE in both (the same column order either way).
-
-ALTER TABLE steep_repl.snapshots
-    ADD COLUMN phase            text,
-    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
-    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
-                                CHECK (overall_percent BETWEEN 0 AND 100),
-    ADD COLUMN current_table    text,
-    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
-    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
-    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
-    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
-    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
-
-CREATE TABLE steep_repl.merges (
-    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
-    peer_node        text,
-    peer             text NOT NULL,
-    tables           text[] NOT NULL DEFAULT '{}',
-    strategy         text NOT NULL DEFAULT 'prefer-local'
-                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
-    dry_run          boolean NOT NULL DEFAULT false,
-    status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    current_table    text,
-    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
-    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
-    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
-    error_message    text,
-    created_by       name NOT NULL DEFAULT current_user,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz,
-    completed_at     timestamptz
-);
-COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
-
-CREATE TABLE steep_repl.work_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
-                                                     'bidirectional_merge', 'selftest')),
-    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
-    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
-    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    created_by    name NOT NULL DEFAULT current_user,
-    database      name NOT NULL DEFAULT current_database(),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    started_at    timestamptz,
-    completed_at  timestamptz,
-    error_message text,
-    worker_pid    integer,
-    progress      jsonb,
-    result        jsonb
-);
-CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
-CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
-    WHERE snapshot_id IS NOT NULL;
-COMMENT ON TABLE steep_repl.work_queue
-    IS 'Operations for the background workers; each runs with the privileges of created_by';
-
--- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
--- do not already have. Superusers and the extension owner (the workers) bypass row security.
-CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT FROM pg_roles r
-                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
-$fn$;
-COMMENT ON FUNCTION steep_repl._acts_as(name)
-    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
-
-ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY work_queue_owner ON steep_repl.work_queue
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
-CREATE POLICY snapshots_owner ON steep_repl.snapshots
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merges_owner ON steep_repl.merges
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1113,36 +1113,6 @@ $grant$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/dump.rs:4
--- requires:
---   security
---   fingerprints
---   nodes
-
--- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
--- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
--- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
--- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
--- merges and the merge audit log are.
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
-
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
-ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
-ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
-
--- The cascade the fingerprints' foreign key did, done by the function that removes a node.
-CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
-         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
-    SELECT EXISTS (SELECT FROM gone);
-$fn$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/apply_markers.rs:4
 -- requires:
 --   security
@@ -1220,66 +1190,114 @@ COMMENT ON FUNCTION steep_repl.forget_applied(text)
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshot_api.rs:136
+-- ext/src/snapshot_api.rs:129
 -- requires:
---   snapshots
 --   security
 
--- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
--- loaded (as in replication; the table's owner keeps them from firing inside the load's
--- transaction); fire_triggers lets them. Owners and privileges: restored by default with
--- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
--- arguments are a new signature.
+-- How a snapshot run records itself in its steep_repl.snapshots row (0.4.0): the same functions
+-- for a background job (direct mode, which calls them as the job's owner) and for the CLI's
+-- client mode (as the connected role), with the caller's rights and row security. `progress` is
+-- the one progress record (the JSON of work_queue.progress); `totals` what the run produced.
 
-DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
-CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
-                                       verify boolean DEFAULT true,
-                                       schema_mode text DEFAULT 'verify',
-                                       resume boolean DEFAULT false,
-                                       fire_triggers boolean DEFAULT false,
-                                       no_owner boolean DEFAULT false,
-                                       no_privileges boolean DEFAULT false)
+CREATE FUNCTION steep_repl.snapshot_begin(snapshot_id text, kind text, storage_path text,
+                                          compression text, parallel integer)
 RETURNS steep_repl.snapshots
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode,
+         started_at, phase)
+    VALUES ($1, $2, steep_repl.local_node_id(), 'running', $3, $4, $5, 'client',
+            pg_catalog.clock_timestamp(), 'starting')
+    RETURNING *
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_begin(text, text, text, text, integer)
+    IS 'Register a snapshot run of the CLI''s client mode (direct mode: start_snapshot/start_apply)';
+
+CREATE FUNCTION steep_repl.snapshot_record(snapshot_id text, progress jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $fn$
+    UPDATE steep_repl.snapshots s
+    SET status = 'running',
+        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
+        phase = $2 ->> 'phase',
+        overall_percent = least(100, greatest(0, coalesce(($2 ->> 'percent')::float8, 0))),
+        tables_completed = coalesce(($2 ->> 'tables_completed')::int, 0),
+        table_count = coalesce(nullif(($2 ->> 'tables_total')::int, 0), s.table_count),
+        current_table = $2 ->> 'table',
+        bytes_processed = coalesce(($2 ->> 'bytes')::bigint, 0),
+        rows_processed = coalesce(($2 ->> 'rows')::bigint, 0),
+        eta_seconds = ($2 ->> 'eta_seconds')::int
+    WHERE s.snapshot_id = $1 AND s.status IN ('pending', 'running')
+$fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_record(text, jsonb)
+    IS 'Record a running snapshot''s progress (the progress record''s JSON)';
+
+CREATE FUNCTION steep_repl.snapshot_end(snapshot_id text, status text, error text,
+                                        totals jsonb DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $fn$
-DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    id text := steep_repl._new_snapshot_id();
-    source_id text;
 BEGIN
-    PERFORM steep_repl._require_workers();
-    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+    IF $2 IS NULL OR $2 NOT IN ('complete', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'invalid end status %: use complete, failed or cancelled',
+            coalesce(quote_literal($2), 'NULL') USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
-        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    path := steep_repl._snapshot_path($1, false);
-    -- Refuse a missing or malformed manifest now, not in the worker.
-    source_id := steep_repl._manifest_snapshot_id(path);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_apply', id,
-            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
-                               'schema', $4, 'resume', coalesce($5, false),
-                               'source_snapshot', source_id,
-                               'fire_triggers', coalesce($6, false),
-                               'no_owner', coalesce($7, false),
-                               'no_privileges', coalesce($8, false)));
-    RETURN snap;
+    UPDATE steep_repl.snapshots s
+    SET status = $2, error_message = $3, completed_at = pg_catalog.clock_timestamp(),
+        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
+        phase = $2,
+        overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE s.overall_percent END,
+        table_count = coalesce(($4 ->> 'tables')::int, s.table_count),
+        tables_completed = coalesce(($4 ->> 'tables')::int, s.tables_completed),
+        rows_processed = coalesce(($4 ->> 'rows')::bigint, s.rows_processed),
+        bytes_processed = coalesce(($4 ->> 'bytes')::bigint, s.bytes_processed),
+        bytes_total = coalesce(($4 ->> 'bytes')::bigint, s.bytes_total),
+        lsn = coalesce(($4 ->> 'lsn')::pg_lsn, s.lsn),
+        compression = coalesce($4 ->> 'compression', s.compression),
+        eta_seconds = NULL, current_table = NULL
+    WHERE s.snapshot_id = $1;
 END
 $fn$;
+COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
+    IS 'Record how a snapshot run ended and what it produced (tables, rows, bytes, lsn, compression)';
+/* </end connected objects> */
 
-COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
-                                          boolean)
-    IS 'Queue loading the snapshot at input_path (on the server) into this database';
+/* <begin connected objects> */
+-- ext/src/dump.rs:4
+-- requires:
+--   security
+--   fingerprints
+--   nodes
+
+-- What a pg_dump of a database with steep_repl carries (0.4.0). A DBA's backup must restore with
+-- `pg_restore -j N`, which loads tables' data in any order: no foreign key links the tables
+-- whose rows are dumped. Jobs are runtime state (a restored job would claim to run where nothing
+-- runs): their rows are not dumped; nodes, this node's identity, fingerprints, snapshot records,
+-- merges and the merge audit log are.
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', 'WHERE false');
+
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_snapshot_id_fkey;
+ALTER TABLE steep_repl.work_queue DROP CONSTRAINT work_queue_merge_id_fkey;
+ALTER TABLE steep_repl.schema_fingerprints DROP CONSTRAINT schema_fingerprints_node_id_fkey;
+
+-- The cascade the fingerprints' foreign key did, done by the function that removes a node.
+CREATE OR REPLACE FUNCTION steep_repl.remove_node(node_id text) RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH fingerprints AS (DELETE FROM steep_repl.schema_fingerprints f WHERE f.node_id = $1),
+         gone AS (DELETE FROM steep_repl.nodes WHERE nodes.node_id = $1 RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone);
+$fn$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1443,6 +1461,60 @@ END
 $fn$;
 COMMENT ON FUNCTION steep_repl.analyze_overlap(text, text[])
     IS 'Compare this database''s tables with a peer''s (a peer a superuser defined, or for superusers a connection string without a password): per table, rows that match, conflict, or exist on one side only; the keys are in steep_repl.merge_keys';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshot_api.rs:141
+-- requires:
+--   snapshots
+--   security
+
+-- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
+-- pg_dump itself in the job. New arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
+CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
+                                          parallel integer DEFAULT 4,
+                                          with_schema boolean DEFAULT true,
+                                          tables text[] DEFAULT NULL,
+                                          exclude_tables text[] DEFAULT NULL,
+                                          schemas text[] DEFAULT NULL,
+                                          exclude_schemas text[] DEFAULT NULL)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    spec text;
+    id text := steep_repl._new_snapshot_id();
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := steep_repl._compression(coalesce($2, 'none'));
+    path := steep_repl._snapshot_path($1, true);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
+            $3, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_generate', id,
+            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
+                               'schema', coalesce($4, true),
+                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
+                               'schemas', coalesce($7, '{}'),
+                               'exclude_schemas', coalesce($8, '{}')));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
+                                              text[])
+    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1843,6 +1915,7 @@ BEGIN
                               WHEN 'strategy' THEN 'string'
                               WHEN 'schema' THEN 'string'
                               WHEN 'parallel' THEN 'number'
+                              WHEN 'chunk_size_mb' THEN 'number'
                               WHEN 'marker_timeout_seconds' THEN 'number' END AS t,
                    jsonb_typeof(e.value) AS have
               FROM jsonb_each(o) e) x
@@ -1850,7 +1923,15 @@ BEGIN
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'invalid options: %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'known options: setup, a_conninfo (how the peer''s server reaches this one), b_conninfo, strategy, schema (strings), one_way (boolean), key_step, parallel, marker_timeout_seconds (numbers)';
+                  HINT = 'known options: setup, a_conninfo (how the peer''s server reaches this one), b_conninfo, strategy, schema (strings), one_way (boolean), key_step, parallel, chunk_size_mb, marker_timeout_seconds (numbers)';
+    END IF;
+    -- The options are kept in work_queue (and its dumps): no password in them.
+    IF (o ->> 'a_conninfo') ~* '(^|[\s?&])password\s*=' OR (o ->> 'b_conninfo') ~* '(^|[\s?&])password\s*='
+       OR (o ->> 'a_conninfo') ~* '^postgres(ql)?://[^/@]*:[^/@]*@'
+       OR (o ->> 'b_conninfo') ~* '^postgres(ql)?://[^/@]*:[^/@]*@' THEN
+        RAISE EXCEPTION 'options.a_conninfo and b_conninfo must not hold a password: the job''s options are kept in steep_repl.work_queue'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'give the servers'' OS users a passfile or service file, or use certificates';
     END IF;
     IF o ->> 'a_conninfo' IS NULL THEN
         RAISE EXCEPTION 'options.a_conninfo is needed: how the peer''s server reaches this one (kept in its subscription)'
@@ -1866,7 +1947,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION steep_repl.start_replication_init(text, text, jsonb)
-    IS 'Queue replication init between this database and a peer (source snapshot, merge or empty; options: setup, one_way, key_step, a_conninfo, b_conninfo, strategy, schema, parallel, marker_timeout_seconds); superusers; returns the job id';
+    IS 'Queue replication init between this database and a peer (source snapshot, merge or empty; options: setup, one_way, key_step, a_conninfo, b_conninfo, strategy, schema, parallel, chunk_size_mb, marker_timeout_seconds); superusers; returns the job id';
 
 CREATE FUNCTION steep_repl.start_replication_drop(setup text DEFAULT 'main')
 RETURNS bigint
@@ -1898,103 +1979,25 @@ COMMENT ON FUNCTION steep_repl.start_replication_drop(text)
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshot_api.rs:129
--- requires:
---   security
-
--- How a snapshot run records itself in its steep_repl.snapshots row (0.4.0): the same functions
--- for a background job (direct mode, which calls them as the job's owner) and for the CLI's
--- client mode (as the connected role), with the caller's rights and row security. `progress` is
--- the one progress record (the JSON of work_queue.progress); `totals` what the run produced.
-
-CREATE FUNCTION steep_repl.snapshot_begin(snapshot_id text, kind text, storage_path text,
-                                          compression text, parallel integer)
-RETURNS steep_repl.snapshots
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode,
-         started_at, phase)
-    VALUES ($1, $2, steep_repl.local_node_id(), 'running', $3, $4, $5, 'client',
-            pg_catalog.clock_timestamp(), 'starting')
-    RETURNING *
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_begin(text, text, text, text, integer)
-    IS 'Register a snapshot run of the CLI''s client mode (direct mode: start_snapshot/start_apply)';
-
-CREATE FUNCTION steep_repl.snapshot_record(snapshot_id text, progress jsonb)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-    UPDATE steep_repl.snapshots s
-    SET status = 'running',
-        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
-        phase = $2 ->> 'phase',
-        overall_percent = least(100, greatest(0, coalesce(($2 ->> 'percent')::float8, 0))),
-        tables_completed = coalesce(($2 ->> 'tables_completed')::int, 0),
-        table_count = coalesce(nullif(($2 ->> 'tables_total')::int, 0), s.table_count),
-        current_table = $2 ->> 'table',
-        bytes_processed = coalesce(($2 ->> 'bytes')::bigint, 0),
-        rows_processed = coalesce(($2 ->> 'rows')::bigint, 0),
-        eta_seconds = ($2 ->> 'eta_seconds')::int
-    WHERE s.snapshot_id = $1 AND s.status IN ('pending', 'running')
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_record(text, jsonb)
-    IS 'Record a running snapshot''s progress (the progress record''s JSON)';
-
-CREATE FUNCTION steep_repl.snapshot_end(snapshot_id text, status text, error text,
-                                        totals jsonb DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET row_security = on
-AS $fn$
-BEGIN
-    IF $2 IS NULL OR $2 NOT IN ('complete', 'failed', 'cancelled') THEN
-        RAISE EXCEPTION 'invalid end status %: use complete, failed or cancelled',
-            coalesce(quote_literal($2), 'NULL') USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE steep_repl.snapshots s
-    SET status = $2, error_message = $3, completed_at = pg_catalog.clock_timestamp(),
-        started_at = coalesce(s.started_at, pg_catalog.clock_timestamp()),
-        phase = $2,
-        overall_percent = CASE WHEN $2 = 'complete' THEN 100 ELSE s.overall_percent END,
-        table_count = coalesce(($4 ->> 'tables')::int, s.table_count),
-        tables_completed = coalesce(($4 ->> 'tables')::int, s.tables_completed),
-        rows_processed = coalesce(($4 ->> 'rows')::bigint, s.rows_processed),
-        bytes_processed = coalesce(($4 ->> 'bytes')::bigint, s.bytes_processed),
-        bytes_total = coalesce(($4 ->> 'bytes')::bigint, s.bytes_total),
-        lsn = coalesce(($4 ->> 'lsn')::pg_lsn, s.lsn),
-        compression = coalesce($4 ->> 'compression', s.compression),
-        eta_seconds = NULL, current_table = NULL
-    WHERE s.snapshot_id = $1;
-END
-$fn$;
-COMMENT ON FUNCTION steep_repl.snapshot_end(text, text, text, jsonb)
-    IS 'Record how a snapshot run ended and what it produced (tables, rows, bytes, lsn, compression)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- ext/src/snapshot_api.rs:141
+-- ext/src/snapshot_api.rs:136
 -- requires:
 --   snapshots
 --   security
 
--- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
--- pg_dump itself in the job. New arguments are a new signature.
+-- start_apply's new options (0.4.0). User triggers: by default they do not fire while rows are
+-- loaded (as in replication; the table's owner keeps them from firing inside the load's
+-- transaction); fire_triggers lets them. Owners and privileges: restored by default with
+-- --schema create; no_owner / no_privileges leave them out as pg_restore's options do. New
+-- arguments are a new signature.
 
-DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
-CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
-                                          parallel integer DEFAULT 4,
-                                          with_schema boolean DEFAULT true,
-                                          tables text[] DEFAULT NULL,
-                                          exclude_tables text[] DEFAULT NULL,
-                                          schemas text[] DEFAULT NULL,
-                                          exclude_schemas text[] DEFAULT NULL)
+DROP FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean);
+CREATE FUNCTION steep_repl.start_apply(input_path text, parallel integer DEFAULT 4,
+                                       verify boolean DEFAULT true,
+                                       schema_mode text DEFAULT 'verify',
+                                       resume boolean DEFAULT false,
+                                       fire_triggers boolean DEFAULT false,
+                                       no_owner boolean DEFAULT false,
+                                       no_privileges boolean DEFAULT false)
 RETURNS steep_repl.snapshots
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -2002,34 +2005,40 @@ AS $fn$
 DECLARE
     snap steep_repl.snapshots;
     path text;
-    spec text;
     id text := steep_repl._new_snapshot_id();
+    source_id text;
 BEGIN
     PERFORM steep_repl._require_workers();
-    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+    IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($2::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    spec := steep_repl._compression(coalesce($2, 'none'));
-    path := steep_repl._snapshot_path($1, true);
+    IF $4 IS NULL OR $4 NOT IN ('verify', 'create', 'skip') THEN
+        RAISE EXCEPTION 'invalid schema_mode %: use verify, create or skip', coalesce(quote_literal($4), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    path := steep_repl._snapshot_path($1, false);
+    -- Refuse a missing or malformed manifest now, not in the worker.
+    source_id := steep_repl._manifest_snapshot_id(path);
     INSERT INTO steep_repl.snapshots
         (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
-            $3, 'direct')
+    VALUES (id, 'apply', steep_repl.local_node_id(), 'pending', path, 'none', $2, 'direct')
     RETURNING * INTO snap;
     INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_generate', id,
-            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
-                               'schema', coalesce($4, true),
-                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
-                               'schemas', coalesce($7, '{}'),
-                               'exclude_schemas', coalesce($8, '{}')));
+    VALUES ('snapshot_apply', id,
+            jsonb_build_object('path', path, 'parallel', $2, 'verify', coalesce($3, true),
+                               'schema', $4, 'resume', coalesce($5, false),
+                               'source_snapshot', source_id,
+                               'fire_triggers', coalesce($6, false),
+                               'no_owner', coalesce($7, false),
+                               'no_privileges', coalesce($8, false)));
     RETURN snap;
 END
 $fn$;
-COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
-                                              text[])
-    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
+
+COMMENT ON FUNCTION steep_repl.start_apply(text, integer, boolean, text, boolean, boolean, boolean,
+                                          boolean)
+    IS 'Queue loading the snapshot at input_path (on the server) into this database';
 /* </end connected objects> */
 
 /* <begin connected objects> */

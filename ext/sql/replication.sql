@@ -132,6 +132,7 @@ BEGIN
                               WHEN 'strategy' THEN 'string'
                               WHEN 'schema' THEN 'string'
                               WHEN 'parallel' THEN 'number'
+                              WHEN 'chunk_size_mb' THEN 'number'
                               WHEN 'marker_timeout_seconds' THEN 'number' END AS t,
                    jsonb_typeof(e.value) AS have
               FROM jsonb_each(o) e) x
@@ -139,7 +140,15 @@ BEGIN
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'invalid options: %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'known options: setup, a_conninfo (how the peer''s server reaches this one), b_conninfo, strategy, schema (strings), one_way (boolean), key_step, parallel, marker_timeout_seconds (numbers)';
+                  HINT = 'known options: setup, a_conninfo (how the peer''s server reaches this one), b_conninfo, strategy, schema (strings), one_way (boolean), key_step, parallel, chunk_size_mb, marker_timeout_seconds (numbers)';
+    END IF;
+    -- The options are kept in work_queue (and its dumps): no password in them.
+    IF (o ->> 'a_conninfo') ~* '(^|[\s?&])password\s*=' OR (o ->> 'b_conninfo') ~* '(^|[\s?&])password\s*='
+       OR (o ->> 'a_conninfo') ~* '^postgres(ql)?://[^/@]*:[^/@]*@'
+       OR (o ->> 'b_conninfo') ~* '^postgres(ql)?://[^/@]*:[^/@]*@' THEN
+        RAISE EXCEPTION 'options.a_conninfo and b_conninfo must not hold a password: the job''s options are kept in steep_repl.work_queue'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'give the servers'' OS users a passfile or service file, or use certificates';
     END IF;
     IF o ->> 'a_conninfo' IS NULL THEN
         RAISE EXCEPTION 'options.a_conninfo is needed: how the peer''s server reaches this one (kept in its subscription)'
@@ -155,7 +164,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION steep_repl.start_replication_init(text, text, jsonb)
-    IS 'Queue replication init between this database and a peer (source snapshot, merge or empty; options: setup, one_way, key_step, a_conninfo, b_conninfo, strategy, schema, parallel, marker_timeout_seconds); superusers; returns the job id';
+    IS 'Queue replication init between this database and a peer (source snapshot, merge or empty; options: setup, one_way, key_step, a_conninfo, b_conninfo, strategy, schema, parallel, chunk_size_mb, marker_timeout_seconds); superusers; returns the job id';
 
 CREATE FUNCTION steep_repl.start_replication_drop(setup text DEFAULT 'main')
 RETURNS bigint

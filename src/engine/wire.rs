@@ -194,13 +194,24 @@ fn negotiate_tls(
     sslmode: &str,
     replication: bool,
 ) -> Result<Option<RawStream>> {
+    let tls = TLS.get().filter(|_| replication);
+    if replication && tls.is_none() && matches!(sslmode, "allow" | "prefer") {
+        // This process speaks no TLS (a server-side job) and the connection may go without.
+        return Ok(Some(stream));
+    }
+    if tls.is_some() && sslmode == "verify-full" && p.get("host").is_none_or(|h| h.is_empty()) {
+        bail!(
+            "sslmode=verify-full checks the server's name, and only hostaddr is given: give host \
+             (the name in the server's certificate) too"
+        );
+    }
     let mut b = BytesMut::new();
     frontend::ssl_request(&mut b);
     stream.write_all(&b)?;
     stream.flush()?;
     let mut answer = [0u8; 1];
     stream.read_exact(&mut answer)?;
-    match (answer[0], TLS.get().filter(|_| replication), stream) {
+    match (answer[0], tls, stream) {
         (b'S', Some(tls), RawStream::Tcp(tcp)) => {
             Ok(Some(RawStream::Tls(tls.upgrade(p, host, tcp)?)))
         }

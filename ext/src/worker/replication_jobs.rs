@@ -80,6 +80,7 @@ pub fn init(ctx: &mut JobCtx) -> Result<Value, JobError> {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(std::env::temp_dir),
         parallel: o["parallel"].as_u64().unwrap_or(2).clamp(1, 64) as usize,
+        chunk_bytes: o["chunk_size_mb"].as_u64().unwrap_or(256).max(1) << 20,
         pg_dump: (schema == SchemaMode::Create)
             .then(|| server_program("pg_dump"))
             .flatten(),

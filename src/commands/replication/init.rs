@@ -60,6 +60,9 @@ pub struct InitArgs {
     /// cores two connections measured fastest, docs/BENCHMARKS.md).
     #[arg(long, default_value_t = 2, value_parser = parallel_arg)]
     parallel: i32,
+    /// Tables larger than this are copied in several block ranges at once.
+    #[arg(long, value_name = "MB", default_value_t = 256)]
+    chunk_size_mb: u64,
     /// Where the copy is written on its way from A to B (removed afterwards).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -143,6 +146,7 @@ impl InitArgs {
             b_for_a: b_for_a.0,
             work_dir,
             parallel: self.parallel as usize,
+            chunk_bytes: self.chunk_size_mb.max(1) << 20,
             pg_dump: need.and_then(|n| find_pg_tool("pg_dump", "STEEP_PG_DUMP", n)),
             pg_restore: need.and_then(|n| find_pg_tool("pg_restore", "STEEP_PG_RESTORE", n)),
             schema: self.schema,
@@ -225,10 +229,14 @@ impl InitArgs {
     /// its work_queue row: no password may be in it.
     fn direct(&self, ctx: &Ctx, a_for_b: &str, notes: Vec<String>) -> Result<()> {
         refuse_password_for_direct(&self.peer)?;
-        if ConnParams::parse(a_for_b)?.get("password").is_some() {
+        let b_for_a = self.b_as_seen_by_a.as_deref().unwrap_or("");
+        if ConnParams::parse(a_for_b)?.get("password").is_some()
+            || ConnParams::parse(b_for_a)?.get("password").is_some()
+        {
             return Err(Usage(
-                "--direct keeps how B reaches A in the job's row, which must not hold a password: \
-                 give B's server a passfile (or --a-as-seen-by-b without a password)"
+                "--direct keeps how each node reaches the other in the job's row, which must not \
+                 hold a password: give the servers a passfile (and connection strings without \
+                 one)"
                     .into(),
             )
             .into());
@@ -240,6 +248,7 @@ impl InitArgs {
             "a_conninfo": a_for_b,
             "schema": self.schema.name(),
             "parallel": self.parallel,
+            "chunk_size_mb": self.chunk_size_mb,
             "marker_timeout_seconds": self.marker_timeout,
         });
         if let Some(b) = &self.b_as_seen_by_a {

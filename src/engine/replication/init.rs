@@ -89,6 +89,8 @@ pub struct InitOptions {
     /// removed afterwards).
     pub work_dir: PathBuf,
     pub parallel: usize,
+    /// Tables larger than this are copied in several block ranges.
+    pub chunk_bytes: u64,
     pub pg_dump: Option<PathBuf>,
     pub pg_restore: Option<PathBuf>,
     pub schema: SchemaMode,
@@ -182,15 +184,69 @@ pub fn init(
         notes: vec![SEQUENCES_NOTE.to_string()],
     };
 
-    // A setup whose subscriptions all exist is left as it is: if they are enabled and carry a
-    // marker each way, it already replicates; otherwise (paused, or set up the other way) the
-    // operator decides. What an unfinished init left (no subscription yet on some node that
-    // needs one) is removed, and the init starts over.
+    // What exists of the setup on either node decides: objects this pairing and shape would
+    // not make (another peer's, or the setup made the other way) are never touched; a complete
+    // setup is checked and left; a live one of another shape is refused; what an unfinished init
+    // left (it never reached its marker rows) is removed and the init starts over.
     let pa = objects::present(&mut ca, &opts.setup)?;
     let pb = objects::present(&mut cb, &opts.setup)?;
-    let want_a = i64::from(bidirectional);
-    if pb.subscriptions == 1 && pa.subscriptions == want_a {
-        if pb.enabled != 1 || pa.enabled != want_a {
+    let slot_on_a = names::slot_for(&opts.setup, &ib);
+    let slot_on_b = names::slot_for(&opts.setup, &ia);
+    // A subscription is named like the slot that feeds it.
+    let (sub_on_a, sub_on_b) = (slot_on_b.clone(), slot_on_a.clone());
+    let expect_a: (Vec<&str>, Vec<&str>) = if bidirectional {
+        (vec![&slot_on_a], vec![&sub_on_a])
+    } else {
+        (vec![&slot_on_a], vec![])
+    };
+    let expect_b: (Vec<&str>, Vec<&str>) = if bidirectional {
+        (vec![&slot_on_b], vec![&sub_on_b])
+    } else {
+        (vec![], vec![&sub_on_b])
+    };
+    let mut foreign = Vec::new();
+    for (p, (slots, subs), label) in [(&pa, &expect_a, "A"), (&pb, &expect_b, "B")] {
+        for s in p.slots.iter().filter(|s| !slots.contains(&s.as_str())) {
+            foreign.push(format!("slot {s} on {label}"));
+        }
+        for (s, _) in p
+            .subscriptions
+            .iter()
+            .filter(|(s, _)| !subs.contains(&s.as_str()))
+        {
+            foreign.push(format!("subscription {s} on {label}"));
+        }
+    }
+    // A subscription whose feeding slot is not on the other node subscribes to someone else.
+    if pa.subscriptions.iter().any(|(s, _)| *s == sub_on_a) && !pb.slots.contains(&slot_on_b) {
+        foreign.push(format!("subscription {sub_on_a} on A (fed from elsewhere)"));
+    }
+    if pb.subscriptions.iter().any(|(s, _)| *s == sub_on_b) && !pa.slots.contains(&slot_on_a) {
+        foreign.push(format!("subscription {sub_on_b} on B (fed from elsewhere)"));
+    }
+    if !foreign.is_empty() {
+        bail!(Refused(vec![format!(
+            "setup {} holds objects this {} init of A and B would not make: {}; they belong to \
+             another pairing or were made the other way: give this setup another --name, or \
+             remove that one with steep replication drop first",
+            opts.setup,
+            if bidirectional {
+                "bidirectional"
+            } else {
+                "one-way"
+            },
+            foreign.join(", ")
+        )]));
+    }
+    let has_sub = |p: &objects::Present, name: &str| p.subscriptions.iter().any(|(s, _)| s == name);
+    let complete = has_sub(&pb, &sub_on_b) && (!bidirectional || has_sub(&pa, &sub_on_a));
+    if complete {
+        if pa
+            .subscriptions
+            .iter()
+            .chain(&pb.subscriptions)
+            .any(|(_, on)| !on)
+        {
             bail!(Refused(vec![format!(
                 "setup {} exists with a disabled subscription: enable it (ALTER SUBSCRIPTION ... \
                  ENABLE), or remove the setup with steep replication drop and init again",
@@ -215,26 +271,23 @@ pub fn init(
             )?);
         }
         report.already_replicating = true;
-        report.directions = vec![existing_direction(
-            "A",
-            "B",
-            &names::slot_for(&opts.setup, &ib),
-            dirs[0],
-        )];
+        report.directions = vec![existing_direction("A", "B", &slot_on_a, dirs[0])];
         if bidirectional {
-            report.directions.push(existing_direction(
-                "B",
-                "A",
-                &names::slot_for(&opts.setup, &ia),
-                dirs[1],
-            ));
+            report
+                .directions
+                .push(existing_direction("B", "A", &slot_on_b, dirs[1]));
         }
         return Ok(report);
     }
-    if pb.subscriptions == 1 && pa.subscriptions > want_a {
+    let live = pa
+        .subscriptions
+        .iter()
+        .chain(&pb.subscriptions)
+        .any(|(_, on)| *on);
+    if live && (pa.markers || pb.markers) {
         bail!(Refused(vec![format!(
-            "setup {} replicates both ways: run init without --one-way, or remove it with steep \
-             replication drop first",
+            "setup {} replicates already, one way: to replicate both ways, remove it with steep \
+             replication drop and init again",
             opts.setup
         )]));
     }
@@ -462,8 +515,8 @@ fn steps(
     // Changes a node received are not sent on: both ways, and for a merge, whose writes carry
     // origins of their own.
     let origin_none = bidirectional || opts.from == Source::Merge;
-    // A bidirectional setup's keys: before B's slot for a copy (B takes no writes until the init
-    // ends), after the merge for a merge (which moves sequences itself), always before any
+    // A bidirectional setup's keys: after the copy (which sets B's sequences to A's values) and
+    // B's slot, after the merge for a merge (which moves sequences itself), always before any
     // subscription applies inserts.
     let key_scheme = |ca: &mut postgres::Client,
                       cb: &mut postgres::Client,
@@ -505,7 +558,14 @@ fn steps(
                         .snapshot
                         .clone()
                         .ok_or_else(|| anyhow!("the slot exported no snapshot"))?;
-                    stream::stream(a.connect, b.connect, &snapshot, opts.parallel, progress)?
+                    stream::stream(
+                        a.connect,
+                        b.connect,
+                        &snapshot,
+                        opts.parallel,
+                        opts.chunk_bytes,
+                        progress,
+                    )?
                 });
                 drop(created);
             } else {
@@ -729,7 +789,7 @@ fn copy(
                 compression: Compression::NONE,
                 parallel: opts.parallel,
                 pg_dump: opts.pg_dump.clone(),
-                chunk_bytes: GenerateOptions::DEFAULT_CHUNK_BYTES,
+                chunk_bytes: opts.chunk_bytes,
                 selection: Selection::default(),
                 slot: Some(SlotSnapshot {
                     slot: created.name.clone(),

@@ -54,7 +54,10 @@ pub fn create_subscription(c: &mut postgres::Client, s: &SubscriptionSpec) -> Re
         let _ = c.batch_execute(setting);
     }
     let origin = if s.origin_none { ", origin = none" } else { "" };
-    c.batch_execute(&format!(
+    // Created, advanced and enabled in one transaction (allowed without create_slot): a process
+    // killed in between leaves no disabled subscription behind.
+    let mut tx = c.transaction()?;
+    tx.batch_execute(&format!(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, \
          slot_name = {}, copy_data = false, enabled = false{origin})",
         quote_ident(s.name),
@@ -64,11 +67,7 @@ pub fn create_subscription(c: &mut postgres::Client, s: &SubscriptionSpec) -> Re
     ))
     .map_err(db_error)
     .with_context(|| format!("creating subscription {}", s.name))?;
-    let _ = c.batch_execute(
-        "RESET log_statement; RESET log_min_error_statement; RESET log_min_duration_statement",
-    );
-    let _ = c.batch_execute("RESET pg_stat_statements.track_utility");
-    c.execute(
+    tx.execute(
         "SELECT pg_catalog.pg_replication_origin_advance('pg_' || s.oid, $2::text::pg_lsn)
            FROM pg_catalog.pg_subscription s
           WHERE s.subname = $1
@@ -77,12 +76,18 @@ pub fn create_subscription(c: &mut postgres::Client, s: &SubscriptionSpec) -> Re
     )
     .map_err(db_error)
     .with_context(|| format!("advancing subscription {}'s origin to {}", s.name, s.consistent_point))?;
-    c.batch_execute(&format!(
+    tx.batch_execute(&format!(
         "ALTER SUBSCRIPTION {} ENABLE",
         quote_ident(s.name)
     ))
     .map_err(db_error)
-    .with_context(|| format!("enabling subscription {}", s.name))
+    .with_context(|| format!("enabling subscription {}", s.name))?;
+    tx.commit().map_err(db_error)?;
+    let _ = c.batch_execute(
+        "RESET log_statement; RESET log_min_error_statement; RESET log_min_duration_statement",
+    );
+    let _ = c.batch_execute("RESET pg_stat_statements.track_utility");
+    Ok(())
 }
 
 /// Drop one subscription without touching the publisher's slot (steep drops slots itself, on
@@ -188,38 +193,54 @@ pub fn remove_setup(nodes: &mut [(&mut postgres::Client, &str)], setup: &str) ->
     out
 }
 
-/// What of a setup exists on this node.
-#[derive(Debug, Clone, Copy, Default)]
+/// What of a setup exists on this node: its slots, its subscriptions (with whether each is
+/// enabled), its publication, and whether an init got as far as its marker rows.
+#[derive(Debug, Clone, Default)]
 pub struct Present {
-    pub subscriptions: i64,
-    pub enabled: i64,
-    pub slots: i64,
+    pub slots: Vec<String>,
+    pub subscriptions: Vec<(String, bool)>,
     pub publication: bool,
+    pub markers: bool,
 }
 
 impl Present {
     pub fn anything(&self) -> bool {
-        self.subscriptions + self.slots > 0 || self.publication
+        !self.slots.is_empty() || !self.subscriptions.is_empty() || self.publication
     }
 }
 
 pub fn present(c: &mut postgres::Client, setup: &str) -> Result<Present> {
+    let pattern = names::name_regex(setup);
+    let slots = c
+        .query(
+            "SELECT slot_name::text FROM pg_catalog.pg_replication_slots
+              WHERE slot_name ~ $1 AND database = current_database() ORDER BY 1",
+            &[&pattern],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let subscriptions = c
+        .query(
+            "SELECT subname::text, subenabled FROM pg_catalog.pg_subscription
+              WHERE subname ~ $1
+                AND subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                WHERE datname = current_database())
+              ORDER BY 1",
+            &[&pattern],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     let r = c.query_one(
-        "SELECT (SELECT count(*) FROM pg_catalog.pg_subscription
-                  WHERE subname ~ $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
-                                                     WHERE datname = current_database())),
-                (SELECT count(*) FILTER (WHERE subenabled) FROM pg_catalog.pg_subscription
-                  WHERE subname ~ $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database
-                                                     WHERE datname = current_database())),
-                (SELECT count(*) FROM pg_catalog.pg_replication_slots
-                  WHERE slot_name ~ $1 AND database = current_database()),
-                EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $2)",
-        &[&names::name_regex(setup), &names::publication(setup)],
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1),
+                EXISTS (SELECT FROM steep_repl.replication_markers WHERE setup_name = $2)",
+        &[&names::publication(setup), &setup],
     )?;
     Ok(Present {
-        subscriptions: r.get(0),
-        enabled: r.get(1),
-        slots: r.get(2),
-        publication: r.get(3),
+        slots,
+        subscriptions,
+        publication: r.get(0),
+        markers: r.get(1),
     })
 }

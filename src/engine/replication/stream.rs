@@ -2,14 +2,14 @@
 //! slot's exported snapshot streamed straight into B's — no files, as PostgreSQL's own table sync
 //! does — in parallel (large tables in block ranges, as `snapshot generate` splits them). B's
 //! sessions write with `session_replication_role = replica`, as logical replication applies rows:
-//! user triggers do not fire and foreign keys are not checked (the copy is one consistent
-//! snapshot). B's tables are emptied first in a transaction of their own: a failed copy leaves
-//! them partly loaded, and the init is run again (B's rows are being replaced anyway).
+//! only triggers enabled REPLICA or ALWAYS fire, and foreign keys are not checked (the copy is
+//! one consistent snapshot). B's tables are emptied first in a transaction of their own: a failed
+//! copy leaves them partly loaded, and the init is run again (B's rows are being replaced).
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::db_error::db_error;
 use crate::engine::apply::schema_check::describe_for_apply;
@@ -17,9 +17,7 @@ use crate::engine::apply::SchemaMismatch;
 use crate::engine::catalog::{self, prepare_session};
 use crate::engine::compress::Compression;
 use crate::engine::counters::Counters;
-use crate::engine::generate::{
-    copy_counted, copy_out_sql, plan, read_sequences, snapshot_session, GenerateOptions,
-};
+use crate::engine::generate::{copy_counted, copy_out_sql, plan, read_sequences, snapshot_session};
 use crate::engine::manifest::copy_list;
 use crate::engine::scheduler::{self, Tasks};
 use crate::engine::Connect;
@@ -33,6 +31,7 @@ pub fn stream(
     b: &dyn Connect,
     snapshot: &str,
     parallel: usize,
+    chunk_bytes: u64,
     progress: &Counters,
 ) -> Result<u64> {
     let parallel = parallel.clamp(1, 64);
@@ -80,25 +79,83 @@ pub fn stream(
         return Err(SchemaMismatch(diffs).into());
     }
 
-    progress.set_phase("emptying");
+    // A table only B has that references a replicated one would stop the TRUNCATE (and its
+    // rows would lose their parents): refused before anything is emptied.
     let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+    let outside: Vec<String> = target
+        .query(
+            "SELECT DISTINCT pg_catalog.format('%s references %s', c.conrelid::pg_catalog.regclass,
+                                                c.confrelid::pg_catalog.regclass)
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f'
+                AND c.confrelid = ANY($1::text[]::pg_catalog.regclass[])
+                AND NOT c.conrelid = ANY($1::text[]::pg_catalog.regclass[])
+              ORDER BY 1",
+            &[&names],
+        )
+        .map_err(db_error)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !outside.is_empty() {
+        return Err(SchemaMismatch(
+            outside
+                .into_iter()
+                .map(|o| format!("{o}, a table the first node does not have"))
+                .collect(),
+        )
+        .into());
+    }
+    progress.set_phase("emptying");
     if !names.is_empty() {
+        // Bounded: an idle transaction on B must fail the init, not hold every query on B's
+        // tables behind the TRUNCATE's lock.
         target
             .batch_execute(&format!(
-                "BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE ONLY {}; COMMIT",
+                "BEGIN; SET LOCAL session_replication_role = replica;
+                 SET LOCAL lock_timeout = '30s'; TRUNCATE ONLY {}; COMMIT",
                 names.join(", ")
             ))
             .map_err(db_error)
             .context("emptying the second node's tables")?;
     }
+    let plan_of = |tables: &[crate::engine::catalog::TableInfo]| {
+        plan(
+            tables,
+            parallel,
+            chunk_bytes,
+            block_size,
+            &Compression::NONE,
+        )
+    };
+    load(a, b, &tables, &exported, &plan_of(&tables), parallel, progress).context(
+        "the second node's tables were emptied and are partly loaded; the next init loads them again",
+    )?;
+    coord.batch_execute("COMMIT")?;
+    progress.set_table(None);
+    progress.set_phase("sequences");
+    for s in &sequences {
+        target
+            .execute(
+                "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
+                &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
+            )
+            .map_err(db_error)
+            .with_context(|| format!("restoring sequence {}.{}", s.schema, s.name))?;
+    }
+    Ok(progress.rows_done.load(Ordering::Relaxed))
+}
 
-    let items = plan(
-        &tables,
-        parallel,
-        GenerateOptions::DEFAULT_CHUNK_BYTES,
-        block_size,
-        &Compression::NONE,
-    );
+/// Every item of every table from A (at `exported`) into B, `parallel` at a time.
+fn load(
+    a: &dyn Connect,
+    b: &dyn Connect,
+    tables: &[crate::engine::catalog::TableInfo],
+    exported: &str,
+    items: &[crate::engine::generate::Item],
+    parallel: usize,
+    progress: &Counters,
+) -> Result<()> {
     progress
         .tables_total
         .store(tables.len() as u64, Ordering::Relaxed);
@@ -116,7 +173,7 @@ pub fn stream(
         parallel,
         &|| progress.cancelled(),
         || {
-            let from = snapshot_session(a, &exported, progress)?;
+            let from = snapshot_session(a, exported, progress)?;
             let mut to = b.connect().context("opening a loading connection")?;
             progress.watch_client(&to);
             prepare_session(&mut to)?;
@@ -157,25 +214,8 @@ pub fn stream(
     }
     if progress.cancelled() {
         return Err(crate::engine::error::cancelled(
-            "the second node's tables are partly loaded; the init removes what it made",
+            "the init removes what it made",
         ));
     }
-    coord.batch_execute("COMMIT")?;
-    progress.set_table(None);
-    progress.set_phase("sequences");
-    for s in &sequences {
-        target
-            .execute(
-                "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
-                &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
-            )
-            .map_err(db_error)
-            .with_context(|| format!("restoring sequence {}.{}", s.schema, s.name))?;
-    }
-    let rows = ran
-        .results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| anyhow!("a part of the copy did not run")))
-        .sum::<Result<u64>>()?;
-    Ok(rows)
+    Ok(())
 }
