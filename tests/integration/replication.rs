@@ -1045,3 +1045,54 @@ fn a_one_way_merge_sends_only_new_changes_and_keeps_no_slot_on_the_second_node()
     );
     assert_eq!(apply_errors(&bc), "0");
 }
+
+#[test]
+fn ctrl_c_during_the_copy_removes_the_slot_and_says_so() {
+    let home = temp_home();
+    let (_a, _b, ac, bc) = pair(home.path());
+    both(&ac, &bc, "CREATE TABLE c (id int PRIMARY KEY, pad text)");
+    sql(
+        &ac,
+        "INSERT INTO c SELECT g, repeat('c', 300) FROM generate_series(1, 600000) g",
+    );
+    let child = steep_process(home.path())
+        .args([
+            "replication",
+            "init",
+            "-c",
+            &ac,
+            "--peer",
+            &bc,
+            "--from",
+            "snapshot",
+            "--one-way",
+            "--parallel",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while one(&ac, "SELECT count(*) FROM pg_replication_slots") == "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no slot appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cancelled") && err.contains("removed slot steep_main_"),
+        "{err}"
+    );
+    nothing_left(&ac);
+    nothing_left(&bc);
+}

@@ -209,13 +209,14 @@ fn load(
             Ok(loaded)
         },
     );
-    if let Some(e) = ran.error {
-        return Err(e);
-    }
+    // A cancel stops the sessions mid-COPY: that is the cancel, not their errors.
     if progress.cancelled() {
         return Err(crate::engine::error::cancelled(
             "the init removes what it made",
         ));
+    }
+    if let Some(e) = ran.error {
+        return Err(e);
     }
     Ok(())
 }
