@@ -118,11 +118,17 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// Whether Ctrl-C was pressed since the last call (installs the handler on first use).
-pub fn interrupted() -> bool {
+/// Catch Ctrl-C from now on (`interrupted` says when it came): called before work that must
+/// clean up after itself starts, so an early Ctrl-C cannot end the process half way.
+pub fn catch_interrupts() {
     HANDLER.call_once(|| {
         let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     });
+}
+
+/// Whether Ctrl-C was pressed since the last call (installs the handler on first use).
+pub fn interrupted() -> bool {
+    catch_interrupts();
     INTERRUPTED.swap(false, Ordering::SeqCst)
 }
 

@@ -319,13 +319,7 @@ pub fn generate(
         block_size,
         &opts.compression,
     );
-    progress
-        .tables_total
-        .store(tables.len() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(
-        items.iter().map(|i| i.estimate).sum::<u64>().max(1),
-        Ordering::Relaxed,
-    );
+    expect(progress, tables.len(), &items);
     let parts_left: Vec<AtomicUsize> = tables
         .iter()
         .enumerate()
@@ -479,6 +473,17 @@ pub(crate) fn plan(
         }
     }
     items
+}
+
+/// What a copy of `tables` tables in `items` will count to, for the progress record.
+pub(crate) fn expect(progress: &Counters, tables: usize, items: &[Item]) {
+    progress
+        .tables_total
+        .store(tables as u64, Ordering::Relaxed);
+    progress.bytes_total.store(
+        items.iter().map(|i| i.estimate).sum::<u64>().max(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// A parallel reading session: the fast path when possible, watched for cancel, in a

@@ -49,6 +49,7 @@ pub(crate) fn run_local<T: Send>(
     record: &mut Option<Recorder>,
     work: impl FnOnce() -> Result<T> + Send,
 ) -> (Result<T>, ProgressEvent) {
+    steep::cli::follow::catch_interrupts();
     let mut r = Renderer::new(&ctx.out, label);
     let started = Instant::now();
     let base = ProgressEvent {

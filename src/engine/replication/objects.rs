@@ -211,15 +211,7 @@ impl Present {
 
 pub fn present(c: &mut postgres::Client, setup: &str) -> Result<Present> {
     let pattern = names::name_regex(setup);
-    let slots = c
-        .query(
-            "SELECT slot_name::text FROM pg_catalog.pg_replication_slots
-              WHERE slot_name ~ $1 AND database = current_database() ORDER BY 1",
-            &[&pattern],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let slots = slot::matching(c, &pattern)?;
     let subscriptions = c
         .query(
             "SELECT subname::text, subenabled FROM pg_catalog.pg_subscription

@@ -72,18 +72,22 @@ pub fn create(params: &ConnParams, name: &str, export: bool) -> Result<CreatedSl
     })
 }
 
+/// The slots of this database whose names match the regular expression `pattern`.
+pub fn matching(c: &mut postgres::Client, pattern: &str) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT slot_name::text FROM pg_catalog.pg_replication_slots
+              WHERE slot_name ~ $1 AND database = current_database() ORDER BY 1",
+        &[&pattern],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
 /// Drop the slots of this database whose names match the regular expression `pattern`, waiting
 /// (up to 30 s) for a walsender still using one to go; returns the names dropped.
 pub fn drop_matching(c: &mut postgres::Client, pattern: &str) -> Result<Vec<String>> {
-    let names: Vec<String> = c
-        .query(
-            "SELECT slot_name::text FROM pg_catalog.pg_replication_slots
-              WHERE slot_name ~ $1 AND database = current_database() ORDER BY 1",
-            &[&pattern],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = matching(c, pattern)?;
     for n in &names {
         drop_one(c, n)?;
     }

@@ -17,7 +17,9 @@ use crate::engine::apply::SchemaMismatch;
 use crate::engine::catalog::{self, prepare_session};
 use crate::engine::compress::Compression;
 use crate::engine::counters::Counters;
-use crate::engine::generate::{copy_counted, copy_out_sql, plan, read_sequences, snapshot_session};
+use crate::engine::generate::{
+    copy_counted, copy_out_sql, expect, plan, read_sequences, snapshot_session,
+};
 use crate::engine::manifest::copy_list;
 use crate::engine::scheduler::{self, Tasks};
 use crate::engine::Connect;
@@ -156,13 +158,7 @@ fn load(
     parallel: usize,
     progress: &Counters,
 ) -> Result<()> {
-    progress
-        .tables_total
-        .store(tables.len() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(
-        items.iter().map(|i| i.estimate).sum::<u64>().max(1),
-        Ordering::Relaxed,
-    );
+    expect(progress, tables.len(), items);
     progress.set_phase("copying");
     let ran = scheduler::run(
         Tasks {
