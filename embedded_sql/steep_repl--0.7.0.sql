@@ -91,104 +91,6 @@ SELECT pg_catalog.pg_extension_config_dump('steep_repl.merge_audit_log_id_seq', 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/operations.rs:13
--- requires:
---   tables
-
--- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
--- security so a role sees and changes only the operations of roles whose privileges it has.
--- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
--- added with ALTER TABLE in both (the same column order either way).
-
-ALTER TABLE steep_repl.snapshots
-    ADD COLUMN phase            text,
-    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
-    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
-                                CHECK (overall_percent BETWEEN 0 AND 100),
-    ADD COLUMN current_table    text,
-    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
-    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
-    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
-    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
-    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
-
-CREATE TABLE steep_repl.merges (
-    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
-    peer_node        text,
-    peer             text NOT NULL,
-    tables           text[] NOT NULL DEFAULT '{}',
-    strategy         text NOT NULL DEFAULT 'prefer-local'
-                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
-    dry_run          boolean NOT NULL DEFAULT false,
-    status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    current_table    text,
-    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
-    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
-    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
-    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
-    error_message    text,
-    created_by       name NOT NULL DEFAULT current_user,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    started_at       timestamptz,
-    completed_at     timestamptz
-);
-COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
-
-CREATE TABLE steep_repl.work_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
-                                                     'bidirectional_merge', 'selftest')),
-    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
-    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
-    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
-    created_by    name NOT NULL DEFAULT current_user,
-    database      name NOT NULL DEFAULT current_database(),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    started_at    timestamptz,
-    completed_at  timestamptz,
-    error_message text,
-    worker_pid    integer,
-    progress      jsonb,
-    result        jsonb
-);
-CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
-CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
-    WHERE snapshot_id IS NOT NULL;
-COMMENT ON TABLE steep_repl.work_queue
-    IS 'Operations for the background workers; each runs with the privileges of created_by';
-
--- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
--- do not already have. Superusers and the extension owner (the workers) bypass row security.
-CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT FROM pg_roles r
-                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
-$fn$;
-COMMENT ON FUNCTION steep_repl._acts_as(name)
-    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
-
-ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
-CREATE POLICY work_queue_owner ON steep_repl.work_queue
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
-CREATE POLICY snapshots_owner ON steep_repl.snapshots
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merges_owner ON steep_repl.merges
-    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
-
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
-SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/nodes.rs:4
 -- requires:
 --   tables
@@ -589,6 +491,104 @@ END
 $fn$;
 COMMENT ON FUNCTION steep_repl.import_fingerprints(text, jsonb)
     IS 'Replace node_id''s stored fingerprints with an export_fingerprints() document';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/operations.rs:13
+-- requires:
+--   tables
+
+-- Background operations (0.2.0): progress columns on snapshots, merges, the work queue, and row
+-- security so a role sees and changes only the operations of roles whose privileges it has.
+-- This file is both part of a fresh install and of the 0.1.0 -> 0.2.0 upgrade, so new columns are
+-- added with ALTER TABLE in both (the same column order either way).
+
+ALTER TABLE steep_repl.snapshots
+    ADD COLUMN phase            text,
+    ADD COLUMN parallel         integer NOT NULL DEFAULT 4 CHECK (parallel BETWEEN 1 AND 64),
+    ADD COLUMN tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    ADD COLUMN overall_percent  double precision NOT NULL DEFAULT 0
+                                CHECK (overall_percent BETWEEN 0 AND 100),
+    ADD COLUMN current_table    text,
+    ADD COLUMN bytes_processed  bigint NOT NULL DEFAULT 0 CHECK (bytes_processed >= 0),
+    ADD COLUMN bytes_total      bigint CHECK (bytes_total >= 0),
+    ADD COLUMN rows_processed   bigint NOT NULL DEFAULT 0 CHECK (rows_processed >= 0),
+    ADD COLUMN eta_seconds      integer CHECK (eta_seconds >= 0),
+    ADD COLUMN mode             text NOT NULL DEFAULT 'direct' CHECK (mode IN ('direct', 'client'));
+
+CREATE TABLE steep_repl.merges (
+    merge_id         text PRIMARY KEY CHECK (length(merge_id) BETWEEN 1 AND 200),
+    peer_node        text,
+    peer             text NOT NULL,
+    tables           text[] NOT NULL DEFAULT '{}',
+    strategy         text NOT NULL DEFAULT 'prefer-local'
+                     CHECK (strategy IN ('prefer-local', 'prefer-remote', 'last-modified', 'ask')),
+    dry_run          boolean NOT NULL DEFAULT false,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    current_table    text,
+    tables_completed integer NOT NULL DEFAULT 0 CHECK (tables_completed >= 0),
+    tables_total     integer NOT NULL DEFAULT 0 CHECK (tables_total >= 0),
+    rows_merged      bigint NOT NULL DEFAULT 0 CHECK (rows_merged >= 0),
+    conflict_count   bigint NOT NULL DEFAULT 0 CHECK (conflict_count >= 0),
+    error_message    text,
+    created_by       name NOT NULL DEFAULT current_user,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    completed_at     timestamptz
+);
+COMMENT ON TABLE steep_repl.merges IS 'One row per merge of two nodes; peer never holds a password';
+
+CREATE TABLE steep_repl.work_queue (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation     text NOT NULL CHECK (operation IN ('snapshot_generate', 'snapshot_apply',
+                                                     'bidirectional_merge', 'selftest')),
+    snapshot_id   text REFERENCES steep_repl.snapshots (snapshot_id) ON DELETE CASCADE,
+    merge_id      text REFERENCES steep_repl.merges (merge_id) ON DELETE CASCADE,
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'running', 'complete', 'failed', 'cancelled')),
+    created_by    name NOT NULL DEFAULT current_user,
+    database      name NOT NULL DEFAULT current_database(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    error_message text,
+    worker_pid    integer,
+    progress      jsonb,
+    result        jsonb
+);
+CREATE INDEX work_queue_pending_idx ON steep_repl.work_queue (id) WHERE status = 'pending';
+CREATE INDEX work_queue_snapshot_idx ON steep_repl.work_queue (snapshot_id)
+    WHERE snapshot_id IS NOT NULL;
+COMMENT ON TABLE steep_repl.work_queue
+    IS 'Operations for the background workers; each runs with the privileges of created_by';
+
+-- A job runs as created_by, so nobody may queue or change a job for a role whose privileges they
+-- do not already have. Superusers and the extension owner (the workers) bypass row security.
+CREATE FUNCTION steep_repl._acts_as(role_name name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_roles r
+                   WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'USAGE'));
+$fn$;
+COMMENT ON FUNCTION steep_repl._acts_as(name)
+    IS 'Whether the current role has the privileges of role_name (row security of steep_repl)';
+
+ALTER TABLE steep_repl.work_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY work_queue_owner ON steep_repl.work_queue
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_owner ON steep_repl.snapshots
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+ALTER TABLE steep_repl.merges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merges_owner ON steep_repl.merges
+    USING (steep_repl._acts_as(created_by)) WITH CHECK (steep_repl._acts_as(created_by));
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.merges', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.work_queue_id_seq', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1464,60 +1464,6 @@ COMMENT ON FUNCTION steep_repl.analyze_overlap(text, text[])
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- ext/src/snapshot_api.rs:141
--- requires:
---   snapshots
---   security
-
--- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
--- pg_dump itself in the job. New arguments are a new signature.
-
-DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
-CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
-                                          parallel integer DEFAULT 4,
-                                          with_schema boolean DEFAULT true,
-                                          tables text[] DEFAULT NULL,
-                                          exclude_tables text[] DEFAULT NULL,
-                                          schemas text[] DEFAULT NULL,
-                                          exclude_schemas text[] DEFAULT NULL)
-RETURNS steep_repl.snapshots
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    snap steep_repl.snapshots;
-    path text;
-    spec text;
-    id text := steep_repl._new_snapshot_id();
-BEGIN
-    PERFORM steep_repl._require_workers();
-    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    spec := steep_repl._compression(coalesce($2, 'none'));
-    path := steep_repl._snapshot_path($1, true);
-    INSERT INTO steep_repl.snapshots
-        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
-    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
-            $3, 'direct')
-    RETURNING * INTO snap;
-    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
-    VALUES ('snapshot_generate', id,
-            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
-                               'schema', coalesce($4, true),
-                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
-                               'schemas', coalesce($7, '{}'),
-                               'exclude_schemas', coalesce($8, '{}')));
-    RETURN snap;
-END
-$fn$;
-COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
-                                              text[])
-    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- ext/src/merge_api.rs:373
 -- requires:
 --   merge_analysis_api
@@ -1933,6 +1879,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'give the servers'' OS users a passfile or service file, or use certificates';
     END IF;
+    IF coalesce(o ->> 'schema', 'verify') NOT IN ('verify', 'create') THEN
+        RAISE EXCEPTION 'options.schema must be verify or create' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF o ->> 'a_conninfo' IS NULL THEN
         RAISE EXCEPTION 'options.a_conninfo is needed: how the peer''s server reaches this one (kept in its subscription)'
             USING ERRCODE = 'invalid_parameter_value';
@@ -1976,6 +1925,60 @@ END
 $fn$;
 COMMENT ON FUNCTION steep_repl.start_replication_drop(text)
     IS 'Queue the removal of a setup from this database (subscriptions, slots, publication, key scheme); superusers; returns the job id';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- ext/src/snapshot_api.rs:141
+-- requires:
+--   snapshots
+--   security
+
+-- Choosing what a direct-mode snapshot holds (0.4.0): pg_dump's -t/-T/-n/-N patterns, resolved by
+-- pg_dump itself in the job. New arguments are a new signature.
+
+DROP FUNCTION steep_repl.start_snapshot(text, text, integer, boolean);
+CREATE FUNCTION steep_repl.start_snapshot(output_path text, compression text DEFAULT 'none',
+                                          parallel integer DEFAULT 4,
+                                          with_schema boolean DEFAULT true,
+                                          tables text[] DEFAULT NULL,
+                                          exclude_tables text[] DEFAULT NULL,
+                                          schemas text[] DEFAULT NULL,
+                                          exclude_schemas text[] DEFAULT NULL)
+RETURNS steep_repl.snapshots
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    snap steep_repl.snapshots;
+    path text;
+    spec text;
+    id text := steep_repl._new_snapshot_id();
+BEGIN
+    PERFORM steep_repl._require_workers();
+    IF $3 IS NULL OR $3 NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'invalid parallel %: give 1 to 64', coalesce($3::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := steep_repl._compression(coalesce($2, 'none'));
+    path := steep_repl._snapshot_path($1, true);
+    INSERT INTO steep_repl.snapshots
+        (snapshot_id, kind, node_id, status, storage_path, compression, parallel, mode)
+    VALUES (id, 'generate', steep_repl.local_node_id(), 'pending', path, split_part(spec, ':', 1),
+            $3, 'direct')
+    RETURNING * INTO snap;
+    INSERT INTO steep_repl.work_queue (operation, snapshot_id, params)
+    VALUES ('snapshot_generate', id,
+            jsonb_build_object('path', path, 'compression', spec, 'parallel', $3,
+                               'schema', coalesce($4, true),
+                               'tables', coalesce($5, '{}'), 'exclude_tables', coalesce($6, '{}'),
+                               'schemas', coalesce($7, '{}'),
+                               'exclude_schemas', coalesce($8, '{}')));
+    RETURN snap;
+END
+$fn$;
+COMMENT ON FUNCTION steep_repl.start_snapshot(text, text, integer, boolean, text[], text[], text[],
+                                              text[])
+    IS 'Queue a snapshot of the tables (every one, or those pg_dump''s patterns choose) into output_path on the server; returns at once';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -150,6 +150,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'give the servers'' OS users a passfile or service file, or use certificates';
     END IF;
+    IF coalesce(o ->> 'schema', 'verify') NOT IN ('verify', 'create') THEN
+        RAISE EXCEPTION 'options.schema must be verify or create' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF o ->> 'a_conninfo' IS NULL THEN
         RAISE EXCEPTION 'options.a_conninfo is needed: how the peer''s server reaches this one (kept in its subscription)'
             USING ERRCODE = 'invalid_parameter_value';

@@ -210,13 +210,11 @@ pub fn merge(ctx: &mut JobCtx) -> Result<Value, JobError> {
         apply::merge(&local, &peer, &opts, &progress)
     })?;
     let result = serde_json::to_value(&report).unwrap_or_default();
-    let undecided: u64 = report.tables.iter().map(|t| t.undecided).sum();
-    let rows: u64 = report
-        .tables
-        .iter()
-        .map(|t| t.local_inserted + t.local_updated + t.remote_inserted + t.remote_updated)
-        .sum();
-    let conflicts: u64 = report.tables.iter().map(|t| t.conflict).sum();
+    let apply::Totals {
+        rows,
+        conflicts,
+        undecided,
+    } = report.totals();
     let (id, r, n) = (merge_id.clone(), result.clone(), report.tables.len() as i32);
     tx(move || {
         Spi::run_with_args(

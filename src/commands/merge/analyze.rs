@@ -68,13 +68,18 @@ impl AnalyzeArgs {
         };
         let reported = report(ctx, &analysis, merge_id.as_deref(), self.keys);
         if let Some(path) = &self.decisions_out {
-            self.write_decisions(ctx, path)?;
+            self.write_decisions(ctx, path, &analysis)?;
         }
         reported
     }
 
     /// Every conflict with both images and an empty decision, for review.
-    fn write_decisions(&self, ctx: &Ctx, path: &std::path::Path) -> Result<()> {
+    fn write_decisions(
+        &self,
+        ctx: &Ctx,
+        path: &std::path::Path,
+        analysis: &steep::engine::merge::Analysis,
+    ) -> Result<()> {
         let (mut c, local) = ctx.open()?;
         let created_at: String = c
             .query_one(
@@ -87,7 +92,19 @@ impl AnalyzeArgs {
         let progress = Arc::new(Counters::default());
         let (l, p) = (CliConnect(local.clone()), CliConnect(peer.clone()));
         let (found, _) = run_local(ctx, "reading conflicts", &progress, &mut None, || {
-            conflicts::collect(&l, &p, &self.tables, &|_| true, &progress)
+            // Only the tables the analysis found conflicts in are compared again.
+            conflicts::collect(
+                &l,
+                &p,
+                &self.tables,
+                &|t| {
+                    analysis
+                        .tables
+                        .iter()
+                        .any(|o| o.schema == t.schema && o.table == t.name && o.conflict > 0)
+                },
+                &progress,
+            )
         });
         let file = DecisionsFile {
             format: conflicts::FORMAT.into(),

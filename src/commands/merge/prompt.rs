@@ -139,12 +139,36 @@ pub fn ask(
          conflict; q stop (answers so far are kept: steep merge run --resume {merge_id})",
         open.len()
     ));
+    // Typed answers are saved at once; those a sticky answer covers are saved together, before
+    // the next prompt (or at the end).
+    let decided_by = format!("operator {role}");
+    let mut pending: Vec<(String, String, &str, ledger::Decision)> = Vec::new();
+    let flush = |c: &mut postgres::Client,
+                 pending: &mut Vec<(String, String, &str, ledger::Decision)>|
+     -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<ledger::Decided> = pending
+            .iter()
+            .map(|(schema, table, key, decision)| ledger::Decided {
+                schema,
+                table,
+                key,
+                decision,
+            })
+            .collect();
+        ledger::save_decisions(c, merge_id, &all)?;
+        pending.clear();
+        Ok(())
+    };
     let mut sticky: Option<(Resolution, Reach, String)> = None;
     for (n, x) in open.iter().enumerate() {
-        let answer = match &sticky {
-            Some((r, Reach::All, _)) => *r,
-            Some((r, Reach::Table, t)) if *t == x.table => *r,
+        let (answer, typed) = match &sticky {
+            Some((r, Reach::All, _)) => (*r, false),
+            Some((r, Reach::Table, t)) if *t == x.table => (*r, false),
             _ => {
+                flush(c, &mut pending)?;
                 show(&ctx.out, x, n + 1, open.len());
                 let (r, reach) = loop {
                     let typed: String = dialoguer::Input::new()
@@ -161,27 +185,26 @@ pub fn ask(
                 if reach != Reach::One {
                     sticky = Some((r, reach, x.table.clone()));
                 }
-                r
+                (r, true)
             }
         };
         let (schema, table) = conflicts::split_table(&x.table)?;
-        let d = ledger::Decision {
-            local_hash: x.local_hash.parse().ok(),
-            remote_hash: x.remote_hash.parse().ok(),
-            resolution: answer,
-            decided_by: format!("operator {role}"),
-        };
-        ledger::save_decisions(
-            c,
-            merge_id,
-            &[ledger::Decided {
-                schema: &schema,
-                table: &table,
-                key: &x.key,
-                decision: &d,
-            }],
-        )?;
+        pending.push((
+            schema,
+            table,
+            &x.key,
+            ledger::Decision {
+                local_hash: x.local_hash.parse().ok(),
+                remote_hash: x.remote_hash.parse().ok(),
+                resolution: answer,
+                decided_by: decided_by.clone(),
+            },
+        ));
+        if typed {
+            flush(c, &mut pending)?;
+        }
     }
+    flush(c, &mut pending)?;
     Ok(true)
 }
 

@@ -45,16 +45,17 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 10, value_name = "N")]
     key_step: i64,
     /// How B's server reaches A, kept in B's subscription (default: this command's connection
-    /// to A without a password it did not give; prefer a passfile on B's server).
+    /// to A, with a password only if one is written in -c; prefer a passfile on B's server).
     #[arg(long, value_name = "CONNINFO")]
     a_as_seen_by_b: Option<String>,
-    /// How A's server reaches B, kept in A's subscription (default: --peer without a password
-    /// it did not give).
+    /// How A's server reaches B, kept in A's subscription (default: --peer's parameters, with a
+    /// password only if one is written in --peer).
     #[arg(long, value_name = "CONNINFO")]
     b_as_seen_by_a: Option<String>,
-    /// --from snapshot: check B's tables against A's (verify), or create them (create: B's
-    /// database must not hold them yet).
-    #[arg(long, default_value = "verify", value_parser = |s: &str| s.parse::<SchemaMode>())]
+    /// --from snapshot: verify (B holds the tables: checked against A's, emptied, and A's rows
+    /// streamed straight into them) or create (B's database does not hold them yet: a snapshot
+    /// with A's schema through --work-dir, applied).
+    #[arg(long, default_value = "verify", value_parser = schema_arg)]
     schema: SchemaMode,
     /// Connections per node for the copy (B's inserts into indexed tables set the pace: on two
     /// cores two connections measured fastest, docs/BENCHMARKS.md).
@@ -63,7 +64,8 @@ pub struct InitArgs {
     /// Tables larger than this are copied in several block ranges at once.
     #[arg(long, value_name = "MB", default_value_t = 256)]
     chunk_size_mb: u64,
-    /// Where the copy is written on its way from A to B (removed afterwards).
+    /// With --schema create: where the snapshot is written on its way from A to B (a private
+    /// directory inside, removed afterwards; default: the system's temporary directory).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
     /// Seconds a marker row may take to arrive on the other node.
@@ -73,6 +75,15 @@ pub struct InitArgs {
     /// merge jobs do: a peer a superuser defined, or a connection string without a password.
     #[arg(long)]
     direct: bool,
+}
+
+/// `--schema`: verify or create (a load without checking has no place in an init).
+fn schema_arg(s: &str) -> Result<SchemaMode, String> {
+    match s {
+        "verify" => Ok(SchemaMode::Verify),
+        "create" => Ok(SchemaMode::Create),
+        _ => Err(format!("use verify or create, not {s:?}")),
+    }
 }
 
 /// How a subscriber's server reaches a publisher: the parameters this command resolved, but a

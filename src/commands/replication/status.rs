@@ -134,7 +134,7 @@ fn describe(i: &Item) -> String {
             d["apply_error_count"],
             d["last_msg_receipt_time"].as_str().unwrap_or("-")
         ),
-        "publication" => format!("{} tables", d["tables"]),
+        "publication" => format!("{} tables (steep's marker table one of them)", d["tables"]),
         "sequence" => format!(
             "{}.{}: values {} mod {} (increment was {})",
             d["table"].as_str().unwrap_or(""),

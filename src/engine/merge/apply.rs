@@ -120,14 +120,18 @@ impl MergeOptions {
         }
     }
 
-    /// Whether the strategy of table `schema`.`table` is ask.
-    pub fn asks_for(&self, schema: &str, table: &str) -> bool {
-        let own = self
-            .per_table
+    /// The strategy of table `schema`.`table`: its own (the last one given), else the merge's.
+    pub fn strategy_for(&self, schema: &str, table: &str) -> &Strategy {
+        self.per_table
             .iter()
             .rev()
-            .find(|(n, _)| preflight::chosen(schema, table, std::slice::from_ref(n)));
-        own.map_or(&self.strategy, |(_, s)| s) == &Strategy::Ask
+            .find(|(n, _)| preflight::chosen(schema, table, std::slice::from_ref(n)))
+            .map_or(&self.strategy, |(_, s)| s)
+    }
+
+    /// Whether the strategy of table `schema`.`table` is ask.
+    pub fn asks_for(&self, schema: &str, table: &str) -> bool {
+        self.strategy_for(schema, table) == &Strategy::Ask
     }
 }
 
@@ -176,14 +180,28 @@ pub struct MergeReport {
     pub completed_from_peer_only: Vec<String>,
 }
 
-/// The strategy for one table.
-fn strategy_for(opts: &MergeOptions, t: &TableInfo) -> Strategy {
-    opts.per_table
-        .iter()
-        .rev()
-        .find(|(n, _)| preflight::chosen(&t.schema, &t.name, std::slice::from_ref(n)))
-        .map(|(_, s)| s.clone())
-        .unwrap_or_else(|| opts.strategy.clone())
+/// A merge's totals, as its `merges` row keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Rows written on either node.
+    pub rows: u64,
+    pub conflicts: u64,
+    /// Conflicts left for a decision.
+    pub undecided: u64,
+}
+
+impl MergeReport {
+    pub fn totals(&self) -> Totals {
+        self.tables.iter().fold(Totals::default(), |t, m| Totals {
+            rows: t.rows
+                + m.local_inserted
+                + m.local_updated
+                + m.remote_inserted
+                + m.remote_updated,
+            conflicts: t.conflicts + m.conflict,
+            undecided: t.undecided + m.undecided,
+        })
+    }
 }
 
 /// Whether the role may set `session_replication_role` on this node.
@@ -213,7 +231,10 @@ fn plan(
     opts: &MergeOptions,
 ) -> Result<(Vec<TableInfo>, Vec<Strategy>, Vec<Unit>)> {
     let tables = preflight::check(l, p, &opts.tables)?.tables;
-    let strategies: Vec<Strategy> = tables.iter().map(|t| strategy_for(opts, t)).collect();
+    let strategies: Vec<Strategy> = tables
+        .iter()
+        .map(|t| opts.strategy_for(&t.schema, &t.name).clone())
+        .collect();
     let mut problems = Vec::new();
     for (n, _) in &opts.per_table {
         if !tables
@@ -526,13 +547,11 @@ impl UnitRun<'_> {
                 )?;
             }
         }
-        if self.opts.dry_run {
-            // Not READ ONLY: the keys go into temporary tables. Rolled back at the end.
-            self.both("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
-        } else {
+        // Not READ ONLY: a dry run's keys go into temporary tables (rolled back at the end).
+        self.both("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+        if !self.opts.dry_run {
             // The lock comes before the transaction's snapshot (LOCK takes none): the rows
             // compared are the rows written over.
-            self.both("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
             // Two merges started from opposite nodes at once would wait on each other across two
             // servers, where no deadlock detector sees them: a wait has a bound.
             self.both("SET LOCAL lock_timeout = '30s'")?;
@@ -621,8 +640,8 @@ impl UnitRun<'_> {
         Ok(out)
     }
 
-    /// Compare, decide and (unless a dry run) write one table; whether rows were written on the
-    /// local node and on the peer.
+    /// Compare, decide and (unless a dry run) write one table: its report, audit rows, and what
+    /// was staged on the local node and on the peer.
     fn table(&mut self, i: usize, t: &TableInfo, strategy: &Strategy) -> Result<TableDone> {
         let (ov, diff) = overlap::compare_rows(self.l, self.p, t)?;
         if !ov.unique_collisions.is_empty() {
@@ -830,7 +849,7 @@ impl UnitRun<'_> {
     }
 
     /// Copy the rows of `keys` from the other node and write them on this one (`local`: the
-    /// local node), its user triggers held. Whether anything was written.
+    /// local node), its user triggers held. Returns what was staged (for the foreign-key checks).
     fn write(
         &mut self,
         i: usize,

@@ -74,15 +74,8 @@ pub fn record_end(
         .as_ref()
         .ok()
         .and_then(|r| serde_json::to_value(r).ok());
-    let (rows, conflicts) = result.as_ref().map_or((0, 0), |r| {
-        r.tables.iter().fold((0i64, 0i64), |(n, k), t| {
-            (
-                n + (t.local_inserted + t.local_updated + t.remote_inserted + t.remote_updated)
-                    as i64,
-                k + t.conflict as i64,
-            )
-        })
-    });
+    let totals = result.as_ref().map(MergeReport::totals).unwrap_or_default();
+    let (rows, conflicts) = (totals.rows as i64, totals.conflicts as i64);
     c.execute(
         "UPDATE steep_repl.merges SET status = $2, error_message = $3, result = $4,
                 rows_merged = $5, conflict_count = $6, completed_at = pg_catalog.now(),

@@ -128,20 +128,10 @@ impl Resolution {
         .into_iter()
         .find(|r| r.name() == s)
     }
-
-    /// Whether the local node's row is written to the peer.
-    pub fn writes_remote(self) -> bool {
-        matches!(self, Resolution::KeepLocal | Resolution::CopiedToRemote)
-    }
-
-    /// Whether the peer's row is written here.
-    pub fn writes_local(self) -> bool {
-        matches!(self, Resolution::KeepRemote | Resolution::CopiedToLocal)
-    }
 }
 
-/// The later of two "last modified" values (microseconds, or the integer itself): `Some(true)`
-/// when the peer's row wins. NULL is older than anything; a tie keeps the local row.
+/// The later of two "last modified" values (microseconds, or the integer itself): true when the
+/// peer's row wins. NULL is older than anything; a tie keeps the local row.
 pub fn remote_is_newer(local: Option<i64>, remote: Option<i64>) -> bool {
     match (local, remote) {
         (Some(l), Some(r)) => r > l,

@@ -194,16 +194,22 @@ pub fn init(
     let slot_on_b = names::slot_for(&opts.setup, &ia);
     // A subscription is named like the slot that feeds it.
     let (sub_on_a, sub_on_b) = (slot_on_b.clone(), slot_on_a.clone());
-    let expect_a: (Vec<&str>, Vec<&str>) = if bidirectional {
-        (vec![&slot_on_a], vec![&sub_on_a])
-    } else {
-        (vec![&slot_on_a], vec![])
-    };
-    let expect_b: (Vec<&str>, Vec<&str>) = if bidirectional {
-        (vec![&slot_on_b], vec![&sub_on_b])
-    } else {
-        (vec![], vec![&sub_on_b])
-    };
+    // (slots, subscriptions) this init makes on each node.
+    fn both_ways(bidirectional: bool, name: &str) -> Vec<&str> {
+        if bidirectional {
+            vec![name]
+        } else {
+            vec![]
+        }
+    }
+    let expect_a = (
+        vec![slot_on_a.as_str()],
+        both_ways(bidirectional, &sub_on_a),
+    );
+    let expect_b = (
+        both_ways(bidirectional, &slot_on_b),
+        vec![sub_on_b.as_str()],
+    );
     let mut foreign = Vec::new();
     for (p, (slots, subs), label) in [(&pa, &expect_a, "A"), (&pb, &expect_b, "B")] {
         for s in p.slots.iter().filter(|s| !slots.contains(&s.as_str())) {
@@ -721,7 +727,7 @@ fn merge(
         }
     }
     let report = result?;
-    let undecided: u64 = report.tables.iter().map(|t| t.undecided).sum();
+    let undecided = report.totals().undecided;
     if undecided > 0 {
         bail!(
             "the merge {} left {undecided} conflicts undecided: decide them with steep merge run \
